@@ -1,0 +1,57 @@
+"""The one Dataset base class: subclasses read raw arrays, the base turns them into tensors."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from crossvit_mtl.data.common import DatasetInfo
+
+Sample = dict[str, torch.Tensor]
+
+
+def to_tensors(raw: dict[str, Any]) -> Sample:
+    """Raw numpy arrays (HWC images, HW maps) -> the project's tensor layout (see DatasetInfo).
+
+    Images may be uint8 (0..255) or floating point in [0, 1]; both become float32 in [0, 1].
+    """
+    out: Sample = {}
+    for key, value in raw.items():
+        if key == "image":
+            arr = np.asarray(value)
+            img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+            out[key] = img.float().div_(255.0) if arr.dtype == np.uint8 else img.float()
+        elif key == "segmentation":
+            out[key] = torch.from_numpy(np.asarray(value).astype(np.int64, copy=False))
+        elif key == "depth":
+            out[key] = torch.from_numpy(np.asarray(value, dtype=np.float32)).unsqueeze(0)
+        elif key == "normal":
+            out[key] = torch.from_numpy(np.asarray(value, dtype=np.float32)).permute(2, 0, 1).contiguous()
+        elif key == "classification":
+            out[key] = torch.tensor(int(value), dtype=torch.int64)
+        else:
+            raise KeyError(f"unknown sample key {key!r}")
+    return out
+
+
+class DenseDataset(Dataset):
+    """Base of every data set: ``load(i)`` returns raw arrays, ``transform`` acts on tensors."""
+
+    info: DatasetInfo
+
+    def __init__(self, transform: Callable[[Sample], Sample] | None = None):
+        self.transform = transform
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, index: int) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        sample = to_tensors(self.load(index))
+        return self.transform(sample) if self.transform is not None else sample

@@ -1,0 +1,51 @@
+"""Task heads: raw outputs for the losses (logits, positive depth, unit normals)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DENSE_TASKS = ("segmentation", "depth", "normal")
+
+
+def finalize_dense(task: str, out: torch.Tensor) -> torch.Tensor:
+    """The one place each dense task's output constraint is applied (after upsampling)."""
+    if task == "depth":
+        return F.softplus(out.float()).to(out.dtype)
+    if task == "normal":
+        return F.normalize(out.float(), dim=1, eps=1e-6).to(out.dtype)
+    return out  # segmentation logits: the loss applies the softmax
+
+
+class DenseHead(nn.Module):
+    """conv3x3-BN-ReLU then a 1x1 conv to the task's channels, upsampled to the input size."""
+
+    def __init__(self, task: str, in_channels: int, out_channels: int, hidden: int | None = None):
+        super().__init__()
+        if task not in DENSE_TASKS:
+            raise ValueError(f"dense task must be one of {DENSE_TASKS}, got {task!r}")
+        hidden = hidden or in_channels
+        self.task = task
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        out = self.conv(x)
+        if out.shape[-2:] != size:
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        return finalize_dense(self.task, out)
+
+
+class ClsHead(nn.Module):
+    """CrossViT's prediction: a LayerNorm + linear per branch on its CLS token, averaged."""
+
+    def __init__(self, dims: tuple[int, int], num_classes: int, drop: float = 0.0):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
+        self.drop = nn.Dropout(drop)
+        self.heads = nn.ModuleList(nn.Linear(d, num_classes) for d in dims)
+
+    def forward(self, cls_tokens: list[torch.Tensor]) -> torch.Tensor:
+        logits = [head(self.drop(norm(t))) for t, norm, head in zip(cls_tokens, self.norms, self.heads)]
+        return torch.stack(logits).mean(0)

@@ -1,0 +1,239 @@
+"""Transformer and stem layers every model in the zoo is built from, written once."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a whole residual branch per sample during training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path rate must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention with queries from ``x`` and keys/values from ``context``.
+
+    Each head has its own projections (one matrix split into heads) and the scores are scaled
+    by 1/sqrt(head_dim), which is what scaled_dot_product_attention does. ``context_dim`` may
+    differ from ``dim``: keys and values are projected into the query's width, which is how two
+    branches of different widths attend to each other.
+    """
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None,
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        h = self.num_heads
+        out = F.scaled_dot_product_attention(
+            _split_heads(q, h), _split_heads(k, h), _split_heads(v, h),
+            dropout_p=self.attn_drop if self.training else 0.0,
+        )
+        return self.proj_drop(self.proj(_merge_heads(out)))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        k, v = self.kv(context).chunk(2, dim=-1)
+        return self.attend(self.q(x), k, v)
+
+
+class Attention(CrossAttention):
+    """Multi-head self-attention: one fused q/k/v projection, then the same SDPA path."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        nn.Module.__init__(self)
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.attend(*self.qkv(x).chunk(3, dim=-1))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm cross-attention block: queries attend to another sequence, with a residual.
+
+    ``mlp_ratio=0`` leaves out the MLP, as CrossViT's CLS fusion does.
+    """
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None,
+                 mlp_ratio: float = 0.0, qkv_bias: bool = True, drop: float = 0.0,
+                 attn_drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(context_dim or dim)
+        self.attn = CrossAttention(dim, num_heads, context_dim, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim) if mlp_ratio > 0 else None
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop) if mlp_ratio > 0 else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm_q(x), self.norm_kv(context)))
+        if self.mlp is not None:
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+
+class PatchEmbed(nn.Module):
+    """ViT's linear patchify: a conv with kernel = stride = patch size, tokens out."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+class ConvStem(nn.Module):
+    """The thesis's feature embedding: conv(k=s=patch) -> 64, BN, ReLU; two conv3x3 -> dim, BN, ReLU."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int, stem_channels: int = 64):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Sequential(
+            *_conv_bn_relu(in_chans, stem_channels, patch_size, patch_size),
+            *_conv_bn_relu(stem_channels, dim, 3, 1, 1),
+            *_conv_bn_relu(dim, dim, 3, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class MultiConvPatchEmbed(nn.Module):
+    """CrossViT-dagger's patch embedding: three convolutions whose strides multiply to the patch."""
+
+    STRIDES = {12: (4, 3, 1), 16: (4, 2, 2)}
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int):
+        super().__init__()
+        if patch_size not in self.STRIDES:
+            raise ValueError(f"multi-conv patch embedding supports patch sizes {sorted(self.STRIDES)}, "
+                             f"got {patch_size}")
+        self.patch_size = patch_size
+        s1, s2, s3 = self.STRIDES[patch_size]
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, dim // 4, 7, s1, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(dim // 4, dim // 2, 3, s2, 1 if s2 == 2 else 0), nn.ReLU(inplace=True),
+            nn.Conv2d(dim // 2, dim, 3, s3, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+STEMS = {"linear": PatchEmbed, "conv": ConvStem, "multi_conv": MultiConvPatchEmbed}
+
+
+def sincos_pos_embed(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sinusoidal positions (MAE/MoCo-v3 style): (grid_h * grid_w, dim)."""
+    if dim % 4:
+        raise ValueError(f"sinusoidal positions need a width divisible by 4, got {dim}")
+    ys, xs = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64),
+                            torch.arange(grid_w, dtype=torch.float64), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    out_y = ys.reshape(-1, 1) * omega
+    out_x = xs.reshape(-1, 1) * omega
+    emb = torch.cat([out_x.sin(), out_x.cos(), out_y.sin(), out_y.cos()], dim=1)
+    return emb.float()
+
+
+def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubic interpolation of learned patch positions (1, N, C) to another grid."""
+    if tuple(old_grid) == tuple(new_grid):
+        return pos
+    c = pos.shape[-1]
+    grid = pos.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c).to(pos.dtype)
+
+
+def check_divisible(height: int, width: int, patch: int) -> None:
+    if height % patch or width % patch:
+        raise ValueError(f"input size {height}x{width} is not divisible by the patch size {patch}")
+
+
+def trunc_normal_init(module: nn.Module) -> None:
+    """ViT initialisation: truncated normal linears, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+

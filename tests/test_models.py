@@ -1,0 +1,210 @@
+import math
+
+import pytest
+import torch
+
+from crossvit_mtl import create_model, list_models
+from crossvit_mtl.models import PRESETS
+from crossvit_mtl.models.flops import count_flops
+from crossvit_mtl.models.layers import Attention, CrossAttention, DropPath, sincos_pos_embed
+
+CLASSIFIERS = list_models("crossvit_*_224")
+DENSE = [n for n in list_models() if n not in CLASSIFIERS]
+
+
+def test_zoo_lists_every_family():
+    assert set(CLASSIFIERS) == {"crossvit_tiny_224", "crossvit_small_224", "crossvit_base_224",
+                                "crossvit_9_224", "crossvit_15_224", "crossvit_18_224",
+                                "crossvit_9_dagger_224"}
+    for name in ("thesis_seg", "crossvit_seg_tiny", "crossvit_seg_small", "crossvit_seg_base",
+                 "crossvit_mtl_tiny", "crossvit_mtl_small", "crossvit_mtl_base"):
+        assert name in DENSE
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("size", [(224, 224), (160, 256)])
+def test_classifier_shapes(name, size):
+    model = create_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *size))
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", DENSE)
+@pytest.mark.parametrize("size", [(128, 256), (96, 160)])
+def test_dense_shapes_and_constraints(name, size):
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *size))
+    tasks = PRESETS[name].get("tasks", {"segmentation": PRESETS[name].get("num_classes")})
+    assert set(out) == set(tasks)
+    for task, channels in tasks.items():
+        expected = (2, channels) if task == "classification" else (2, channels, *size)
+        assert out[task].shape == expected, task
+    if "depth" in out:
+        assert (out["depth"] > 0).all()
+    if "normal" in out:
+        torch.testing.assert_close(out["normal"].norm(dim=1), torch.ones(2, *size), atol=1e-5, rtol=0)
+
+
+# Published sizes (Chen et al. 2021): parameters (M) and forward GMACs at 224x224.
+PUBLISHED = {"crossvit_tiny_224": (6.9, 1.6), "crossvit_small_224": (26.7, 5.6),
+             "crossvit_base_224": (104.7, 21.2), "crossvit_9_224": (8.6, 1.8),
+             "crossvit_15_224": (27.4, 5.8), "crossvit_18_224": (43.3, 9.0),
+             "crossvit_9_dagger_224": (8.7, 1.9)}
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_classifiers_match_published_sizes(name):
+    params_m, gmacs = PUBLISHED[name]
+    model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params_m, rel=0.02)
+    assert count_flops(model, (224, 224)) / 2e9 == pytest.approx(gmacs, rel=0.05)
+
+
+SMALL_VARIANTS = {
+    "crossvit_9_224": dict(num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),) * 2),
+    "crossvit_9_dagger_224": dict(num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),)),
+    "thesis_seg": dict(embed_dim=32, num_heads=4, decoder_channels=8),
+    "crossvit_seg_tiny": dict(fusion="cls"),
+    "crossvit_mtl_tiny": dict(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_VARIANTS))
+def test_gradient_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    model = create_model(name, **SMALL_VARIANTS[name]).train()
+    size = (224, 224) if name.startswith("crossvit_9") else (128, 256)
+    out = model(torch.randn(2, 3, *size))
+    outs = out.values() if isinstance(out, dict) else [out]
+    sum(o.float().square().mean() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_thesis_intermediate_grids():
+    model = create_model("thesis_seg", decoder_channels=16).eval()
+    seen = {}
+    enc = model.encoder
+    for i, stem in enumerate(enc.patch_embed):
+        stem.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"stem{i}", o.shape))
+    enc.stages[0].register_forward_hook(lambda m, a, o: seen.__setitem__("tokens", [t.shape for t in o]))
+    for i, dec in enumerate(model.decoders):
+        dec.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"dec{i}", (a[0].shape, o.shape)))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 128, 256))
+    assert seen["stem0"] == (1, 256, 16, 32) and seen["stem1"] == (1, 256, 8, 16)
+    # 512 and 128 patch tokens, each with its CLS token in front
+    assert seen["tokens"] == [(1, 513, 256), (1, 129, 256)]
+    assert seen["dec0"] == ((1, 256, 16, 32), (1, 16, 128, 256))
+    assert seen["dec1"] == ((1, 256, 8, 16), (1, 16, 128, 256))
+    assert [d.num_upsamplings for d in model.decoders] == [3, 4]
+    assert out["segmentation"].shape == (1, 8, 128, 256)
+
+
+def test_thesis_default_widths():
+    model = create_model("thesis_seg")
+    assert model.decoders[0].up[0].out_channels == 256
+    assert create_model("thesis_seg", decoder_channels=128).decoders[1].up[0].out_channels == 128
+    deep = create_model("thesis_seg", depth=2, cross_depth=3)
+    assert len(deep.encoder.stages[0].blocks[0]) == 2
+    assert len(deep.encoder.stages[0].fusion.fusion[0]) == 3
+
+
+def _reference_attention(q, k, v, heads):
+    b, n, c = q.shape
+    d = c // heads
+    split = lambda t: t.reshape(b, t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
+    scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d)
+    return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, n, c)
+
+
+def test_self_attention_matches_explicit_softmax_float64():
+    torch.manual_seed(0)
+    attn = Attention(48, num_heads=6).double()
+    x = torch.randn(2, 17, 48, dtype=torch.float64)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    expected = attn.proj(_reference_attention(q, k, v, 6))
+    torch.testing.assert_close(attn(x), expected, atol=1e-6, rtol=0)
+
+
+def test_cross_attention_matches_explicit_softmax_float64():
+    torch.manual_seed(0)
+    attn = CrossAttention(32, num_heads=4, context_dim=24).double()
+    x = torch.randn(2, 5, 32, dtype=torch.float64)
+    ctx = torch.randn(2, 11, 24, dtype=torch.float64)
+    k, v = attn.kv(ctx).chunk(2, dim=-1)
+    expected = attn.proj(_reference_attention(attn.q(x), k, v, 4))
+    out = attn(x, ctx)
+    assert out.shape == (2, 5, 32)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_same_seed_same_weights_and_outputs():
+    x = torch.randn(1, 3, 128, 256)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = create_model("crossvit_mtl_tiny").eval()
+        with torch.no_grad():
+            outs.append((model.state_dict(), model(x)))
+    for key in outs[0][0]:
+        assert torch.equal(outs[0][0][key], outs[1][0][key]), key
+    for task in outs[0][1]:
+        assert torch.equal(outs[0][1][task], outs[1][1][task]), task
+    torch.manual_seed(124)
+    other = create_model("crossvit_mtl_tiny").state_dict()
+    assert not torch.equal(other["encoder.pos_embed.0"], outs[0][0]["encoder.pos_embed.0"])
+
+
+def test_size_not_divisible_names_both_numbers():
+    model = create_model("crossvit_seg_tiny").eval()
+    with pytest.raises(ValueError, match=r"input size 120x256 is not divisible by the patch size 16"):
+        model(torch.randn(1, 3, 120, 256))
+
+
+def test_unknown_override_and_unknown_model_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"no option 'num_clases'"):
+        create_model("crossvit_seg_tiny", num_clases=3)
+    with pytest.raises(ValueError, match=r"unknown model 'crossvit_huge'"):
+        create_model("crossvit_huge")
+    with pytest.raises(ValueError, match=r"unknown task 'edges'"):
+        create_model("crossvit_mtl_tiny", tasks={"edges": 1})
+    with pytest.raises(ValueError, match=r"fusion must be one of"):
+        create_model("crossvit_seg_tiny", fusion="concat")
+
+
+def test_mtl_tasks_chosen_at_creation():
+    model = create_model("crossvit_mtl_tiny", tasks={"depth": 1, "classification": 10}).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, 64, 128))
+    assert set(out) == {"depth", "classification"}
+    assert out["classification"].shape == (3, 10) and out["depth"].shape == (3, 1, 64, 128)
+
+
+def test_droppath_drops_whole_samples_and_keeps_expectation():
+    torch.manual_seed(0)
+    dp = DropPath(0.25)
+    x = torch.ones(4000, 3, 2)
+    y = dp(x)
+    per_sample = y.flatten(1)
+    values = per_sample.unique()
+    assert len(values) == 2 and values[0] == 0.0 and values[1].item() == pytest.approx(1 / 0.75)
+    assert (per_sample.min(1).values == per_sample.max(1).values).all()
+    assert y.mean().item() == pytest.approx(1.0, abs=0.03)
+    assert torch.equal(dp.eval()(x), x)
+
+
+def test_sincos_positions_are_distinct_and_bounded():
+    pos = sincos_pos_embed(16, 32, 64)
+    assert pos.shape == (512, 64)
+    assert pos.abs().max() <= 1.0
+    assert torch.unique(pos, dim=0).shape[0] == 512
+
+
+def test_seg_small_is_at_most_a_quarter_of_thesis_flops():
+    small = count_flops(create_model("crossvit_seg_small"), (128, 256))
+    thesis = count_flops(create_model("thesis_seg"), (128, 256))
+    assert small <= thesis / 4
