@@ -1,0 +1,68 @@
+"""Multi-task gain Delta-m (Maninis et al. 2019; Vandenhende et al. 2021), in percent:
+
+    Delta-m = mean over (task, metric) of (-1)^l * (M - M_b) / M_b * 100,   l = 1 if lower is better
+
+Positive means the multi-task model beats the single-task baselines on average.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from crossvit_mtl.tasks import METRIC_DIRECTION
+
+#: Default metric set: the one MTAN / LibMTL / Nash-MTL report Delta-m over, so figures are
+#: comparable with the literature. It leaves out ``thesis_iou`` (a function of pixel accuracy,
+#: it would count accuracy twice) and depth's rmse / log_rmse / delta_k.
+DELTA_M_METRICS: dict[str, tuple[str, ...]] = {
+    "segmentation": ("miou", "pixel_acc"),
+    "depth": ("abs_err", "rel_err"),
+    "normal": ("mean", "median", "within_11.25", "within_22.5", "within_30"),
+    "classification": ("top1",),
+}
+
+
+def _selected_pairs(results, baselines, metrics) -> list[tuple[str, str]]:
+    if metrics is None or metrics == "all":
+        table = DELTA_M_METRICS if metrics is None else METRIC_DIRECTION
+        return [(task, key) for task, keys in table.items() for key in keys
+                if key in results.get(task, {}) and key in baselines.get(task, {})]
+    if not isinstance(metrics, Mapping):
+        raise TypeError('metrics must be None, "all" or a mapping task -> metric names')
+    pairs = [(task, key) for task, keys in metrics.items() for key in _as_names(keys)]
+    for task, key in pairs:
+        if key not in METRIC_DIRECTION.get(task, {}):
+            raise ValueError(f"no direction known for {task}/{key}; known: {METRIC_DIRECTION.get(task, {})}")
+        for what, table in (("results", results), ("baselines", baselines)):
+            if key not in table.get(task, {}):
+                raise KeyError(f"{task}/{key} requested but missing from {what}")
+    return pairs
+
+
+def _as_names(keys: str | Iterable[str]) -> list[str]:
+    return [keys] if isinstance(keys, str) else list(keys)
+
+
+def delta_m(results: Mapping[str, Mapping[str, float]], baselines: Mapping[str, Mapping[str, float]],
+            metrics: None | str | Mapping[str, str | Iterable[str]] = None) -> float:
+    """Delta-m in percent of ``results`` against single-task ``baselines`` (task -> metric -> value).
+
+    ``metrics`` chooses the pairs: None -> ``DELTA_M_METRICS`` pairs present in both dicts;
+    "all" -> every scalar metric of ``METRIC_DIRECTION`` present in both; a mapping
+    task -> names -> exactly those (each must be present in both). A zero or non-finite
+    baseline, a non-finite result, or an empty selection raises ``ValueError``.
+    """
+    pairs = _selected_pairs(results, baselines, metrics)
+    if not pairs:
+        raise ValueError("no (task, metric) pair is present in both results and baselines")
+    terms = []
+    for task, key in pairs:
+        value, base = float(results[task][key]), float(baselines[task][key])
+        if not (math.isfinite(value) and math.isfinite(base)):
+            raise ValueError(f"{task}/{key}: non-finite value (result {value}, baseline {base})")
+        if base == 0:
+            raise ValueError(f"{task}/{key}: baseline is 0, the relative change is undefined; "
+                             "leave this metric out via `metrics=`")
+        sign = 1.0 if METRIC_DIRECTION[task][key] else -1.0
+        terms.append(sign * (value - base) / base * 100.0)
+    return sum(terms) / len(terms)

@@ -1,0 +1,101 @@
+"""Surface normals: angular-error metric with an exact-to-0.01-degree median, and the cosine loss.
+An all-zero target vector marks an invalid pixel."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+#: Thresholds (degrees) of the "within" fractions, the NYUv2 protocol of MTAN/LibMTL.
+NORMAL_THRESHOLDS = (11.25, 22.5, 30.0)
+
+
+def angular_error_deg(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-pixel angle (degrees, float64) between pred and target, and the validity mask (B, H, W).
+
+    Both are normalised first, so the network's raw output and resized (non-unit) targets work.
+    """
+    valid = target.abs().sum(dim=1) > 0
+    p = F.normalize(pred.detach().double(), dim=1)
+    t = F.normalize(target.detach().double(), dim=1)
+    cos = (p * t).sum(dim=1).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos)), valid
+
+
+class NormalMetric(Metric):
+    """Mean and median angular error (degrees) and the fractions within 11.25/22.5/30 degrees.
+
+    A median cannot be reduced across processes from per-process medians, so the metric keeps a
+    histogram of errors over [0, 180] with ``1 / bins_per_degree``-degree bins as a summed
+    state; the median is read from it (to within half a bin of the exact value). Mean and the
+    threshold fractions are counted exactly in ``update``. ``compute()`` returns python floats,
+    all NaN when no valid pixel was seen.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, bins_per_degree: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        self.bins_per_degree = bins_per_degree
+        self.num_bins = 180 * bins_per_degree
+        self.add_state("hist", torch.zeros(self.num_bins, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("err_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("within", torch.zeros(len(NORMAL_THRESHOLDS), dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """pred, target: (B, 3, H, W); pixels with a non-zero target are scored."""
+        if pred.shape != target.shape or pred.dim() < 2 or pred.shape[1] != 3:
+            raise ValueError(f"expected matching (B, 3, H, W) shapes, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        err, valid = angular_error_deg(pred, target)
+        err = err[valid]
+        bins = (err * self.bins_per_degree).long().clamp_(0, self.num_bins - 1)
+        self.hist += torch.bincount(bins, minlength=self.num_bins)
+        self.err_sum += err.sum()
+        thresholds = torch.tensor(NORMAL_THRESHOLDS, dtype=torch.float64, device=err.device)
+        self.within += (err.unsqueeze(1) < thresholds).sum(0)
+        self.count += err.numel()
+
+    def _median(self, n: int) -> float:
+        """Median from the histogram: mean of the centres of the bins holding the middle rank(s)."""
+        cum = self.hist.cumsum(0)
+        ranks = torch.tensor([(n - 1) // 2 + 1, n // 2 + 1], dtype=cum.dtype, device=cum.device)
+        bins = torch.searchsorted(cum, ranks).double()
+        return ((bins.mean() + 0.5) / self.bins_per_degree).item()
+
+    def compute(self) -> dict:
+        n = self.count.item()
+        keys = ("mean", "median") + tuple(f"within_{t:g}" for t in NORMAL_THRESHOLDS)
+        if n == 0:
+            return dict.fromkeys(keys, math.nan)
+        fractions = (self.within.double() / n).tolist()
+        return dict(zip(keys, [self.err_sum.item() / n, self._median(n), *fractions]))
+
+
+class CosineNormalLoss(nn.Module):
+    """Mean over valid pixels of 1 - cos(pred, target): 0 for identical, 2 for opposite normals.
+
+    The prediction is normalised here (the network outputs raw vectors). A batch without valid
+    pixels gives 0 with the graph intact.
+    """
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        pred, target = pred.float(), target.float()
+        valid = target.abs().sum(dim=1) > 0
+        cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)
+        return torch.where(valid, 1 - cos, 0.0).sum() / valid.sum().clamp_min(1)
+
+
+NORMAL_LOSSES = {"cosine": CosineNormalLoss}
+
+
+def build_normal_loss(name: str = "cosine", **kwargs) -> nn.Module:
+    """Normal loss by name: "cosine"."""
+    if name not in NORMAL_LOSSES:
+        raise ValueError(f"unknown normal loss {name!r}; choose from {sorted(NORMAL_LOSSES)}")
+    return NORMAL_LOSSES[name](**kwargs)

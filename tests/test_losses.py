@@ -1,0 +1,124 @@
+"""Losses on hand-computed cases, ignore / invalid handling, float32 under autocast."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossvit_mtl.data.common import IGNORE_INDEX
+from crossvit_mtl.tasks import build_loss
+from crossvit_mtl.tasks.depth import MaskedL1Loss, ScaleInvariantLogLoss, build_depth_loss
+from crossvit_mtl.tasks.normal import CosineNormalLoss
+from crossvit_mtl.tasks.segmentation import CEDiceLoss, CrossEntropyLoss, DiceLoss, build_segmentation_loss
+
+
+def probs_to_logits(p0):
+    """2-class logits whose softmax gives class-0 probabilities p0: logits = log p."""
+    p0 = torch.tensor(p0, dtype=torch.float32)
+    return torch.stack([p0.log(), (1 - p0).log()]).unsqueeze(0)  # (1, 2, H, W)
+
+
+# 2x2 image; the bottom-right pixel is ignored.
+DICE_LOGITS = probs_to_logits([[0.5, 0.75], [0.25, 0.8]])
+DICE_TARGET = torch.tensor([[[0, 0], [1, IGNORE_INDEX]]])
+
+
+@pytest.mark.parametrize("smooth, expected", [
+    # valid pixels: p0 = .5, .75, .25 ; y0 = 1, 1, 0 ; p1 = .5, .25, .75 ; y1 = 0, 0, 1
+    # class 0: 2*inter = 2*(.5+.75) = 2.5, sum p + sum y = 1.5 + 2 = 3.5
+    # class 1: 2*inter = 2*.75 = 1.5,      sum p + sum y = 1.5 + 1 = 2.5
+    (1.0, 1 - ((2.5 + 1) / (3.5 + 1) + (1.5 + 1) / (2.5 + 1)) / 2),  # 1 - (7/9 + 5/7)/2 = 16/63
+    (0.0, 1 - (2.5 / 3.5 + 1.5 / 2.5) / 2),                          # 1 - (5/7 + 3/5)/2 = 12/35
+])
+def test_dice_hand_case(smooth, expected):
+    loss = DiceLoss(smooth=smooth)(DICE_LOGITS, DICE_TARGET)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(16 / 63 if smooth else 12 / 35)
+
+
+def test_dice_ignores_the_ignored_pixel_and_survives_empty():
+    changed = DICE_LOGITS.clone()
+    changed[0, :, 1, 1] = torch.tensor([-5.0, 7.0])
+    assert DiceLoss()(changed, DICE_TARGET).item() == pytest.approx(16 / 63, rel=1e-6)
+    logits = DICE_LOGITS.clone().requires_grad_()
+    loss = DiceLoss()(logits, torch.full_like(DICE_TARGET, IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0 and torch.isfinite(logits.grad).all()
+
+
+def test_cross_entropy_matches_torch_and_handles_all_ignored():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6, generator=g)
+    target = torch.randint(0, 4, (2, 5, 6), generator=g)
+    target[0, :2] = IGNORE_INDEX
+    weights = torch.tensor([0.2, 1.0, 3.0, 0.5])
+    assert CrossEntropyLoss()(logits, target).item() == pytest.approx(
+        F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX).item(), rel=1e-6)
+    assert CrossEntropyLoss(class_weights=weights)(logits, target).item() == pytest.approx(
+        F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE_INDEX).item(), rel=1e-6)
+    leaf = logits.clone().requires_grad_()
+    loss = CrossEntropyLoss(class_weights=weights)(leaf, torch.full_like(target, IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0 and torch.isfinite(leaf.grad).all()
+
+
+def test_ce_dice_is_the_weighted_sum():
+    loss = CEDiceLoss(ce_weight=0.5, dice_weight=2.0)(DICE_LOGITS, DICE_TARGET)
+    expected = 0.5 * CrossEntropyLoss()(DICE_LOGITS, DICE_TARGET) + 2.0 * 16 / 63
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_masked_l1_ignores_invalid_pixels():
+    pred = torch.tensor([[[[1.0, 5.0], [100.0, -3.0]]]], requires_grad=True)
+    target = torch.tensor([[[[2.0, 3.0], [0.0, 0.0]]]])  # the large errors sit on invalid pixels
+    loss = MaskedL1Loss()(pred, target)
+    assert loss.item() == pytest.approx((1 + 2) / 2)
+    loss.backward()
+    assert pred.grad[0, 0, 1].abs().sum() == 0
+    empty = MaskedL1Loss()(pred, torch.zeros_like(target))
+    assert empty.item() == 0 and empty.requires_grad
+
+
+def test_silog_hand_case():
+    # Image 0: pred / target on its valid pixels is e and 1, so d = (1, 0); image 1 has no valid pixel.
+    e = math.e
+    pred = torch.tensor([[[[e * 2.0, 3.0, 7.0]]], [[[1.0, 1.0, 1.0]]]])
+    target = torch.tensor([[[[2.0, 3.0, 0.0]]], [[[0.0, 0.0, 0.0]]]])
+    # mean(d^2) - lambda * mean(d)^2 = 1/2 - 0.85 * 1/4
+    assert ScaleInvariantLogLoss()(pred, target).item() == pytest.approx(0.5 - 0.85 * 0.25, rel=1e-5)
+    # Scale invariance at lambda = 1: multiplying the prediction changes nothing.
+    silog1 = ScaleInvariantLogLoss(lambda_=1.0)
+    assert silog1(pred * 3, target).item() == pytest.approx(silog1(pred, target).item(), abs=1e-6)
+
+
+def test_cosine_loss_identical_and_opposite():
+    target = F.normalize(torch.randn(2, 3, 4, 4), dim=1)
+    target[:, :, 0] = 0  # invalid row: any prediction there must not count
+    pred = 2.5 * target.clone()
+    pred[:, :, 0] = torch.tensor([1.0, 0.0, 0.0])[:, None]
+    loss = CosineNormalLoss()
+    assert loss(pred, target).item() == pytest.approx(0, abs=1e-6)
+    assert loss(-pred, target).item() == pytest.approx(2, abs=1e-6)
+
+
+def test_losses_are_float32_under_autocast():
+    logits = torch.randn(1, 3, 4, 4).bfloat16()
+    target = torch.randint(0, 3, (1, 4, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for loss in (build_segmentation_loss("ce_dice")(logits, target),
+                     build_depth_loss("silog")(logits[:, :1].abs(), logits[:, 1:2].float().abs()),
+                     CosineNormalLoss()(logits, logits.float())):
+            assert loss.dtype == torch.float32
+
+
+def test_build_loss_dispatch_and_errors():
+    assert isinstance(build_loss("segmentation"), CrossEntropyLoss)
+    assert isinstance(build_loss("segmentation", "dice", smooth=0.5), DiceLoss)
+    assert isinstance(build_loss("depth"), MaskedL1Loss)
+    assert isinstance(build_loss("depth", "silog", lambda_=0.5), ScaleInvariantLogLoss)
+    assert isinstance(build_loss("normal"), CosineNormalLoss)
+    assert isinstance(build_loss("classification"), CrossEntropyLoss)
+    with pytest.raises(ValueError, match="unknown task"):
+        build_loss("edges")
+    with pytest.raises(ValueError, match="unknown depth loss 'l2'"):
+        build_loss("depth", "l2")
