@@ -22,7 +22,8 @@ def to_tensors(raw: dict[str, Any]) -> Sample:
         if key == "image":
             arr = np.asarray(value)
             img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-            out[key] = img.float().div_(255.0) if arr.dtype == np.uint8 else img.float()
+            # contiguous CHW: per-pixel transforms and batch collation are ~4x slower on a view
+            out[key] = (img.float().div_(255.0) if arr.dtype == np.uint8 else img.float()).contiguous()
         elif key == "segmentation":
             out[key] = torch.from_numpy(np.asarray(value).astype(np.int64, copy=False))
         elif key == "depth":

@@ -1,0 +1,372 @@
+"""Augmentation that keeps every task of a sample consistent.
+
+Each transform takes a sample dict (the layout of :class:`~crossvit_mtl.data.common.DatasetInfo`,
+with ``image`` still in [0, 1] until :class:`Normalize`) and returns a new dict; keys a transform
+has nothing to do with, and keys that are absent, are passed through. Random draws come from the
+global ``torch`` RNG, so ``torch.manual_seed`` and DataLoader worker seeding make them reproducible.
+
+They run per sample on the CPU inside DataLoader workers, so they avoid per-pixel Python and
+extra passes: labels, depth and normals are resampled by nearest neighbour (values copied
+bit-exactly) and colour jitter is one 3x3 colour matrix applied in a single pass.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from crossvit_mtl.data.common import DatasetInfo
+
+Sample = dict[str, torch.Tensor]
+
+#: Keys holding (..., H, W) maps that move with the image.
+DENSE_KEYS = ("image", "segmentation", "depth", "normal")
+#: Dense keys resampled by nearest neighbour: interpolating them would invent label values,
+#: blend valid depth with the invalid zeros, and shorten unit normals.
+NEAREST_KEYS = ("segmentation", "depth", "normal")
+DEPTH_KINDS = ("metric", "disparity")
+
+#: The training pipeline's settings. ``scales`` and ``flip_p`` are the MTAN / LibMTL protocol
+#: (scale s from {1, 1.2, 1.5}, crop H/s x W/s, resize back; flip half the time). That protocol
+#: has no colour jitter: set brightness, contrast and saturation to 0 to reproduce it exactly.
+DEFAULT_TRAIN: dict[str, Any] = {
+    "scales": (1.0, 1.2, 1.5),
+    "flip_p": 0.5,
+    "brightness": 0.2,
+    "contrast": 0.2,
+    "saturation": 0.2,
+    "hue": 0.0,
+}
+#: The evaluation pipeline's settings: ``size`` = (H, W) to resize to, or None to keep the
+#: stored resolution (the one published figures are computed at).
+DEFAULT_EVAL: dict[str, Any] = {"size": None}
+
+
+# ---------------------------------------------------------------------------- value checks
+# Shared by the constructors (named by argument) and build_transforms (named by config key),
+# so a bad value is reported under the name the user actually wrote.
+
+def _check_prob(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_nonneg(name: str, value: Any, upper: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= upper:
+        bound = f"in [0, {upper}]" if math.isfinite(upper) else ">= 0"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _check_scales(name: str, value: Any) -> tuple[float, ...]:
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 1.0
+        for s in value)
+    if not ok:
+        raise ValueError(f"{name} must be a non-empty list of zoom factors >= 1, got {value!r}")
+    return tuple(float(s) for s in value)
+
+
+def _check_size(name: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    if not ok:
+        raise ValueError(f"{name} must be a positive int or an (H, W) pair of them, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _check_depth_kind(name: str, value: Any) -> str:
+    if value not in DEPTH_KINDS:
+        raise ValueError(f"{name} must be one of {DEPTH_KINDS}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _spatial_size(sample: Sample) -> tuple[int, int] | None:
+    for key in DENSE_KEYS:
+        if key in sample:
+            return tuple(sample[key].shape[-2:])
+    return None
+
+
+def _nearest(window: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of a (H, W) or (C, H, W) map; values are copied, never mixed.
+
+    ``nearest-exact`` samples pixel centres, the geometry of bilinear with
+    ``align_corners=False``, so the maps stay aligned with the image. Integer maps other than
+    uint8 go through float32, exact for the label values used here (< 2**24).
+    """
+    batch = window[None] if window.dim() == 3 else window[None, None]
+    if not (batch.is_floating_point() or batch.dtype == torch.uint8):
+        batch = batch.float()
+    return F.interpolate(batch, size=out, mode="nearest-exact").to(window.dtype).view(*window.shape[:-2], *out)
+
+
+def _resample(sample: Sample, top: int, left: int, h: int, w: int, out: tuple[int, int]) -> Sample:
+    """Crop every dense map to the window and resize it to ``out``; other keys pass through."""
+    result = dict(sample)
+    for key in NEAREST_KEYS:
+        if key in sample:
+            result[key] = _nearest(sample[key][..., top:top + h, left:left + w], out)
+    if "image" in sample:
+        # Channels-last takes PyTorch's vectorised bilinear kernel; converting back costs less
+        # than it saves, and the later per-pixel ops and collation are fastest on (C, H, W).
+        window = sample["image"][None, :, top:top + h, left:left + w].contiguous(
+            memory_format=torch.channels_last)
+        image = F.interpolate(window, size=out, mode="bilinear", align_corners=False,
+                              antialias=h > out[0] or w > out[1])
+        result["image"] = image[0].contiguous()
+    return result
+
+
+# ---------------------------------------------------------------------------- transforms
+
+class Compose:
+    """Apply transforms in order; each takes and returns a sample dict."""
+
+    def __init__(self, transforms: Iterable[Callable[[Sample], Sample]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        return f"{type(self).__name__}([{inner}\n])"
+
+
+class RandomScaleCrop:
+    """MTAN / LibMTL scale augmentation: pick s, crop a random (H/s, W/s) window, resize to (H, W).
+
+    The image is resampled bilinearly; labels, depth and normals by nearest neighbour, so no
+    label value is invented, invalid depth zeros stay zero and are never blended into valid
+    depth, and normals stay unit length.
+
+    Zooming in by s is read as the scene being s times closer, so depth values change:
+    metric depth is divided by s, and disparity (inverse depth: what MTAN-format Cityscapes
+    stores, ``depth_kind="disparity"``) is *multiplied* by s. Some public multi-task code
+    divides the Cityscapes disparity by s as if it were metric depth, which makes it
+    inconsistent with the zoom. Zeros stay zeros either way.
+
+    Normals are left unchanged. That is exact for a camera moved along its optical axis
+    (a translation does not rotate camera-frame normals); the crop is only an approximation
+    of such a move, since it ignores parallax and the off-centre crop's shifted viewing rays.
+    """
+
+    def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5), depth_kind: str = "metric"):
+        self.scales = _check_scales("scales", scales)
+        self.depth_kind = _check_depth_kind("depth_kind", depth_kind)
+
+    def __call__(self, sample: Sample) -> Sample:
+        size = _spatial_size(sample)
+        if size is None:
+            return sample
+        H, W = size
+        s = self.scales[int(torch.randint(len(self.scales), ()))]
+        h, w = max(1, int(H / s)), max(1, int(W / s))
+        top = int(torch.randint(H - h + 1, ()))
+        left = int(torch.randint(W - w + 1, ()))
+        if (h, w) == (H, W):
+            return sample
+        result = _resample(sample, top, left, h, w, (H, W))
+        if "depth" in result:  # a fresh tensor from _resample, so scaled in place
+            depth = result["depth"]
+            result["depth"] = depth.div_(s) if self.depth_kind == "metric" else depth.mul_(s)
+        return result
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scales={self.scales}, depth_kind={self.depth_kind!r})"
+
+
+class RandomHorizontalFlip:
+    """Mirror every dense map with probability ``p``; negate the normal's x (camera x points right)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = _check_prob("p", p)
+
+    def __call__(self, sample: Sample) -> Sample:
+        if float(torch.rand(())) >= self.p:
+            return sample
+        result = dict(sample)
+        for key in DENSE_KEYS:
+            if key in sample:
+                result[key] = sample[key].flip(-1)
+        if "normal" in result:
+            result["normal"][0].neg_()  # the flipped copy is ours to modify
+        return result
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+# Greyscale weights (ITU-R 601, as torchvision) and the RGB <-> YIQ matrices for the hue rotation.
+_GRAY = torch.tensor([0.299, 0.587, 0.114])
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114],
+                         [0.595716, -0.274453, -0.321263],
+                         [0.211456, -0.522591, 0.311135]])
+_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+
+
+class ColorJitter:
+    """Random brightness, contrast, saturation and hue of the RGB image; other keys untouched.
+
+    Factors are drawn as in torchvision (brightness/contrast/saturation from
+    [max(0, 1 - v), 1 + v], hue from [-hue, hue] of a full turn) and applied in a random order.
+    All four steps are linear in RGB, so they are composed into one 3x3 matrix plus offset,
+    applied in a single pass and clamped to [0, 1] once. torchvision clamps after every step,
+    which differs only where an intermediate step saturates. Hue is a rotation of the chroma
+    plane in YIQ space, a cheap linear stand-in for torchvision's HSV hue shift.
+    """
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                 hue: float = 0.0):
+        self.brightness = _check_nonneg("brightness", brightness)
+        self.contrast = _check_nonneg("contrast", contrast)
+        self.saturation = _check_nonneg("saturation", saturation)
+        self.hue = _check_nonneg("hue", hue, upper=0.5)
+
+    def _matrix(self, channel_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw the factors and compose the steps into ``x -> A @ x + b``."""
+        u = torch.rand(4, dtype=torch.float64).tolist()
+        order = torch.randperm(4).tolist()
+        A, b = torch.eye(3), torch.zeros(3)
+        for step in order:
+            if step == 0 and self.brightness > 0:
+                f = _uniform(max(0.0, 1 - self.brightness), 1 + self.brightness, u[0])
+                A, b = A * f, b * f
+            elif step == 1 and self.contrast > 0:
+                f = _uniform(max(0.0, 1 - self.contrast), 1 + self.contrast, u[1])
+                grey_mean = _GRAY @ (A @ channel_mean + b)  # mean of the current image's grey
+                A, b = A * f, b * f + (1 - f) * grey_mean
+            elif step == 2 and self.saturation > 0:
+                f = _uniform(max(0.0, 1 - self.saturation), 1 + self.saturation, u[2])
+                M = f * torch.eye(3) + (1 - f) * _GRAY.expand(3, 3)
+                A, b = M @ A, M @ b
+            elif step == 3 and self.hue > 0:
+                angle = _uniform(-self.hue, self.hue, u[3]) * 2 * math.pi
+                c, s = math.cos(angle), math.sin(angle)
+                rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+                M = _YIQ2RGB @ rot @ _RGB2YIQ
+                A, b = M @ A, M @ b
+        return A, b
+
+    def __call__(self, sample: Sample) -> Sample:
+        if "image" not in sample or self.brightness == self.contrast == self.saturation == self.hue == 0:
+            return sample
+        img = sample["image"]
+        flat = img.reshape(3, -1)
+        channel_mean = flat.mean(dim=1).float() if self.contrast > 0 else torch.zeros(3)
+        A, b = self._matrix(channel_mean)
+        out = torch.addmm(b.to(img.dtype)[:, None], A.to(img.dtype), flat).clamp_(0.0, 1.0)
+        return {**sample, "image": out.view_as(img)}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(brightness={self.brightness}, contrast={self.contrast}, "
+                f"saturation={self.saturation}, hue={self.hue})")
+
+
+def _uniform(low: float, high: float, u: float) -> float:
+    return low + (high - low) * u
+
+
+class Normalize:
+    """``(image - mean) / std`` per channel, with the data set's statistics (not per image)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        if len(mean) != 3 or len(std) != 3 or any(not v > 0 for v in std):
+            raise ValueError(f"Normalize needs 3 means and 3 positive stds, got mean={mean!r} std={std!r}")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, sample: Sample) -> Sample:
+        if "image" not in sample:
+            return sample
+        # contiguous first: an image still in HWC memory would make this and collation slow
+        return {**sample, "image": (sample["image"].contiguous() - self.mean).div_(self.std)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+class Resize:
+    """Resize the whole sample to ``size`` = (H, W): image bilinear (antialiased when shrinking),
+    maps nearest.
+
+    Depth values are unchanged: resizing the whole image changes neither the distance (metric)
+    nor the inverse distance (disparity) of what a pixel sees. The project treats disparity as
+    inverse depth; a disparity measured in pixels of a given image width would scale with it.
+    """
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = _check_size("size", size)
+
+    def __call__(self, sample: Sample) -> Sample:
+        size = _spatial_size(sample)
+        if size is None or size == self.size:
+            return sample
+        return _resample(sample, 0, 0, size[0], size[1], self.size)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+# ---------------------------------------------------------------------------- factory
+
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "scales": _check_scales,
+    "flip_p": _check_prob,
+    "brightness": _check_nonneg,
+    "contrast": _check_nonneg,
+    "saturation": _check_nonneg,
+    "hue": lambda name, v: _check_nonneg(name, v, upper=0.5),
+    "size": lambda name, v: None if v is None else _check_size(name, v),
+}
+
+
+def _validated(config: dict | None, defaults: dict[str, Any], mode: str) -> dict[str, Any]:
+    config = {} if config is None else config
+    if not isinstance(config, dict):
+        raise ValueError(f"{mode} transform config must be a dict, got {type(config).__name__}")
+    unknown = [k for k in config if k not in defaults]
+    if unknown:
+        raise ValueError(f"unknown {mode} transform config key {unknown[0]!r}; "
+                         f"allowed keys: {', '.join(defaults)}")
+    merged = {**defaults, **config}
+    return {k: _VALIDATORS[k](f"{mode} transform config key {k!r}", v) for k, v in merged.items()}
+
+
+def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None) -> Compose:
+    """The pipeline a data set's samples go through.
+
+    ``train=True``: scale-crop, flip, colour jitter, normalise (keys of :data:`DEFAULT_TRAIN`).
+    ``train=False``: optional resize, normalise (keys of :data:`DEFAULT_EVAL`).
+    ``config`` overrides some of the defaults; an unknown key or an impossible value raises
+    ``ValueError`` naming it. Steps that would do nothing (one scale of 1, p = 0, no jitter)
+    are left out so they cost nothing.
+    """
+    depth_kind = _check_depth_kind(f"{info.name} depth_kind", info.depth_kind)
+    steps: list[Callable[[Sample], Sample]] = []
+    if train:
+        cfg = _validated(config, DEFAULT_TRAIN, "train")
+        if any(s != 1.0 for s in cfg["scales"]):
+            steps.append(RandomScaleCrop(cfg["scales"], depth_kind=depth_kind))
+        if cfg["flip_p"] > 0:
+            steps.append(RandomHorizontalFlip(cfg["flip_p"]))
+        jitter = {k: cfg[k] for k in ("brightness", "contrast", "saturation", "hue")}
+        if any(v > 0 for v in jitter.values()):
+            steps.append(ColorJitter(**jitter))
+    else:
+        cfg = _validated(config, DEFAULT_EVAL, "eval")
+        if cfg["size"] is not None:
+            steps.append(Resize(cfg["size"]))
+    steps.append(Normalize(info.mean, info.std))
+    return Compose(steps)
