@@ -1,0 +1,103 @@
+"""`crossvit-mtl data`: write caches (synthetic scenes, Cityscapes) and check data sets."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from crossvit_mtl.cli import UserError
+from crossvit_mtl.cli.args import parse_size
+
+
+def _user_errors(run):
+    """Bad data and an existing output are the user's to fix: one line, exit code 2."""
+    from crossvit_mtl.data.errors import DataError
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (DataError, FileExistsError) as err:
+            raise UserError(str(err)) from None
+    return wrapped
+
+
+@_user_errors
+def run_synth(args: argparse.Namespace) -> int:
+    from crossvit_mtl.data.cache import write_synth
+
+    out = write_synth(args.out, train=args.train, val=args.val, height=args.size[0], width=args.size[1],
+                      seed=args.seed, workers=args.workers, overwrite=args.overwrite, progress=True)
+    print(f"wrote {out}: synthetic scenes, train {args.train}, val {args.val}, "
+          f"{args.size[0]}x{args.size[1]}")
+    return 0
+
+
+@_user_errors
+def run_cityscapes(args: argparse.Namespace) -> int:
+    from crossvit_mtl.data.cityscapes import convert_cityscapes
+
+    out = convert_cityscapes(args.root, args.out, size=args.size, labels=args.labels, splits=args.splits,
+                             overwrite=args.overwrite, workers=args.workers, progress=True)
+    print(f"wrote {out}: Cityscapes ({args.labels}), splits {', '.join(args.splits)}, "
+          f"{args.size[0]}x{args.size[1]}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from crossvit_mtl.data.check import scan
+
+    report = scan(args.path, args.kind, progress=True)
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) found in {args.path}")
+        return 1
+    print(report.summary(args.path))
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def add_parser(sub) -> None:
+    from crossvit_mtl.data.check import KINDS
+    from crossvit_mtl.data.cityscapes import LABEL_MODES
+
+    p = sub.add_parser("data", help="write data caches and check data sets",
+                       description="Convert data into the project's cache format and check data sets.")
+    cmds = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    cmds.required = True
+
+    s = cmds.add_parser("synth", help="render synthetic scenes into a cache")
+    s.add_argument("--out", type=Path, required=True, help="cache folder to write")
+    s.add_argument("--train", type=int, default=1000, help="training scenes (default 1000)")
+    s.add_argument("--val", type=int, default=200, help="validation scenes (default 200)")
+    s.add_argument("--size", type=parse_size, default=(128, 256), help="HxW (default 128x256)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--workers", type=_positive, default=1, help="rendering processes (default 1)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    s.set_defaults(func=run_synth)
+
+    c = cmds.add_parser("cityscapes", help="convert the official Cityscapes download into a cache",
+                        description="Read leftImg8bit/, gtFine/ (labelIds) and, when present, "
+                        "disparity/ and camera/ (depth in metres), resize and write a cache.")
+    c.add_argument("--root", type=Path, required=True, help="folder holding leftImg8bit/ and gtFine/")
+    c.add_argument("--out", type=Path, required=True, help="cache folder to write")
+    c.add_argument("--size", type=parse_size, default=(128, 256), help="HxW (default 128x256)")
+    c.add_argument("--labels", choices=LABEL_MODES, default="category8",
+                   help="category8: 8 categories, void = class 0 (the thesis); mtan7: 7 categories, "
+                   "void ignored (MTAN benchmark); train19: the 19 train classes")
+    c.add_argument("--splits", nargs="+", default=["train", "val"], help="splits (default train val)")
+    c.add_argument("--workers", type=_positive, default=1, help="decoding processes (default 1)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    c.set_defaults(func=run_cityscapes)
+
+    k = cmds.add_parser("check", help="list every problem of a data set",
+                        description="Read a whole data set (cache, Cityscapes, MTAN Cityscapes/NYUv2, "
+                        "image folders) and print every problem found; exit code 1 if any.")
+    k.add_argument("path", type=Path, help="data set folder")
+    k.add_argument("--kind", choices=("auto",) + KINDS, default="auto", help="layout (default: detect)")
+    k.set_defaults(func=run_check)

@@ -1,0 +1,306 @@
+"""The project's compact cache: one layout that every converted or generated data set ends up in.
+
+Layout (``H, W`` the image size, ``N`` the samples of a split)::
+
+    {root}/meta.json            name, tasks, class names, palette, depth_kind, scene_classes,
+                                mean, std (of the train images), image_size, split counts, version
+    {root}/{split}/images.npy   (N, H, W, 3) uint8
+    {root}/{split}/labels.npy   (N, H, W)    uint8, IGNORE_INDEX (255) = not annotated
+    {root}/{split}/depth.npy    (N, H, W)    float32, 0 = invalid
+    {root}/{split}/normals.npy  (N, H, W, 3) float16, all-zero = invalid
+    {root}/{split}/classes.npy  (N,)         int64
+
+Only the arrays of the tasks the data set has are written. Plain ``.npy`` files are read with
+``np.load(mmap_mode="r")``: no decoding per sample, the OS page cache shares them between
+DataLoader workers, and a whole split never has to fit in memory.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from numpy.lib.format import open_memmap
+
+from crossvit_mtl.data.base import DenseDataset, Sample
+from crossvit_mtl.data.common import IGNORE_INDEX, TASKS, DatasetInfo
+from crossvit_mtl.data.errors import DataError, load_npy
+
+FORMAT = "crossvit-mtl-cache"
+FORMAT_VERSION = 1
+META_KEYS = ("format", "version", "name", "tasks", "class_names", "palette", "depth_kind",
+             "scene_classes", "mean", "std", "image_size", "splits")
+
+#: sample key -> (file name, stored dtype, per-pixel trailing shape, or None for one value per sample)
+ARRAYS: dict[str, tuple[str, Any, tuple[int, ...] | None]] = {
+    "image": ("images.npy", np.uint8, (3,)),
+    "segmentation": ("labels.npy", np.uint8, ()),
+    "depth": ("depth.npy", np.float32, ()),
+    "normal": ("normals.npy", np.float16, (3,)),
+    "classification": ("classes.npy", np.int64, None),
+}
+
+
+def array_shape(key: str, count: int, size: tuple[int, int]) -> tuple[int, ...]:
+    """Shape of the stacked array of ``key`` for ``count`` samples of ``size`` (H, W)."""
+    trailing = ARRAYS[key][2]
+    return (count,) if trailing is None else (count, *size, *trailing)
+
+
+def parallel_map(fn: Callable, items: Iterable, workers: int = 1) -> Iterator:
+    """``map`` in order, over ``workers`` processes when more than one (rendering, decoding)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with multiprocessing.get_context().Pool(workers) as pool:
+        yield from pool.imap(fn, items, chunksize=4)
+
+
+def progress_bar(items: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
+    """A tqdm progress line on stderr for long conversions and checks, or ``items`` as is."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+
+
+class CacheWriter:
+    """Writes a cache split by split, one sample at a time, into memory-mapped arrays.
+
+    Everything goes to a hidden temporary folder beside ``root`` that replaces ``root`` only in
+    :meth:`commit`, so an interrupted conversion never leaves a half-written cache behind. Use it
+    as a context manager: it commits on success and removes the temporary folder on error.
+    An existing ``root`` is kept unless ``overwrite=True``. With ``measure_stats`` the mean and
+    std written are those of the train images (real data), else ``info``'s (synthetic scenes,
+    whose statistics are known, so that a cache and on-demand rendering normalise alike).
+    """
+
+    def __init__(self, root: str | os.PathLike, info: DatasetInfo, size: tuple[int, int],
+                 overwrite: bool = False, measure_stats: bool = False):
+        self.root = Path(root)
+        self.info = info
+        self.measure_stats = measure_stats
+        self.size = (int(size[0]), int(size[1]))
+        self.overwrite = overwrite
+        self._check_target()
+        self.tmp = self.root.with_name(f".{self.root.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.splits: dict[str, int] = {}
+        self._stats: dict[str, np.ndarray] = {}  # split -> [pixels, sum r,g,b, sum of squares r,g,b]
+
+    def _check_target(self) -> None:
+        if not self.root.exists():
+            return
+        if not self.overwrite:
+            raise FileExistsError(f"{self.root}: already exists; pass overwrite=True "
+                                  "(--overwrite) to replace it")
+        if self.root.is_file() or (any(self.root.iterdir()) and not (self.root / "meta.json").is_file()):
+            raise FileExistsError(f"{self.root}: exists and is not a cache; refusing to replace it")
+
+    def write_split(self, split: str, count: int, samples: Iterable[dict[str, Any]],
+                    progress: bool = False) -> None:
+        """Write ``count`` raw samples (the dicts ``DenseDataset.load`` returns) as ``split``."""
+        keys = ("image",) + self.info.tasks
+        folder = self.tmp / split
+        folder.mkdir()
+        arrays = {key: open_memmap(folder / ARRAYS[key][0], mode="w+", dtype=ARRAYS[key][1],
+                                   shape=array_shape(key, count, self.size)) for key in keys}
+        stats = np.zeros(7)
+        written = 0
+        for index, sample in enumerate(progress_bar(samples, count, f"{self.info.name} {split}", progress)):
+            if index >= count:
+                raise ValueError(f"split {split!r}: more than the announced {count} samples")
+            for key in keys:
+                arrays[key][index] = self._encode(key, sample[key], split, index)
+            if self.measure_stats:
+                pixels = arrays["image"][index].reshape(-1, 3).astype(np.float64) / 255.0
+                stats += np.concatenate([[len(pixels)], pixels.sum(0), (pixels ** 2).sum(0)])
+            written = index + 1
+        if written != count:
+            raise ValueError(f"split {split!r}: got {written} samples, announced {count}")
+        for array in arrays.values():
+            array.flush()
+        self.splits[split] = count
+        self._stats[split] = stats
+
+    def _encode(self, key: str, value: Any, split: str, index: int) -> np.ndarray:
+        """Check one sample's array against the layout and convert it to the stored dtype."""
+        arr = np.asarray(value)
+        expected = array_shape(key, 1, self.size)[1:]
+        if arr.shape != expected:
+            raise ValueError(f"split {split!r} sample {index}: {key} has shape {arr.shape}, "
+                             f"expected {expected}")
+        if key == "image" and arr.dtype != np.uint8:
+            arr = np.clip(np.rint(arr * 255.0), 0, 255)
+        if key == "segmentation":
+            bad = (arr >= self.info.num_classes) & (arr != IGNORE_INDEX) | (arr < 0)
+            if bad.any():
+                raise ValueError(f"split {split!r} sample {index}: label values outside "
+                                 f"0..{self.info.num_classes - 1} and {IGNORE_INDEX}")
+        return arr.astype(ARRAYS[key][1])
+
+    def _meta(self) -> dict[str, Any]:
+        info = self.info
+        mean, std = np.array(info.mean), np.array(info.std)
+        stats = self._stats.get("train", sum(self._stats.values(), np.zeros(7)))
+        if self.measure_stats and stats[0] > 0:
+            mean = stats[1:4] / stats[0]
+            std = np.sqrt(np.maximum(stats[4:7] / stats[0] - mean ** 2, 1e-12))
+        return {"format": FORMAT, "version": FORMAT_VERSION, "name": info.name,
+                "tasks": list(info.tasks), "class_names": list(info.class_names),
+                "palette": [list(c) for c in info.palette], "depth_kind": info.depth_kind,
+                "scene_classes": list(info.scene_classes),
+                "mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std],
+                "image_size": list(self.size), "splits": dict(self.splits), "extra": info.extra}
+
+    def commit(self) -> Path:
+        """Write meta.json and move the finished cache into place."""
+        (self.tmp / "meta.json").write_text(json.dumps(self._meta(), indent=2))
+        self._check_target()
+        old = self.root.with_name(f".{self.root.name}.old-{os.getpid()}")
+        if self.root.exists():
+            self.root.rename(old)
+        self.tmp.rename(self.root)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.root
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def read_meta(root: str | os.PathLike) -> dict[str, Any]:
+    """Parse and check ``{root}/meta.json``; every problem is a DataError naming the file."""
+    root = Path(root)
+    path = root / "meta.json"
+    if not root.is_dir():
+        raise DataError(root, "cache folder not found")
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(path, "missing: not a crossvit-mtl cache (write one with "
+                              "`crossvit-mtl data synth` or `crossvit-mtl data cityscapes`)") from None
+    except (OSError, ValueError) as err:
+        raise DataError(path, f"not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise DataError(path, "not a JSON object")
+    missing = [key for key in META_KEYS if key not in meta]
+    if missing:
+        raise DataError(path, f"missing keys: {', '.join(missing)}")
+    if meta["format"] != FORMAT or meta["version"] != FORMAT_VERSION:
+        raise DataError(path, f"format {meta['format']!r} version {meta['version']!r}; this "
+                              f"version of crossvit-mtl reads {FORMAT!r} version {FORMAT_VERSION}")
+    unknown = [t for t in meta["tasks"] if t not in TASKS]
+    if unknown:
+        raise DataError(path, f"unknown tasks {unknown} (known: {', '.join(TASKS)})")
+    size = meta["image_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise DataError(path, f"image_size must be [height, width], got {size!r}")
+    return meta
+
+
+def info_from_meta(meta: dict[str, Any], tasks: Iterable[str] | None = None) -> DatasetInfo:
+    return DatasetInfo(
+        name=meta["name"], tasks=tuple(meta["tasks"] if tasks is None else tasks),
+        class_names=tuple(meta["class_names"]), palette=tuple(tuple(c) for c in meta["palette"]),
+        depth_kind=meta["depth_kind"], scene_classes=tuple(meta["scene_classes"]),
+        mean=tuple(meta["mean"]), std=tuple(meta["std"]), extra=dict(meta.get("extra", {})))
+
+
+def open_split(root: Path, meta: dict[str, Any], split: str, tasks: Iterable[str]) -> dict[str, np.ndarray]:
+    """Memory-map the arrays of ``split`` after checking their shapes and dtypes against meta.json."""
+    if split not in meta["splits"]:
+        raise DataError(root / "meta.json", f"no split {split!r} (has: {', '.join(meta['splits']) or 'none'})")
+    if not (root / split).is_dir():
+        raise DataError(root / split, "split folder missing")
+    return {key: open_array(root, meta, split, key) for key in ("image", *tasks)}
+
+
+def open_array(root: Path, meta: dict[str, Any], split: str, key: str) -> np.ndarray:
+    """Memory-map one stacked array, checking its shape and dtype against meta.json."""
+    count, size = meta["splits"][split], tuple(meta["image_size"])
+    name, dtype, _ = ARRAYS[key]
+    path = root / split / name
+    array = load_npy(path, mmap=True)
+    expected = array_shape(key, count, size)
+    if array.shape != expected:
+        raise DataError(path, f"shape {array.shape}, expected {expected} (meta.json: "
+                              f"{count} samples of {size[0]}x{size[1]})")
+    if array.dtype != dtype:
+        raise DataError(path, f"dtype {array.dtype}, expected {np.dtype(dtype)}")
+    return array
+
+
+class CachedDataset(DenseDataset):
+    """A split of a cache. Layout, shapes and the requested tasks are checked in ``__init__``;
+    the values themselves by ``crossvit-mtl data check`` (they would need a full read)."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "train",
+                 tasks: Iterable[str] | None = None, transform: Callable[[Sample], Sample] | None = None):
+        super().__init__(transform)
+        self.root, self.split = Path(root), split
+        meta = read_meta(self.root)
+        tasks = tuple(meta["tasks"]) if tasks is None else tuple(tasks)
+        absent = [t for t in tasks if t not in meta["tasks"]]
+        if absent:
+            raise DataError(self.root / "meta.json", f"task(s) {', '.join(absent)} not in this "
+                                                     f"cache (has: {', '.join(meta['tasks'])})")
+        self.meta = meta
+        self.info = info_from_meta(meta, tasks)
+        self._arrays: dict[str, np.ndarray] | None = open_split(self.root, meta, split, tasks)
+        self._count = meta["splits"][split]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Memory maps are reopened in each DataLoader worker instead of being pickled.
+        return {**self.__dict__, "_arrays": None}
+
+    def load(self, index: int) -> dict[str, Any]:
+        if self._arrays is None:
+            self._arrays = open_split(self.root, self.meta, self.split, self.info.tasks)
+        raw: dict[str, Any] = {}
+        for key, array in self._arrays.items():
+            value = array[index]
+            raw[key] = int(value) if key == "classification" else np.array(value)
+        if "normal" in raw:
+            raw["normal"] = raw["normal"].astype(np.float32)
+        return raw
+
+
+def write_synth(out: str | os.PathLike, train: int = 1000, val: int = 200, height: int = 128,
+                width: int = 256, seed: int = 0, workers: int = 1, overwrite: bool = False,
+                progress: bool = False) -> Path:
+    """Render the built-in synthetic scenes into a cache (train and val use different seeds).
+
+    Rendering once and reading the cache is what makes long runs on synthetic data cheap.
+    """
+    from crossvit_mtl.data import synth
+
+    with CacheWriter(out, synth.synth_info(), (height, width), overwrite=overwrite) as writer:
+        for split, count, split_seed in (("train", train, seed), ("val", val, synth_split_seed(seed, "val"))):
+            render = functools.partial(synth.render_sample, split_seed, height=height, width=width)
+            writer.write_split(split, count, parallel_map(render, range(count), workers), progress)
+    return Path(out)
+
+
+def synth_split_seed(seed: int, split: str) -> int:
+    """The seed a split of the synthetic scenes is rendered with, so val never repeats train."""
+    return seed if split == "train" else seed + 1_000_003
