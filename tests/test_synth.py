@@ -1,0 +1,186 @@
+"""The built-in synthetic scenes: layout, determinism, and agreement between the tasks' ground truths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE, TASKS
+from crossvit_mtl.data.synth import (SCENE_CLASSES, SynthScenes, intrinsics, render_sample, scene_class,
+                                     synth_info)
+
+SKY = CATEGORY_NAMES.index("sky")
+FLAT = CATEGORY_NAMES.index("flat")
+
+
+def back_project(depth: np.ndarray) -> np.ndarray:
+    """Camera-frame 3-D points (H, W, 3) of a z-depth map, with the renderer's intrinsics."""
+    h, w = depth.shape
+    fx, fy, cx, cy = intrinsics(h, w)
+    j, i = np.meshgrid(np.arange(w), np.arange(h))
+    return np.stack(((j - cx) / fx * depth, (i - cy) / fy * depth, depth), -1).astype(np.float64)
+
+
+def normals_from_depth(depth: np.ndarray) -> np.ndarray:
+    """Unit normals of the interior pixels (H-2, W-2, 3) from central differences of the 3-D points."""
+    p = back_project(depth)
+    right = p[1:-1, 2:] - p[1:-1, :-2]
+    down = p[2:, 1:-1] - p[:-2, 1:-1]
+    n = np.cross(down, right)  # x right, y down: this order faces the camera
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+
+
+def neighbours(a: np.ndarray):
+    """The 9 shifted views of a map that line up with its interior (H-2, W-2) grid."""
+    h, w = a.shape[:2]
+    return [a[di:h - 2 + di, dj:w - 2 + dj] for di in range(3) for dj in range(3)]
+
+
+def interior(mask: np.ndarray) -> np.ndarray:
+    """Interior pixels whose whole 3x3 neighbourhood is in ``mask``."""
+    return np.logical_and.reduce(neighbours(mask))
+
+
+def uniform(seg: np.ndarray) -> np.ndarray:
+    """Interior pixels whose whole 3x3 neighbourhood has one label."""
+    return np.logical_and.reduce([n == seg[1:-1, 1:-1] for n in neighbours(seg)])
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [render_sample(0, i) for i in range(48)]
+
+
+@pytest.mark.parametrize("size", [(128, 256), (48, 80)])
+def test_shapes_and_dtypes(size):
+    h, w = size
+    s = render_sample(3, 5, h, w)
+    assert set(s) == {"image", "segmentation", "depth", "normal", "classification"}
+    assert s["image"].shape == (h, w, 3) and s["image"].dtype == np.uint8
+    assert s["segmentation"].shape == (h, w) and s["segmentation"].dtype == np.uint8
+    assert s["depth"].shape == (h, w) and s["depth"].dtype == np.float32
+    assert s["normal"].shape == (h, w, 3) and s["normal"].dtype == np.float32
+    assert isinstance(s["classification"], int) and 0 <= s["classification"] < len(SCENE_CLASSES)
+    assert s["segmentation"].max() < len(CATEGORY_NAMES)
+
+
+def test_resolution_samples_the_same_scene():
+    # At 3x the resolution, pixel (3i+1, 3j+1) looks along exactly the ray of pixel (i, j).
+    low, high = render_sample(1, 7, 32, 64), render_sample(1, 7, 96, 192)
+    sub = (slice(1, None, 3), slice(1, None, 3))
+    assert (high["segmentation"][sub] == low["segmentation"]).mean() > 0.99
+    valid = low["depth"] > 0
+    assert np.allclose(high["depth"][sub][valid], low["depth"][valid], rtol=1e-3)
+    assert np.abs(high["image"][sub].astype(int) - low["image"]).mean() < 6  # only the sensor noise differs
+
+
+def test_deterministic_in_seed_and_index():
+    a, b = render_sample(0, 11), render_sample(0, 11)
+    for key in ("image", "segmentation", "depth", "normal"):
+        assert np.array_equal(a[key], b[key])
+    for other in (render_sample(0, 12), render_sample(1, 11)):
+        assert not np.array_equal(a["image"], other["image"])
+        assert not np.array_equal(a["depth"], other["depth"])
+
+
+def test_depth_and_normal_validity(samples):
+    for s in samples:
+        depth, normal, seg = s["depth"], s["normal"], s["segmentation"]
+        valid = depth > 0
+        assert np.array_equal(~valid, seg == SKY)  # only the sky (and fogged-out far ground) is invalid
+        assert np.all(np.isfinite(depth)) and depth.max() < 1000
+        assert np.allclose(np.linalg.norm(normal[valid], axis=-1), 1.0, atol=1e-4)
+        assert not normal[~valid].any()
+        rays = back_project(np.ones_like(depth))
+        rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+        assert np.all((normal * rays).sum(-1)[valid] < 1e-3)  # normals face the camera
+
+
+def test_normals_agree_with_depth_on_the_road(samples):
+    checked = 0
+    for s in samples[:16]:
+        depth, seg = s["depth"], s["segmentation"]
+        mask = interior((seg == FLAT) & (depth > 0) & (depth < 30))
+        if mask.sum() < 100:
+            continue
+        rendered = s["normal"][1:-1, 1:-1][mask]
+        estimated = normals_from_depth(depth)[mask]
+        angle = np.degrees(np.arccos(np.clip((rendered * estimated).sum(-1), -1, 1)))
+        assert np.percentile(angle, 99) < 3.0, np.percentile(angle, 99)
+        checked += 1
+    assert checked >= 10
+
+
+def test_normals_agree_with_depth_on_every_surface(samples):
+    """Away from edges every surface (boxes, cylinders, ellipsoids, quads, ground) is smooth in depth."""
+    angles = []
+    for s in samples[:16]:
+        d = s["depth"].astype(np.float64)
+        centre = d[1:-1, 1:-1]
+        flat_x = np.abs(d[1:-1, 2:] + d[1:-1, :-2] - 2 * centre) < 0.01 * centre
+        flat_y = np.abs(d[2:, 1:-1] + d[:-2, 1:-1] - 2 * centre) < 0.01 * centre
+        mask = interior(d > 0) & uniform(s["segmentation"]) & flat_x & flat_y
+        rendered = s["normal"][1:-1, 1:-1][mask]
+        estimated = normals_from_depth(s["depth"])[mask]
+        angles.append(np.degrees(np.arccos(np.clip((rendered * estimated).sum(-1), -1, 1))))
+    angles = np.concatenate(angles)
+    assert len(angles) > 10000
+    assert np.median(angles) < 1.0 and np.percentile(angles, 90) < 5.0
+
+
+def test_all_categories_occur(samples):
+    seen = set()
+    for s in samples:
+        seen.update(np.unique(s["segmentation"]).tolist())
+    assert seen == set(range(len(CATEGORY_NAMES)))
+
+
+@pytest.mark.parametrize("seed,start", [(0, 0), (5, 13)])
+def test_classification_exactly_balanced(seed, start):
+    k = len(SCENE_CLASSES)
+    classes = [scene_class(seed, i) for i in range(start, start + 6 * k)]
+    assert np.bincount(classes, minlength=k).tolist() == [6] * k
+    assert render_sample(seed, start, 16, 32)["classification"] == classes[0]
+
+
+def test_scene_classes_differ_in_road_layout():
+    """The class is in the geometry: a cross street shows ground far to the sides at mid range,
+    where a straight street shows its building rows."""
+    share = {c: [] for c in range(len(SCENE_CLASSES))}
+    for i in range(96):
+        s = render_sample(0, i, 64, 128)
+        depth = s["depth"]
+        mid_range = (depth > 8) & (depth < 35)
+        open_ground = mid_range & (np.abs(back_project(depth)[..., 0]) > 9) & (s["segmentation"] == FLAT)
+        share[s["classification"]].append(open_ground.sum() / max(mid_range.sum(), 1))
+    straight = np.median(share[SCENE_CLASSES.index("straight")])
+    crossroads = np.median(share[SCENE_CLASSES.index("crossroads")])
+    assert crossroads > 1.5 * straight
+
+
+def test_info():
+    info = synth_info()
+    assert info.name == "synth" and info.tasks == TASKS == ("segmentation", "depth", "normal", "classification")
+    assert info.class_names == CATEGORY_NAMES and info.palette == CATEGORY_PALETTE
+    assert info.depth_kind == "metric" and info.scene_classes == SCENE_CLASSES
+    assert info.task_channels() == {"segmentation": 8, "depth": 1, "normal": 3, "classification": 4}
+    assert all(0.2 < m < 0.6 for m in info.mean) and all(0.1 < s < 0.35 for s in info.std)
+
+
+def test_dataset_returns_tensors():
+    train = SynthScenes("train", length=3, seed=2, height=32, width=64)
+    val = SynthScenes("val", length=3, seed=2, height=32, width=64)
+    assert len(train) == 3 and train.info == synth_info()
+    x = train[1]
+    assert x["image"].shape == (3, 32, 64) and x["image"].dtype == torch.float32
+    assert 0.0 <= x["image"].min() and x["image"].max() <= 1.0
+    assert x["segmentation"].shape == (32, 64) and x["segmentation"].dtype == torch.int64
+    assert x["depth"].shape == (1, 32, 64) and x["normal"].shape == (3, 32, 64)
+    assert x["classification"].dtype == torch.int64 and x["classification"].ndim == 0
+    raw = render_sample(2, 1, 32, 64)
+    assert torch.equal(x["segmentation"], torch.from_numpy(raw["segmentation"]).long())  # train = the seed
+    assert not torch.equal(val[1]["image"], x["image"])  # val renders a different stream
+    with pytest.raises(IndexError):
+        train[3]
+    with pytest.raises(ValueError):
+        SynthScenes("test")
