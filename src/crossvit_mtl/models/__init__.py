@@ -59,4 +59,27 @@ def create_model(name: str, weights: str | None = None, **overrides) -> nn.Modul
     return model
 
 
-__all__ = ["ARCHITECTURES", "PRESETS", "create_model", "list_models", "model_config"]
+def create_task_model(name: str, task_channels: dict[str, int], **overrides) -> nn.Module:
+    """A preset sized for a data set's tasks: class counts go to ``num_classes`` or ``tasks``.
+
+    Single-task presets refuse task sets they cannot predict, naming both.
+    """
+    arch = PRESETS[name]["arch"] if name in PRESETS else None
+    single = {"seg": "segmentation", "thesis": "segmentation", "crossvit": "classification"}
+    if arch in single:
+        if set(task_channels) != {single[arch]}:
+            raise ValueError(f"model {name!r} predicts only {single[arch]!r}, but the tasks are "
+                             f"{sorted(task_channels)}; use a crossvit_mtl_* model")
+        overrides.setdefault("num_classes", task_channels[single[arch]])
+    else:
+        overrides.setdefault("tasks", dict(task_channels))
+    return create_model(name, **overrides)
+
+
+def as_task_dict(output) -> dict:
+    """Classifiers return logits; the engine speaks of ``{task: output}`` everywhere."""
+    return output if isinstance(output, dict) else {"classification": output}
+
+
+__all__ = ["ARCHITECTURES", "PRESETS", "as_task_dict", "create_model", "create_task_model",
+           "list_models", "model_config"]

@@ -36,6 +36,7 @@ class DenseCrossViT(nn.Module):
                  patch_sizes: Sequence[int] = (8, 16), dims: Sequence[int] = (96, 192),
                  heads: Sequence[int] = (3, 6), stages: Sequence[Sequence[int]] = ((1, 3, 1),) * 3,
                  mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0), fusion: str = "tokens",
+                 kv_pool: Sequence[int] = (2, 1),
                  decoder_channels: int = 96, decoder_stages: int = 2, in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1):
@@ -45,7 +46,7 @@ class DenseCrossViT(nn.Module):
             raise ValueError(f"decoder_stages must be in [1, {len(stages)}], got {decoder_stages}")
         self.encoder = DualBranchEncoder(
             img_size=img_size, patch_sizes=patch_sizes, dims=dims, heads=heads, stages=stages,
-            mlp_ratios=mlp_ratios, fusion=fusion, stem="linear", pos_embed="learned",
+            mlp_ratios=mlp_ratios, fusion=fusion, stem="linear", pos_embed="learned", kv_pool=kv_pool,
             in_chans=in_chans, qkv_bias=qkv_bias, drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
         dense = [t for t in self.tasks if t in DENSE_TASKS]

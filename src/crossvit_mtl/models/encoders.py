@@ -90,15 +90,16 @@ class MultiScaleStage(nn.Module):
 
     def __init__(self, dims: Sequence[int], heads: Sequence[int], depths: Sequence[int],
                  mlp_ratios: Sequence[float], fusion: str, drop_paths: Sequence[float],
-                 qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0):
+                 qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
+                 kv_pool: Sequence[int] = (1, 1)):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         n_blocks = max(depths[0], depths[1])
         self.blocks = nn.ModuleList(
-            nn.Sequential(*[
-                Block(dims[i], heads[i], mlp_ratios[i], qkv_bias, drop, attn_drop, drop_paths[k])
-                for k in range(depths[i])])
+            nn.ModuleList(
+                Block(dims[i], heads[i], mlp_ratios[i], qkv_bias, drop, attn_drop, drop_paths[k], kv_pool[i])
+                for k in range(depths[i]))
             for i in range(2))
         fusion_drop_path = drop_paths[n_blocks - 1] if n_blocks else 0.0
         if fusion == "cls":
@@ -107,8 +108,13 @@ class MultiScaleStage(nn.Module):
             self.fusion = TokenFusion(dims, heads, depths[2], mlp_ratios[2], qkv_bias, drop,
                                       attn_drop, fusion_drop_path)
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self.fusion([blocks(x) for blocks, x in zip(self.blocks, xs)])
+    def forward(self, xs: list[torch.Tensor], grids: list[tuple[int, int]]) -> list[torch.Tensor]:
+        out = []
+        for blocks, x, grid in zip(self.blocks, xs, grids):
+            for block in blocks:
+                x = block(x, grid)
+            out.append(x)
+        return self.fusion(out)
 
 
 @dataclass
@@ -133,6 +139,7 @@ class EncoderOutput:
 class DualBranchEncoder(nn.Module):
     """Two branches with patch sizes ``patch_sizes`` and widths ``dims``.
 
+    ``kv_pool`` per branch average-pools keys/values over the patch grid in self-attention.
     ``img_size`` is the size the model is created for (its learned positions fit that grid; other
     sizes interpolate them). ``branch_scales`` resizes each branch's input first, which is how
     CrossViT feeds 240 px to its 12-px branch and 224 px to its 16-px branch.
@@ -144,7 +151,8 @@ class DualBranchEncoder(nn.Module):
                  mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0), fusion: str = "tokens",
                  stem: str = "linear", stem_kwargs: dict | None = None,
                  pos_embed: str = "learned", in_chans: int = 3,
-                 branch_scales: Sequence[float] = (1.0, 1.0), qkv_bias: bool = True,
+                 branch_scales: Sequence[float] = (1.0, 1.0), kv_pool: Sequence[int] = (1, 1),
+                 qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
         if stem not in STEMS:
@@ -176,7 +184,7 @@ class DualBranchEncoder(nn.Module):
             n = max(depths[0], depths[1])
             self.stages.append(MultiScaleStage(dims, heads, depths, mlp_ratios, fusion,
                                                rates[offset:offset + n] or [0.0], qkv_bias,
-                                               drop_rate, attn_drop_rate))
+                                               drop_rate, attn_drop_rate, kv_pool))
             offset += n
         self._init_weights()
 
@@ -233,6 +241,6 @@ class DualBranchEncoder(nn.Module):
         xs, grids = self.embed(x)
         outputs = []
         for stage in self.stages:
-            xs = stage(xs)
+            xs = stage(xs, grids)
             outputs.append(xs)
         return EncoderOutput(outputs, grids)

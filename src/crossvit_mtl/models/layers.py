@@ -71,11 +71,16 @@ class CrossAttention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         h = self.num_heads
+        dtype = q.dtype
+        if q.device.type == "cpu" and dtype == torch.bfloat16:
+            # PyTorch's fused CPU attention is 2-3x slower in bf16 than in fp32 for these head
+            # sizes (backward above all; benchmarks/attention_precision.py), so run it in fp32.
+            q, k, v = q.float(), k.float(), v.float()
         out = F.scaled_dot_product_attention(
             _split_heads(q, h), _split_heads(k, h), _split_heads(v, h),
             dropout_p=self.attn_drop if self.training else 0.0,
         )
-        return self.proj_drop(self.proj(_merge_heads(out)))
+        return self.proj_drop(self.proj(_merge_heads(out).to(dtype)))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         k, v = self.kv(context).chunk(2, dim=-1)
@@ -100,20 +105,42 @@ class Attention(CrossAttention):
         return self.attend(*self.qkv(x).chunk(3, dim=-1))
 
 
+class PooledAttention(CrossAttention):
+    """Self-attention whose keys and values come from the patch grid average-pooled by
+    ``kv_pool`` (the CLS token kept): PVT/SegFormer's spatial reduction. A 512-token branch
+    attends over 128 keys, a quarter of the cost, which is what makes the 8-px branch cheap."""
+
+    def __init__(self, dim: int, num_heads: int, kv_pool: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__(dim, num_heads, None, qkv_bias, attn_drop, proj_drop)
+        self.kv_pool = kv_pool
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
+        b, _, c = x.shape
+        patches = x[:, 1:].transpose(1, 2).reshape(b, c, *grid)
+        pooled = F.avg_pool2d(patches, self.kv_pool, ceil_mode=True).flatten(2).transpose(1, 2)
+        return super().forward(x, torch.cat([x[:, :1], pooled], dim=1))
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))).
+
+    ``kv_pool > 1`` pools keys/values over the patch grid (then ``forward`` needs ``grid``).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, kv_pool: int = 1):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.attn = (PooledAttention(dim, num_heads, kv_pool, qkv_bias, attn_drop, drop) if kv_pool > 1
+                     else Attention(dim, num_heads, qkv_bias, attn_drop, drop))
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.drop_path(self.attn(h, grid) if isinstance(self.attn, PooledAttention) else self.attn(h))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
