@@ -10,7 +10,9 @@ import importlib
 import sys
 
 #: sub-command modules, in the order `--help` lists them
-COMMAND_MODULES = ("demo", "models")
+COMMAND_MODULES = ("demo", "train", "predict", "models", "data")
+#: handed whole to Lightning's CLI (cli/train.py), which parses YAML configs and overrides
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
 class UserError(Exception):
@@ -31,11 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else None
     try:
+        if command in LIGHTNING_COMMANDS:
+            from crossvit_mtl.cli.train import run_lightning
+
+            return run_lightning(argv)
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"crossvit-mtl {args.command}: error: {err}", file=sys.stderr)
+        print(f"crossvit-mtl {command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,97 @@
+"""`crossvit-mtl fit | validate | test`: Lightning's CLI on YAML configs.
+
+Configs are validated on load by jsonargparse: unknown keys and wrong types fail with their name.
+Every run lives in one folder (``--run_dir``): checkpoints (``best.ckpt`` by the monitored
+metric, ``last.ckpt``), TensorBoard and CSV logs, the resolved ``config.yaml``, ``metrics.json``
+and plots. ``--ckpt_path last`` resumes from the run folder's ``last.ckpt``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
+from crossvit_mtl.engine.datamodule import DenseDataModule
+from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
+from crossvit_mtl.engine.precision import auto_precision
+from crossvit_mtl.engine.report import RunReport, Throughput
+
+class SaveRunConfig(SaveConfigCallback):
+    """The resolved config goes to the run folder itself, beside checkpoints and metrics."""
+
+    def __init__(self, parser, config, **kwargs):
+        super().__init__(parser, config, save_to_log_dir=False, **kwargs)
+
+    def save_config(self, trainer, pl_module, stage) -> None:
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / self.config_filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
+
+
+class CrossViTCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_dir", default="runs/default",
+                            help="folder of this run: checkpoints, logs, metrics.json, plots")
+        parser.add_argument("--report_samples", type=int, default=6,
+                            help="samples drawn in the prediction grid after fit/test (0: none)")
+        parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
+                              apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        # Bad values in a config (a task the data lacks, a negative lr, a missing folder) are the
+        # user's to fix: one line naming the key and value, not a traceback.
+        try:
+            super().instantiate_classes()
+        except (ValueError, FileNotFoundError) as err:
+            raise UserError(str(err)) from None
+
+    def instantiate_trainer(self, **kwargs):
+        run_dir = Path(self._get(self.config, "run_dir"))
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        monitor, mode = monitor_key(self.model.tasks)
+        callbacks = list(trainer_config.get("callbacks") or [])
+        callbacks += [
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                            save_last=True, auto_insert_metric_name=False),
+            RunReport(self._get(self.config, "report_samples")),
+            Throughput(),
+        ]
+        logger = trainer_config.get("logger")
+        if logger is None or logger is True:
+            logger = [TensorBoardLogger(run_dir, name="tensorboard", version=""),
+                      CSVLogger(run_dir, name="csv", version="")]
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        kwargs.update(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks)
+        return super().instantiate_trainer(**kwargs)
+
+
+def cli_kwargs() -> dict:
+    """The settings every use of the CLI shares (commands, the demo, tests)."""
+    return dict(
+        model_class=DenseTaskModule, datamodule_class=DenseDataModule,
+        seed_everything_default=42,
+        trainer_defaults={"precision": auto_precision(), "log_every_n_steps": 10},
+        save_config_callback=SaveRunConfig,
+        auto_configure_optimizers=False,
+    )
+
+
+def run_lightning(args: list[str]) -> int:
+    with warnings.catch_warnings():
+        # Lightning warns whenever explicit args meet a non-empty sys.argv; `main` always
+        # passes them explicitly, so the warning says nothing here.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        CrossViTCLI(**cli_kwargs(), args=args)
+    return 0
+
+
+def add_parser(sub) -> None:
+    # Listed for `crossvit-mtl --help`; `main` hands these commands to Lightning's own parser.
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, help=f"{name} a model on a YAML config (see `crossvit-mtl {name} --help`)",
+                       add_help=False)

@@ -1,0 +1,63 @@
+"""Rebuilding a trained network from a training checkpoint, without executing pickled code."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, so a file
+    carrying a pickled payload is refused before any of it runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise CheckpointError(f"{path}: refused to load (it holds more than weights: {first})") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a training checkpoint and the data-set description it was trained with."""
+    ckpt = read_checkpoint(path)
+    hparams = ckpt.get("hyper_parameters") or {}
+    meta = hparams.get("dataset_meta")
+    if "state_dict" not in ckpt or not meta or "model" not in hparams:
+        raise CheckpointError(f"{path}: not a crossvit-mtl training checkpoint "
+                              "(needs state_dict and hyper_parameters.model/dataset_meta)")
+    from crossvit_mtl.engine.module import DenseTaskModule
+
+    model = DenseTaskModule.build_network(hparams["model"], hparams.get("model_options"), meta)
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    load_state_strict(model, state, path)
+    return model.eval(), meta
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load every tensor or fail naming the missing, unexpected and mis-shaped entries."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
+              if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{label}: {', '.join(items[:5])}{more}")
+        raise CheckpointError(f"{source}: weights do not fit the model; " + "; ".join(parts))
+    model.load_state_dict(state)

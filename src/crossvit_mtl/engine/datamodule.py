@@ -1,0 +1,119 @@
+"""The LightningDataModule: owns data sets, their transforms and loaders."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from crossvit_mtl.data.base import DenseDataset, Sample
+from crossvit_mtl.data.common import TASKS, DatasetInfo
+from crossvit_mtl.data.registry import build_dataset
+from crossvit_mtl.data.transforms import build_transforms
+
+
+class SelectTasks:
+    """Drops the targets of tasks the run does not train, before any augmentation work."""
+
+    def __init__(self, tasks: tuple[str, ...], then):
+        self.keep = ("image",) + tuple(tasks)
+        self.then = then
+
+    def __call__(self, sample: Sample) -> Sample:
+        return self.then({k: v for k, v in sample.items() if k in self.keep})
+
+
+class DenseDataModule(pl.LightningDataModule):
+    """Args:
+        dataset: ``synth`` (built-in scenes; rendered on demand, or a cache when ``root`` is
+            given), ``cache``, ``cityscapes_mtan``, ``nyuv2_mtan`` or ``folder``.
+        root: the data set's folder.
+        tasks: the tasks to train, a subset of what the data set provides (default: all).
+        options: options of the data set's class (e.g. ``void_as_class`` for MTAN Cityscapes,
+            ``length`` for on-demand synthetic scenes).
+        train_transforms / eval_transforms: settings of the augmentation pipelines
+            (``crossvit_mtl.data.transforms.DEFAULT_TRAIN`` / ``DEFAULT_EVAL``).
+    """
+
+    def __init__(self, dataset: str = "synth", root: str | None = None, tasks: list[str] | None = None,
+                 options: dict[str, Any] | None = None, train_split: str = "train",
+                 val_split: str = "val", test_split: str = "val",
+                 train_transforms: dict[str, Any] | None = None,
+                 eval_transforms: dict[str, Any] | None = None, batch_size: int = 16,
+                 eval_batch_size: int | None = None, num_workers: int = 2,
+                 persistent_workers: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.datasets: dict[str, DenseDataset] = {}
+        # Built now, not in setup(): a missing folder or a bad option fails before any work.
+        probe = self._build(train_split)
+        self.info: DatasetInfo = probe.info
+        provided = tuple(self.info.tasks)
+        chosen = tuple(tasks) if tasks else provided
+        missing = [t for t in chosen if t not in provided]
+        if missing:
+            bad = [t for t in missing if t not in TASKS]
+            what = "is not a task" if bad else f"is not provided by data set {self.info.name!r}"
+            raise ValueError(f"tasks: {', '.join(map(repr, missing))} {what} "
+                             f"(it provides: {', '.join(provided)})")
+        self.tasks = chosen
+        self.datasets[train_split] = probe
+        self._wrap(probe, train=True)
+
+    def _build(self, split: str) -> DenseDataset:
+        hp = self.hparams
+        return build_dataset(hp.dataset, hp.root, split=split, **(hp.options or {}))
+
+    def _wrap(self, dataset: DenseDataset, train: bool) -> None:
+        config = self.hparams.train_transforms if train else self.hparams.eval_transforms
+        dataset.transform = SelectTasks(self.tasks, build_transforms(dataset.info, train, config))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Plain data the model needs to be built, shown and saved with (linked to the model)."""
+        info = asdict(self.info)
+        info.pop("extra", None)
+        info["tasks"] = list(self.tasks)
+        info["task_channels"] = {t: c for t, c in self.info.task_channels().items() if t in self.tasks}
+        info["image_size"] = list(self.image_size)
+        return json.loads(json.dumps(info))  # tuples -> lists: safe in YAML and checkpoints
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the images the model sees in evaluation."""
+        if not hasattr(self, "_image_size"):
+            self._image_size = tuple(self.dataset(self.hparams.val_split)[0]["image"].shape[-2:])
+        return self._image_size
+
+    def dataset(self, split: str, train: bool = False) -> DenseDataset:
+        key = split if train or split != self.hparams.train_split else f"{split}:eval"
+        if key not in self.datasets:
+            ds = self._build(split)
+            self._wrap(ds, train)
+            self.datasets[key] = ds
+        return self.datasets[key]
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        hp = self.hparams
+        workers = hp.num_workers
+        return DataLoader(
+            self.dataset(split, train), batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train, drop_last=train and len(self.dataset(split, train)) > hp.batch_size,
+            num_workers=workers, persistent_workers=hp.persistent_workers and workers > 0,
+            pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.hparams.train_split, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.hparams.val_split, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.hparams.test_split, train=False)

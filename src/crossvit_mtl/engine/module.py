@@ -1,0 +1,160 @@
+"""The LightningModule: wires a zoo network to its tasks' losses, metrics and optimiser.
+
+The network stays a plain ``nn.Module`` (``self.model``); nothing here changes what it computes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from crossvit_mtl.engine.optim import SCHEDULERS, build_optimizer, warmup_cosine
+from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
+from crossvit_mtl.models import PRESETS, as_task_dict, create_task_model
+from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
+
+STAGES = ("val", "test")
+
+
+def _metric_for(task: str, channels: int) -> nn.Module:
+    if task == "segmentation":
+        return SegmentationMetric(channels)
+    if task == "depth":
+        return DepthMetric()
+    if task == "normal":
+        return NormalMetric()
+    return ClassificationMetric(channels)
+
+
+def monitor_key(tasks: list[str]) -> tuple[str, str]:
+    """The figure that picks the best checkpoint: segmentation mIoU when present."""
+    task = "segmentation" if "segmentation" in tasks else tasks[0]
+    metric = PRIMARY_METRIC[task]
+    return f"val/{task}/{metric}", "max" if METRIC_DIRECTION[task][metric] else "min"
+
+
+class DenseTaskModule(pl.LightningModule):
+    """Trains and evaluates any zoo model on the tasks a data set provides.
+
+    Args:
+        model: preset name (``crossvit-mtl models`` lists them).
+        model_options: overrides of the preset's hyper-parameters.
+        losses: per task ``{"name": ..., "weight": ..., **loss options}``; tasks left out use
+            their default loss (segmentation ``ce``, depth ``l1``, normal ``cosine``,
+            classification ``ce``) with weight 1.
+        optimizer: ``adam`` (the thesis), ``adamw`` (no decay on norms, biases, positions, CLS)
+            or ``sgd``.
+        scheduler: ``none`` or ``cosine`` (per step, after ``warmup_epochs`` of linear warm-up).
+        dataset_meta: what the data module says of its data (tasks, classes, palette...);
+            the command line links it, and it is saved in checkpoints so prediction can rebuild
+            the model and show its outputs.
+    """
+
+    def __init__(self, model: str = "crossvit_seg_small", model_options: dict[str, Any] | None = None,
+                 losses: dict[str, dict[str, Any]] | None = None, optimizer: str = "adamw",
+                 lr: float = 1e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
+                 scheduler: str = "cosine", warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
+                 dataset_meta: dict[str, Any] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        if dataset_meta is None:
+            raise ValueError("dataset_meta is required (the data module's `meta`); the command line links it")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        self.task_channels: dict[str, int] = dict(dataset_meta["task_channels"])
+        self.tasks = list(self.task_channels)
+        losses = dict(losses or {})
+        unknown = sorted(set(losses) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
+                             f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
+        self.model = self.build_network(model, model_options, dataset_meta)
+        self.loss_weights: dict[str, float] = {}
+        self.criteria = nn.ModuleDict()
+        for task in self.tasks:
+            spec = dict(losses.get(task) or {})
+            weight = float(spec.pop("weight", 1.0))
+            if weight < 0:
+                raise ValueError(f"losses.{task}.weight must be >= 0, got {weight}")
+            self.loss_weights[task] = weight
+            self.criteria[task] = build_loss(task, spec.pop("name", None), **spec)
+        self.metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({t: _metric_for(t, c) for t, c in self.task_channels.items()})
+            for stage in STAGES})
+        #: the last computed results per stage, {task: {metric: value}}, for reports
+        self.results: dict[str, dict[str, dict[str, Any]]] = {}
+
+    @staticmethod
+    def build_network(model: str, model_options: dict[str, Any] | None, dataset_meta: dict[str, Any]) -> nn.Module:
+        """The zoo network sized for the data: its tasks' channels and its image size."""
+        options = dict(model_options or {})
+        if PRESETS.get(model, {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
+            options.setdefault("img_size", tuple(dataset_meta["image_size"]))  # positions fit the data
+        return create_task_model(model, dataset_meta["task_channels"], **options)
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return as_task_dict(self.model(images))
+
+    def task_losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {t: self.criteria[t](outputs[t], batch[t]) for t in self.tasks}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.task_losses(self(batch["image"]), batch)
+        total = sum(self.loss_weights[t] * losses[t] for t in self.tasks)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        if len(self.tasks) > 1:
+            for task, value in losses.items():
+                self.log(f"train/loss_{task}", value, on_step=False, on_epoch=True, batch_size=bs)
+        return total
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        outputs = self(batch["image"])
+        losses = self.task_losses(outputs, batch)
+        total = sum(self.loss_weights[t] * losses[t] for t in self.tasks)
+        self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=batch["image"].shape[0])
+        for task in self.tasks:
+            self.metrics[stage][task].update(outputs[task].float(), batch[task])
+        return outputs
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        results = {}
+        for task, metric in self.metrics[stage].items():
+            values = metric.compute()
+            metric.reset()
+            results[task] = values
+            for key, value in values.items():
+                if isinstance(value, float):
+                    self.log(f"{stage}/{task}/{key}", value, sync_dist=False)
+        self.results[stage] = results
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    # -------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = build_optimizer(self.model, hp.optimizer, hp.lr, hp.weight_decay, tuple(hp.betas))
+        if hp.scheduler == "none":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        warmup = int(round(hp.warmup_epochs * steps_per_epoch))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(total, warmup, hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

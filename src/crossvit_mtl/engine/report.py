@@ -1,0 +1,146 @@
+"""What a finished run leaves for its user: metrics.json, a printed table, PNG plots."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+SCALAR_LABELS = {
+    "miou": "mIoU", "pixel_acc": "pixel acc", "thesis_iou": "thesis pooled IoU",
+    "abs_err": "abs err", "rel_err": "rel err", "rmse": "RMSE", "log_rmse": "log RMSE",
+    "delta1": "delta<1.25", "delta2": "delta<1.25^2", "delta3": "delta<1.25^3",
+    "mean": "mean angle (deg)", "median": "median angle (deg)", "within_11.25": "<11.25 deg",
+    "within_22.5": "<22.5 deg", "within_30": "<30 deg", "top1": "top-1 acc", "top5": "top-5 acc",
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def results_to_json(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Scalars as numbers, per-class arrays keyed by class name; NaN (a class never seen) as null."""
+    out: dict[str, Any] = {}
+    for task, values in results.items():
+        entry: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in ("iou_per_class", "acc_per_class"):
+                entry[key] = dict(zip(meta["class_names"], _plain(value)))
+            else:
+                entry[key] = _plain(value)
+        out[task] = entry
+    return out
+
+
+def format_results(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """A plain-text table: every task's scalar metrics, then per-class IoU and accuracy."""
+    lines = []
+    for task, values in results.items():
+        lines.append(f"{task}")
+        for key, value in values.items():
+            if isinstance(value, float):
+                shown = f"{value:.4f}" if not math.isnan(value) else "n/a"
+                lines.append(f"  {SCALAR_LABELS.get(key, key):<22} {shown}")
+        if "iou_per_class" in values:
+            lines.append(f"  {'class':<22} {'IoU':>7} {'acc':>7}")
+            for name, iou, acc in zip(meta["class_names"], values["iou_per_class"].tolist(),
+                                      values["acc_per_class"].tolist()):
+                fmt = lambda v: "    n/a" if math.isnan(v) else f"{v:7.4f}"  # noqa: E731
+                lines.append(f"  {name:<22} {fmt(iou)} {fmt(acc)}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def predict_samples(module: pl.LightningModule, dataset, count: int) -> tuple[list, list]:
+    """The first ``count`` samples of a data set and the model's predictions on them, as numpy."""
+    samples, preds = [], []
+    module.eval()
+    for i in range(min(count, len(dataset))):
+        sample = dataset[i]
+        out = module(sample["image"].unsqueeze(0).to(module.device))
+        pred = {}
+        for task, value in out.items():
+            value = value[0].float().cpu()
+            pred[task] = value.argmax(0).numpy() if task in ("segmentation", "classification") else value.numpy()
+        samples.append({k: v.numpy() for k, v in sample.items()})
+        preds.append(pred)
+    return samples, preds
+
+
+class RunReport(pl.Callback):
+    """After fit (last validation) and after test: metrics.json, the table, PNG plots."""
+
+    def __init__(self, num_samples: int = 6):
+        self.num_samples = num_samples
+
+    def _report(self, trainer: pl.Trainer, module, stage: str) -> None:
+        if not trainer.is_global_zero or stage not in module.results:
+            return
+        from crossvit_mtl.viz import plots
+
+        run_dir = Path(trainer.default_root_dir)
+        meta = module.hparams.dataset_meta
+        results = module.results[stage]
+        path = run_dir / ("metrics.json" if stage == "val" else f"metrics_{stage}.json")
+        payload = {"stage": stage, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                   "model": module.hparams.model, "dataset": meta.get("name"),
+                   "results": results_to_json(results, meta)}
+        path.write_text(json.dumps(payload, indent=2))
+        print(f"\n{stage} results (epoch {trainer.current_epoch}, step {trainer.global_step}):")
+        print(format_results(results, meta))
+        plot_dir = run_dir / "plots"
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        csv_path = next((Path(lg.log_dir) / "metrics.csv" for lg in trainer.loggers
+                         if type(lg).__name__ == "CSVLogger"), None)
+        if csv_path is not None and csv_path.exists():
+            plots.plot_curves(csv_path, plot_dir / "curves.png")
+        if "segmentation" in results:
+            plots.plot_confusion(results["segmentation"]["confusion"].cpu().numpy(),
+                                 meta["class_names"], plot_dir / f"confusion_{stage}.png")
+        dm = trainer.datamodule
+        if dm is not None and self.num_samples:
+            split = dm.hparams.val_split if stage == "val" else dm.hparams.test_split
+            was_training = module.training
+            samples, preds = predict_samples(module, dm.dataset(split), self.num_samples)
+            module.train(was_training)
+            plots.plot_samples(samples, preds, meta, plot_dir / f"samples_{stage}.png")
+        print(f"run folder: {run_dir.resolve()}  (metrics: {path.name}, plots: plots/)")
+
+    def on_fit_end(self, trainer, pl_module):
+        self._report(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer, pl_module):
+        self._report(trainer, pl_module, "test")
+
+
+class Throughput(pl.Callback):
+    """Training images per second in the progress bar (wall clock per batch, data included)."""
+
+    def __init__(self):
+        self._last = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._last = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = time.perf_counter()
+        if self._last is not None:
+            rate = batch["image"].shape[0] * trainer.world_size / (now - self._last)
+            pl_module.log("img_per_s", rate, prog_bar=True, on_step=True, on_epoch=False,
+                          logger=False, batch_size=1)
+        self._last = now
+

@@ -1,0 +1,123 @@
+"""PNG plots of a run: training curves, the confusion matrix, and sample predictions."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from crossvit_mtl.viz.colors import colorize_depth, colorize_labels, colorize_normals, denormalize  # noqa: E402
+
+
+def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Lightning's CSVLogger file -> {column: [(step, value), ...]} for the non-empty cells."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(float(row.get("step") or 0))
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in ("", None):
+                    continue
+                series.setdefault(key, []).append((step, float(value)))
+    return series
+
+
+def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
+    """One panel per quantity: losses (train and val) and every validation metric."""
+    series = read_metrics_csv(metrics_csv)
+    panels: dict[str, list[str]] = {"loss": sorted(k for k in series if k.endswith("loss") and "/" in k)}
+    for key in sorted(series):
+        if key.startswith("val/") and not key.endswith("loss"):
+            panels.setdefault(key.split("/", 1)[1], []).append(key)
+    panels = {k: v for k, v in panels.items() if v}
+    cols = min(4, len(panels)) or 1
+    rows = math.ceil(len(panels) / cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels.items()):
+        for key in keys:
+            steps, values = zip(*series[key])
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=key)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_confusion(confusion: np.ndarray, class_names: list[str], out: str | Path) -> Path:
+    """Row-normalised confusion matrix (rows: ground truth), with the class IoUs' diagonal."""
+    conf = np.asarray(confusion, dtype=np.float64)
+    rows = conf.sum(1, keepdims=True)
+    norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def sample_panels(sample: dict[str, Any], prediction: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """(title, RGB) panels for one sample: input, then ground truth and prediction per task."""
+    panels = [("input", denormalize(sample["image"], meta["mean"], meta["std"]))]
+    for task in meta["tasks"]:
+        if task not in prediction:
+            continue
+        gt, pred = sample.get(task), prediction[task]
+        if task == "segmentation":
+            panels += [("labels", colorize_labels(gt, meta["palette"])),
+                       ("prediction", colorize_labels(pred, meta["palette"]))]
+        elif task == "depth":
+            valid = gt[gt > 0]
+            vmax = float(np.percentile(valid, 99)) if valid.size else None
+            panels += [("depth", colorize_depth(gt[0], vmax)), ("depth pred", colorize_depth(pred[0], vmax))]
+        elif task == "normal":
+            panels += [("normals", colorize_normals(gt)), ("normals pred", colorize_normals(pred))]
+    return panels
+
+
+def plot_samples(samples: list[dict[str, Any]], predictions: list[dict[str, Any]], meta: dict[str, Any],
+                 out: str | Path) -> Path:
+    """A grid: one row per sample; columns input / ground truth / prediction for each task."""
+    rows = [sample_panels(s, p, meta) for s, p in zip(samples, predictions)]
+    cols = max(len(r) for r in rows)
+    h, w = rows[0][0][1].shape[:2]
+    scale = 2.2 / h * 100
+    fig, axes = plt.subplots(len(rows), cols, squeeze=False,
+                             figsize=(cols * w * scale / 100, len(rows) * (h * scale / 100 + 0.3)))
+    names = meta.get("scene_classes") or []
+    for r, (row, sample, pred) in enumerate(zip(rows, samples, predictions)):
+        for c, (title, image) in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(image)
+            if c == 0 and "classification" in pred and names:
+                title = f"{names[int(sample['classification'])]} -> {names[int(pred['classification'])]}"
+            ax.set_title(title, fontsize=7)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,161 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from crossvit_mtl import create_model
+from crossvit_mtl.cli import main
+from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
+from crossvit_mtl.engine.datamodule import DenseDataModule
+from crossvit_mtl.engine.module import DenseTaskModule
+from crossvit_mtl.engine.optim import build_optimizer, param_groups, warmup_cosine
+
+TINY_DATA = {"dataset": "synth", "options": {"length": 8, "height": 64, "width": 128},
+             "tasks": ["segmentation"], "batch_size": 4, "num_workers": 0}
+
+
+def write_config(path, **extra):
+    config = {
+        "model": {"model": "crossvit_seg_tiny", "lr": 1e-3, "warmup_epochs": 0.0},
+        "data": dict(TINY_DATA),
+        "trainer": {"max_steps": 2, "limit_val_batches": 1, "enable_progress_bar": False,
+                    "enable_model_summary": False, "precision": "32-true", "log_every_n_steps": 1},
+        "report_samples": 2,
+    }
+    for key, value in extra.items():
+        config[key].update(value)
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    """Two optimiser steps of a tiny model through the command line."""
+    root = tmp_path_factory.mktemp("run")
+    config = write_config(root / "config.yaml")
+    run_dir = root / "run"
+    assert main(["fit", "--config", config, "--run_dir", str(run_dir)]) == 0
+    return config, run_dir
+
+
+def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
+    _, run_dir = fitted_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and metrics["model"] == "crossvit_seg_tiny"
+    seg = metrics["results"]["segmentation"]
+    assert 0.0 <= seg["pixel_acc"] <= 1.0
+    # the pooled figure is acc / (2 - acc), as the README explains
+    assert seg["thesis_iou"] == pytest.approx(seg["pixel_acc"] / (2 - seg["pixel_acc"]), rel=1e-9)
+    assert set(seg["iou_per_class"]) == {"void", "flat", "construction", "object", "nature", "sky",
+                                         "human", "vehicle"}
+    for name in ("curves.png", "confusion_val.png", "samples_val.png"):
+        with Image.open(run_dir / "plots" / name) as img:
+            assert img.size[0] > 100 and img.size[1] > 100
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_from_last_and_test(fitted_run, capsys):
+    config, run_dir = fitted_run
+    assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--trainer.max_steps", "4",
+                 "--ckpt_path", "last"]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
+    best = run_dir / "checkpoints" / "best.ckpt"
+    assert main(["test", "--config", config, "--run_dir", str(run_dir), "--ckpt_path", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "test results" in out and "mIoU" in out and "thesis pooled IoU" in out
+    assert json.loads((run_dir / "metrics_test.json").read_text())["stage"] == "test"
+
+
+def test_checkpoint_loads_without_pickled_code_and_predicts(fitted_run, tmp_path):
+    _, run_dir = fitted_run
+    model, meta = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert meta["task_channels"] == {"segmentation": 8} and meta["image_size"] == [64, 128]
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(64, 128), (90, 170)]):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(images / f"img{i}.png")
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(run_dir / "checkpoints" / "last.ckpt"),
+                 "--input", str(images), "--out", str(out)]) == 0
+    with Image.open(out / "img1_labels.png") as labels:
+        assert labels.size == (170, 90)
+        assert np.asarray(labels).max() < 8
+    for suffix in ("seg", "overlay"):
+        with Image.open(out / f"img1_{suffix}.png") as img:
+            assert img.size == (170, 90) and img.mode == "RGB"
+    assert len(json.loads((out / "predictions.json").read_text())) == 2
+
+
+def test_predict_refuses_a_checkpoint_with_a_pickled_payload(tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": Payload()}}, bad)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        model_from_checkpoint(bad)
+    assert main(["predict", "--checkpoint", str(bad), "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "refused to load" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_unknown_config_key_fails_with_its_name(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", model={"learning_rate": 0.1})
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", config, "--run_dir", str(tmp_path / "r")])
+    assert exc.value.code == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_task_not_in_data_fails_in_one_line(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", data={"tasks": ["segmentation", "edges"]})
+    assert main(["fit", "--config", config, "--run_dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'edges' is not a task" in err
+
+
+def test_single_task_model_refuses_other_tasks():
+    dm = DenseDataModule(**{**TINY_DATA, "tasks": ["segmentation", "depth"]})
+    with pytest.raises(ValueError, match="predicts only 'segmentation'"):
+        DenseTaskModule(model="crossvit_seg_tiny", dataset_meta=dm.meta)
+    with pytest.raises(ValueError, match="losses: task\\(s\\) 'normal' not provided"):
+        DenseTaskModule(model="crossvit_mtl_tiny", dataset_meta=dm.meta, losses={"normal": {}})
+
+
+def test_no_weight_decay_on_norms_biases_positions_and_cls():
+    model = create_model("crossvit_seg_tiny")
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert "encoder.pos_embed.0" in no_decay_names and "encoder.cls_token.1" in no_decay_names
+    assert all(not n.endswith(".bias") and "norm" not in n for n in decay_names)
+    assert "encoder.stages.0.blocks.1.0.attn.qkv.weight" in decay_names
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert len(decay_names) + len(no_decay_names) == len(list(model.parameters()))
+    adam = build_optimizer(model, "adam", 1e-3, 0.0)
+    assert isinstance(adam, torch.optim.Adam) and adam.defaults["lr"] == 1e-3
+    with pytest.raises(ValueError, match="lr must be positive, got -0.1"):
+        build_optimizer(model, "adamw", -0.1, 0.0)
+
+
+def test_warmup_cosine_schedule_values():
+    f = warmup_cosine(total_steps=110, warmup_steps=10, min_ratio=0.0)
+    assert f(0) == pytest.approx(1 / 11) and f(9) == pytest.approx(10 / 11)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5)  # half-way through the cosine
+    assert f(110) == pytest.approx(0.0, abs=1e-12)
+    g = warmup_cosine(100, 0, 0.1)
+    assert g(50) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
