@@ -10,27 +10,45 @@ from torch import nn
 from crossvit_mtl.models.encoders import EncoderOutput
 
 
+def _conv_bn_gelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+
+
+class DetailStem(nn.Module):
+    """Two strided 3x3 convolutions on the image: stride-4 features that keep what 8- and
+    16-px patches blur away (poles, sign posts, distant people), at a few % of the FLOPs."""
+
+    def __init__(self, in_chans: int, channels: int):
+        super().__init__()
+        self.convs = nn.Sequential(_conv_bn_gelu(in_chans, channels // 2, 2), _conv_bn_gelu(channels // 2, channels, 2))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.convs(image)
+
+
 class LightDecoder(nn.Module):
     """Projects each branch (its last ``num_stages`` stage outputs, concatenated) to one width,
     adds the branch's projected CLS token to every position (the CLS carries the other branch's
     information under CLS fusion), upsamples the coarse branch to the fine grid, adds the
-    branches and mixes with a 3x3 conv.
+    branches and mixes with a 3x3 conv. With ``detail_channels`` the result is upsampled to
+    stride 4 and refined with a detail stem's image features (heads then predict at stride 4).
 
     Work stays at the fine patch grid (stride 8 for the default presets); heads predict there and
     their outputs are upsampled bilinearly, which keeps the decoder a small share of the cost.
     """
 
-    def __init__(self, dims: tuple[int, int], channels: int, num_stages: int = 1):
+    def __init__(self, dims: tuple[int, int], channels: int, num_stages: int = 1,
+                 detail_channels: int = 0, in_chans: int = 3):
         super().__init__()
         self.num_stages = num_stages
         self.norms = nn.ModuleList(nn.LayerNorm(d * num_stages) for d in dims)
         self.projs = nn.ModuleList(nn.Linear(d * num_stages, channels) for d in dims)
-        self.fuse = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-            nn.GELU())
+        self.fuse = _conv_bn_gelu(channels, channels)
+        self.detail = DetailStem(in_chans, detail_channels) if detail_channels else None
+        self.refine = _conv_bn_gelu(channels + detail_channels, channels) if detail_channels else None
         self.out_channels = channels
 
-    def forward(self, enc: EncoderOutput) -> torch.Tensor:
+    def forward(self, enc: EncoderOutput, image: torch.Tensor | None = None) -> torch.Tensor:
         fine = max(enc.grids, key=lambda g: g[0] * g[1])
         out = None
         for i, (gh, gw) in enumerate(enc.grids):
@@ -41,7 +59,12 @@ class LightDecoder(nn.Module):
             if (gh, gw) != fine:
                 fmap = F.interpolate(fmap, size=fine, mode="bilinear", align_corners=False)
             out = fmap if out is None else out + fmap
-        return self.fuse(out)
+        out = self.fuse(out)
+        if self.detail is None:
+            return out
+        detail = self.detail(image)
+        out = F.interpolate(out, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+        return self.refine(torch.cat([out, detail], dim=1))
 
 
 class TransposedConvDecoder(nn.Module):

@@ -37,7 +37,8 @@ class DenseCrossViT(nn.Module):
                  heads: Sequence[int] = (3, 6), stages: Sequence[Sequence[int]] = ((1, 3, 1),) * 3,
                  mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0), fusion: str = "tokens",
                  kv_pool: Sequence[int] = (2, 1),
-                 decoder_channels: int = 96, decoder_stages: int = 2, in_chans: int = 3,
+                 decoder_channels: int = 96, decoder_stages: int = 2, detail_channels: int = 32,
+                 in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1):
         super().__init__()
@@ -50,7 +51,8 @@ class DenseCrossViT(nn.Module):
             in_chans=in_chans, qkv_bias=qkv_bias, drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
         dense = [t for t in self.tasks if t in DENSE_TASKS]
-        self.decoder = LightDecoder(tuple(dims), decoder_channels, decoder_stages) if dense else None
+        self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans)
+                        if dense else None)
         self.heads = nn.ModuleDict(
             {t: DenseHead(t, decoder_channels, self.tasks[t]) for t in dense})
         if "classification" in self.tasks:
@@ -59,7 +61,7 @@ class DenseCrossViT(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         enc = self.encoder(x)
         size = (x.shape[-2], x.shape[-1])
-        feats = self.decoder(enc) if self.decoder is not None else None
+        feats = self.decoder(enc, x) if self.decoder is not None else None
         out = {}
         for task, head in self.heads.items():
             out[task] = head(enc.cls_tokens()) if task == "classification" else head(feats, size)
