@@ -159,3 +159,32 @@ def test_warmup_cosine_schedule_values():
     assert f(110) == pytest.approx(0.0, abs=1e-12)
     g = warmup_cosine(100, 0, 0.1)
     assert g(50) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_fit_refuses_an_existing_run_folder(fitted_run, capsys):
+    config, run_dir = fitted_run
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    assert main(["fit", "--config", config, "--run_dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"run folder {run_dir} already holds a run" in err and "--ckpt_path last" in err
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
+    good = target.read_bytes()
+
+    def crash(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, target)
+    assert target.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert torch.load(target, weights_only=True)["step"] == 1

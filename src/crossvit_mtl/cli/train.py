@@ -7,14 +7,17 @@ and plots. ``--ckpt_path last`` resumes from the run folder's ``last.ckpt``.
 """
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
+from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import auto_precision
@@ -37,10 +40,26 @@ class CrossViTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", default="runs/default",
                             help="folder of this run: checkpoints, logs, metrics.json, plots")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="allow `fit` to start afresh in a run folder that already holds a run "
+                            "(its contents are deleted first)")
         parser.add_argument("--report_samples", type=int, default=6,
                             help="samples drawn in the prediction grid after fit/test (0: none)")
         parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
                               apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """A new `fit` never writes into an existing run unless resuming or told to overwrite."""
+        if self.subcommand != "fit":
+            return
+        config = self.config[self.subcommand]
+        run_dir = Path(config.run_dir)
+        if not run_dir.exists() or not any(run_dir.iterdir()) or config.ckpt_path:
+            return
+        if not config.overwrite:
+            raise UserError(f"run folder {run_dir} already holds a run; resume it with --ckpt_path last, "
+                            "choose another --run_dir, or pass --overwrite true to start afresh")
+        shutil.rmtree(run_dir)
 
     def instantiate_classes(self) -> None:
         # Bad values in a config (a task the data lacks, a negative lr, a missing folder) are the
@@ -66,7 +85,10 @@ class CrossViTCLI(LightningCLI):
             logger = [TensorBoardLogger(run_dir, name="tensorboard", version=""),
                       CSVLogger(run_dir, name="csv", version="")]
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-        kwargs.update(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks)
+        plugins = list(trainer_config.get("plugins") or [])
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        kwargs.update(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=plugins)
         return super().instantiate_trainer(**kwargs)
 
 

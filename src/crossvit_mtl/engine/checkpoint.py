@@ -1,11 +1,14 @@
 """Rebuilding a trained network from a training checkpoint, without executing pickled code."""
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 
@@ -61,3 +64,29 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
         raise CheckpointError(f"{source}: weights do not fit the model; " + "; ".join(parts))
     model.load_state_dict(state)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file beside the target, fsyncs it and renames it into
+    place: a crash while saving leaves the previous ``last.ckpt`` intact, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if "://" in str(path):  # remote file systems: Lightning's own transactional write
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
