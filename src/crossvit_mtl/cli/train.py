@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.strategies import DDPStrategy
 
 from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
 from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO
@@ -85,6 +86,10 @@ class CrossViTCLI(LightningCLI):
             logger = [TensorBoardLogger(run_dir, name="tensorboard", version=""),
                       CSVLogger(run_dir, name="csv", version="")]
             callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if trainer_config.get("strategy") == "ddp":
+            # Evaluation runs unpadded (ranks may see one batch more than others), so the DDP
+            # wrapper must not broadcast buffers on every forward; sync_batchnorm keeps BN in step.
+            kwargs["strategy"] = DDPStrategy(broadcast_buffers=False)
         plugins = list(trainer_config.get("plugins") or [])
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from crossvit_mtl.data.base import DenseDataset, Sample
@@ -103,9 +104,15 @@ class DenseDataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         hp = self.hparams
         workers = hp.num_workers
+        dataset = self.dataset(split, train)
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Each rank takes every world_size-th sample, none repeated: Lightning's default
+            # DistributedSampler pads with repeats, which summed metric states would count twice.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
-            self.dataset(split, train), batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train, drop_last=train and len(self.dataset(split, train)) > hp.batch_size,
+            dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train, sampler=sampler, drop_last=train and len(dataset) > hp.batch_size,
             num_workers=workers, persistent_workers=hp.persistent_workers and workers > 0,
             pin_memory=torch.cuda.is_available())
 
