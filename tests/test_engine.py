@@ -57,7 +57,8 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     for name in ("curves.png", "confusion_val.png", "samples_val.png"):
         with Image.open(run_dir / "plots" / name) as img:
             assert img.size[0] > 100 and img.size[1] > 100
-    assert (run_dir / "csv" / "metrics.csv").is_file()
+    assert (run_dir / "csv" / "fit" / "metrics.csv").is_file()
+    assert (run_dir / "report.html").is_file()
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 

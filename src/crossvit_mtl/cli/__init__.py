@@ -10,7 +10,7 @@ import importlib
 import sys
 
 #: sub-command modules, in the order `--help` lists them
-COMMAND_MODULES = ("demo", "train", "predict", "models", "data")
+COMMAND_MODULES = ("demo", "train", "predict", "export", "report", "models", "data")
 #: handed whole to Lightning's CLI (cli/train.py), which parses YAML configs and overrides
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             from crossvit_mtl.cli.train import run_lightning
 
             return run_lightning(argv)
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "takes_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"crossvit-mtl {command}: error: {err}", file=sys.stderr)

@@ -29,6 +29,23 @@ def ensure_synth(root: Path, train: int, val: int, workers: int) -> None:
     print(f"wrote {train} + {val} synthetic scenes to {root} in {time.perf_counter() - start:.0f} s")
 
 
+def write_examples(datamodule, out: Path, count: int = 4) -> list[Path]:
+    """A few validation images as PNG files, so the printed predict command runs as it is."""
+    import numpy as np
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = datamodule.dataset(datamodule.hparams.val_split)
+    paths = []
+    for i in range(min(count, len(dataset))):
+        image = np.asarray(dataset.load(i)["image"])
+        if image.dtype != np.uint8:
+            image = (image.clip(0, 1) * 255).round().astype(np.uint8)
+        paths.append(out / f"val_{i:03d}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs
 
@@ -40,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
                 "--run_dir", str(run_dir), *args.overrides]
     cli = CrossViTCLI(**cli_kwargs(), args=cli_args, run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
     best = run_dir / "checkpoints" / "best.ckpt"
+    examples = write_examples(cli.datamodule, run_dir / "examples")
     minutes = (time.perf_counter() - start) / 60
     print(f"\ndemo finished in {minutes:.1f} min. Run folder: {run_dir.resolve()}")
     print(f"  checkpoint: {best}\n  metrics:    {run_dir / 'metrics_test.json'}\n  plots:      {run_dir / 'plots'}")
-    print(f"predict with:\n  crossvit-mtl predict --checkpoint {best} --input IMAGE_OR_DIR --out predictions/")
+    print(f"predict with (on {len(examples)} validation images saved as PNG; any image works):\n"
+          f"  crossvit-mtl predict --checkpoint {best} --input {run_dir / 'examples'} "
+          f"--out {run_dir / 'predictions'}")
     return 0
 
 
@@ -58,6 +78,5 @@ def add_parser(sub) -> None:
     p.add_argument("--val", type=int, default=250, help="validation scenes to write if absent")
     p.add_argument("--workers", type=int, default=2, help="rendering processes")
     p.add_argument("--run_dir", default=None, help="run folder (default: runs/demo-<time>)")
-    p.add_argument("overrides", nargs=argparse.REMAINDER,
-                   help="config overrides in the fit command's syntax, e.g. --trainer.max_epochs 2")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, takes_overrides=True)
+    p.epilog = "Any other option is a config override in the fit command's syntax, e.g. --trainer.max_epochs 2."

@@ -33,7 +33,7 @@ def find_images(spec: str) -> list[Path]:
 def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))  # writable, as torch.from_numpy wants
     except OSError as err:
         raise UserError(f"{path}: not a readable image ({err})") from None
 
@@ -88,6 +88,53 @@ def write_outputs(stem: str, rgb: np.ndarray, out: dict[str, torch.Tensor], meta
     return record
 
 
+def window_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Window offsets covering ``[0, length)`` with at least ``overlap`` shared between
+    neighbours; the last window ends at the border."""
+    if length <= window:
+        return [0]
+    stride = max(1, int(window * (1.0 - overlap)))
+    starts = list(range(0, length - window, stride))
+    return starts + [length - window]
+
+
+def predict_slide(model, x: torch.Tensor, window: tuple[int, int], overlap: float,
+                  batch_size: int) -> dict[str, torch.Tensor]:
+    """Sliding-window prediction of one normalised image (1, 3, H, W) at the training size:
+    dense outputs (logits, depth, normals) averaged where windows overlap, normals renormalised,
+    classification logits averaged over windows. Images smaller than a window are padded with
+    the mean colour (zero after normalisation) and the padding is cropped away."""
+    height, width = x.shape[-2:]
+    wh, ww = window
+    x = F.pad(x, (0, max(0, ww - width), 0, max(0, wh - height)))
+    boxes = [(t, l) for t in window_starts(x.shape[-2], wh, overlap) for l in window_starts(x.shape[-1], ww, overlap)]
+    sums: dict[str, torch.Tensor] = {}
+    count = x.new_zeros(1, 1, *x.shape[-2:])
+    for start in range(0, len(boxes), batch_size):
+        chunk = boxes[start:start + batch_size]
+        with torch.no_grad():
+            out = model(torch.cat([x[..., t:t + wh, l:l + ww] for t, l in chunk]))
+        out = out if isinstance(out, dict) else {"classification": out}
+        for task, value in out.items():
+            value = value.float()
+            if task == "classification":
+                sums[task] = sums.get(task, 0) + value.sum(0, keepdim=True)
+                continue
+            acc = sums.setdefault(task, x.new_zeros(1, value.shape[1], *x.shape[-2:]))
+            for k, (t, l) in enumerate(chunk):
+                acc[..., t:t + wh, l:l + ww] += value[k]
+        for t, l in chunk:
+            count[..., t:t + wh, l:l + ww] += 1
+    result = {}
+    for task, value in sums.items():
+        if task == "classification":
+            result[task] = value / len(boxes)
+            continue
+        value = (value / count)[..., :height, :width]
+        result[task] = F.normalize(value, dim=1) if task == "normal" else value
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -97,22 +144,32 @@ def run(args: argparse.Namespace) -> int:
         model, meta = model_from_checkpoint(args.checkpoint)
     except CheckpointError as err:
         raise UserError(str(err)) from None
+    if not 0.0 <= args.overlap < 1.0:
+        raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
     files = find_images(args.input)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = tuple(args.size or meta["image_size"])
     records = []
-    for start in tqdm(range(0, len(files), args.batch_size), desc="predict", unit="batch",
-                      disable=len(files) <= args.batch_size):
-        batch_files = files[start:start + args.batch_size]
-        images = [read_image(p) for p in batch_files]
-        x = torch.stack([to_input(img, size, meta["mean"], meta["std"]) for img in images])
-        with torch.no_grad():
-            out = model(x)
-        out = out if isinstance(out, dict) else {"classification": out}
-        for i, (path, rgb) in enumerate(zip(batch_files, images)):
-            single = resize_outputs({t: v[i:i + 1] for t, v in out.items()}, rgb.shape[:2])
-            records.append(write_outputs(path.stem, rgb, {t: v[0] for t, v in single.items()}, meta, out_dir))
+    # resize: one forward per batch of images; slide: one image at a time, its windows batched
+    step = args.batch_size if args.mode == "resize" else 1
+    with tqdm(total=len(files), desc=f"predict ({args.mode})", unit="img") as progress:
+        for start in range(0, len(files), step):
+            batch_files = files[start:start + step]
+            images = [read_image(p) for p in batch_files]
+            if args.mode == "resize":
+                x = torch.stack([to_input(img, size, meta["mean"], meta["std"]) for img in images])
+                with torch.no_grad():
+                    out = model(x)
+                out = out if isinstance(out, dict) else {"classification": out}
+                outs = [resize_outputs({t: v[i:i + 1] for t, v in out.items()}, rgb.shape[:2])
+                        for i, rgb in enumerate(images)]
+            else:
+                outs = [predict_slide(model, to_input(rgb, rgb.shape[:2], meta["mean"], meta["std"])[None],
+                                      size, args.overlap, args.batch_size) for rgb in images]
+            for path, rgb, single in zip(batch_files, images, outs):
+                records.append(write_outputs(path.stem, rgb, {t: v[0] for t, v in single.items()}, meta, out_dir))
+            progress.update(len(batch_files))
     (out_dir / "predictions.json").write_text(json.dumps(records, indent=2))
     print(f"wrote predictions for {len(files)} image(s) to {out_dir}")
     return 0
@@ -122,14 +179,21 @@ def add_parser(sub) -> None:
     from crossvit_mtl.cli.args import parse_size
 
     p = sub.add_parser("predict", help="run a trained checkpoint on images",
-                       description="Predict every task of a checkpoint on PNG/JPEG images. Images are "
-                       "resized to the model's size and predictions resized back. Writes per image: "
+                       description="Predict every task of a checkpoint on PNG/JPEG images of any size. "
+                       "--mode resize: each image is resized to the model's size and predictions "
+                       "resized back. --mode slide: windows of the model's size slide over the image "
+                       "at its own resolution, overlapping by --overlap, and their outputs are "
+                       "averaged (slower, keeps detail in large images). Writes per image: "
                        "<stem>_seg.png (palette), _overlay.png, _labels.png (class ids), _depth.png "
                        "(colour map), _depth_mm.png (16-bit millimetres, metric depth only), "
                        "_normal.png (RGB = (n+1)/2), and predictions.json (classes).")
     p.add_argument("--checkpoint", required=True, help="a .ckpt written by `crossvit-mtl fit`")
     p.add_argument("--input", required=True, help="an image, a folder of images, or a glob pattern")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--size", type=parse_size, default=None, help="model input HxW (default: training size)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", type=parse_size, default=None, help="model input HxW, the window in slide mode (default: training size)")
+    p.add_argument("--mode", choices=("resize", "slide"), default="resize",
+                   help="resize whole images (default) or slide windows of the model's size")
+    p.add_argument("--overlap", type=float, default=1 / 3,
+                   help="--mode slide: fraction of a window shared with its neighbour (default 1/3)")
+    p.add_argument("--batch-size", type=int, default=8, help="images (resize) or windows (slide) per forward")
     p.set_defaults(func=run)

@@ -84,7 +84,7 @@ class CrossViTCLI(LightningCLI):
         logger = trainer_config.get("logger")
         if logger is None or logger is True:
             logger = [TensorBoardLogger(run_dir, name="tensorboard", version=""),
-                      CSVLogger(run_dir, name="csv", version="")]
+                      CSVLogger(run_dir, name="csv", version=self.subcommand or "fit")]
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if trainer_config.get("strategy") == "ddp":
             # Evaluation runs unpadded (ranks may see one batch more than others), so the DDP

@@ -11,6 +11,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+#: the training log of a run folder (the CSV logger's `fit` version), where curves are drawn from
+FIT_LOG = Path("csv") / "fit" / "metrics.csv"
+
 SCALAR_LABELS = {
     "miou": "mIoU", "pixel_acc": "pixel acc", "thesis_iou": "thesis pooled IoU",
     "abs_err": "abs err", "rel_err": "rel err", "rmse": "RMSE", "log_rmse": "log RMSE",
@@ -104,9 +107,8 @@ class RunReport(pl.Callback):
         print(format_results(results, meta))
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = next((Path(lg.log_dir) / "metrics.csv" for lg in trainer.loggers
-                         if type(lg).__name__ == "CSVLogger"), None)
-        if csv_path is not None and csv_path.exists():
+        csv_path = run_dir / FIT_LOG
+        if csv_path.exists():
             plots.plot_curves(csv_path, plot_dir / "curves.png")
         if "segmentation" in results:
             plots.plot_confusion(results["segmentation"]["confusion"].cpu().numpy(),
@@ -118,7 +120,10 @@ class RunReport(pl.Callback):
             samples, preds = predict_samples(module, dm.dataset(split), self.num_samples)
             module.train(was_training)
             plots.plot_samples(samples, preds, meta, plot_dir / f"samples_{stage}.png")
-        print(f"run folder: {run_dir.resolve()}  (metrics: {path.name}, plots: plots/)")
+        from crossvit_mtl.viz.report import build_report
+
+        report = build_report(run_dir)
+        print(f"run folder: {run_dir.resolve()}  (metrics: {path.name}, plots: plots/, report: {report.name})")
 
     def on_fit_end(self, trainer, pl_module):
         self._report(trainer, pl_module, "val")

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossvit_mtl.models.encoders import EncoderOutput
+from crossvit_mtl.models.layers import LayerNorm
 
 
 def _conv_bn_gelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -41,7 +42,7 @@ class LightDecoder(nn.Module):
                  detail_channels: int = 0, in_chans: int = 3):
         super().__init__()
         self.num_stages = num_stages
-        self.norms = nn.ModuleList(nn.LayerNorm(d * num_stages) for d in dims)
+        self.norms = nn.ModuleList(LayerNorm(d * num_stages) for d in dims)
         self.projs = nn.ModuleList(nn.Linear(d * num_stages, channels) for d in dims)
         self.fuse = _conv_bn_gelu(channels, channels)
         self.detail = DetailStem(in_chans, detail_channels) if detail_channels else None

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossvit_mtl.models.layers import (
-    STEMS, Block, CrossBlock, check_divisible, resize_pos_embed, sincos_pos_embed, trunc_normal_init,
+    STEMS, Block, CrossBlock, LayerNorm, check_divisible, resize_pos_embed, sincos_pos_embed, trunc_normal_init,
 )
 
 
 def _projection(dim_in: int, dim_out: int) -> nn.Sequential:
     """CrossViT's LN -> GELU -> Linear map between branch widths."""
-    return nn.Sequential(nn.LayerNorm(dim_in), nn.GELU(), nn.Linear(dim_in, dim_out))
+    return nn.Sequential(LayerNorm(dim_in), nn.GELU(), nn.Linear(dim_in, dim_out))
 
 
 class ClsFusion(nn.Module):
@@ -197,6 +197,7 @@ class DualBranchEncoder(nn.Module):
         self.stages.apply(trunc_normal_init)
 
     def _branch_size(self, height: int, width: int, i: int) -> tuple[int, int]:
+        height, width = int(height), int(width)  # tensors while tracing for export
         s, p = self.branch_scales[i], self.patch_sizes[i]
         if s == 1.0:
             return height, width

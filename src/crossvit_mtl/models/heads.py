@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossvit_mtl.models.layers import LayerNorm
+
 DENSE_TASKS = ("segmentation", "depth", "normal")
 
 
@@ -42,7 +44,7 @@ class ClsHead(nn.Module):
 
     def __init__(self, dims: tuple[int, int], num_classes: int, drop: float = 0.0):
         super().__init__()
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
+        self.norms = nn.ModuleList(LayerNorm(d) for d in dims)
         self.drop = nn.Dropout(drop)
         self.heads = nn.ModuleList(nn.Linear(d, num_classes) for d in dims)
 

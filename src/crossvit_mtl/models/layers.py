@@ -6,6 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def LayerNorm(dim: int) -> nn.LayerNorm:  # noqa: N802 - reads as the layer it builds
+    """LayerNorm with eps 1e-6, as ViT and CrossViT use (so their weights load exactly)."""
+    return nn.LayerNorm(dim, eps=1e-6)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops a whole residual branch per sample during training."""
 
@@ -131,11 +136,11 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, kv_pool: int = 1):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = (PooledAttention(dim, num_heads, kv_pool, qkv_bias, attn_drop, drop) if kv_pool > 1
                      else Attention(dim, num_heads, qkv_bias, attn_drop, drop))
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
@@ -154,11 +159,11 @@ class CrossBlock(nn.Module):
                  mlp_ratio: float = 0.0, qkv_bias: bool = True, drop: float = 0.0,
                  attn_drop: float = 0.0, drop_path: float = 0.0):
         super().__init__()
-        self.norm_q = nn.LayerNorm(dim)
-        self.norm_kv = nn.LayerNorm(context_dim or dim)
+        self.norm_q = LayerNorm(dim)
+        self.norm_kv = LayerNorm(context_dim or dim)
         self.attn = CrossAttention(dim, num_heads, context_dim, qkv_bias, attn_drop, drop)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim) if mlp_ratio > 0 else None
+        self.norm2 = LayerNorm(dim) if mlp_ratio > 0 else None
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop) if mlp_ratio > 0 else None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,103 @@
+"""`crossvit-mtl export`: a trained model as safetensors weights, an ONNX graph or TorchScript."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from crossvit_mtl.cli import UserError
+
+FORMATS = ("onnx", "safetensors", "torchscript")
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """'k=v' with a YAML value: ``img_size=[96,192]``, ``fusion=cls``, ``num_classes=10``."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"model option must look like key=value, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def load_model(args: argparse.Namespace):
+    """The network and its data-set description (None for a preset) from the chosen source."""
+    from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
+    from crossvit_mtl.models import create_model
+
+    try:
+        if args.checkpoint:
+            return model_from_checkpoint(args.checkpoint)
+        model = create_model(args.model, weights=args.weights, **dict(args.model_option))
+        return model.eval(), None
+    except (CheckpointError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+
+def input_size(model, meta: dict | None, size: tuple[int, int] | None) -> tuple[int, int]:
+    """--size, else the training size, else the size the preset was created for."""
+    if size:
+        return tuple(size)
+    if meta and meta.get("image_size"):
+        return tuple(meta["image_size"])
+    return tuple(model.encoder.img_size)
+
+
+def run(args: argparse.Namespace) -> int:
+    from crossvit_mtl.export import check_onnx, export_onnx, export_torchscript, save_weights
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    if args.checkpoint and (args.model or args.weights or args.model_option):
+        raise UserError("--checkpoint already names the model; drop --model/--weights/--model-option")
+    if not args.checkpoint and not args.model:
+        raise UserError("name the model: --checkpoint CKPT, or --model PRESET [--weights FILE]")
+    model, meta = load_model(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "safetensors":
+        save_weights(model, out, meta)
+        print(f"wrote {out}; load it with crossvit_mtl.export.model_from_weights({str(out)!r})")
+        return 0
+    size = input_size(model, meta, args.size)
+    if args.format == "torchscript":
+        tasks = export_torchscript(model, out, size)
+        print(f"wrote {out} (TorchScript, input fixed at {size[0]}x{size[1]}, outputs: {', '.join(tasks)})")
+        return 0
+    tasks = export_onnx(model, out, size, args.opset)
+    print(f"wrote {out} (ONNX opset {args.opset}, input 'image' Bx3x{size[0]}x{size[1]}, "
+          f"outputs: {', '.join(tasks)})")
+    if args.check:
+        diffs = check_onnx(model, out, size)
+        worst = max(diffs.values())
+        print("onnxruntime vs PyTorch, max abs difference: "
+              + ", ".join(f"{t} {d:.2e}" for t, d in diffs.items()))
+        if worst > args.tolerance:
+            raise UserError(f"ONNX outputs differ from PyTorch by {worst:.2e} > {args.tolerance:g}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    from crossvit_mtl.cli.args import parse_size
+
+    p = sub.add_parser("export", help="export a model as safetensors, ONNX or TorchScript",
+                       description="Export a training checkpoint (or a preset with weights from "
+                       "elsewhere). safetensors: every tensor plus the preset name, its options and "
+                       "the data set's description in the file's metadata. onnx: input 'image' "
+                       "(dynamic batch), one output per task, verified in onnxruntime. torchscript: "
+                       "traced, so the input height and width are fixed at --size.")
+    p.add_argument("--checkpoint", help="a .ckpt written by `crossvit-mtl fit`")
+    p.add_argument("--model", help="a preset name (`crossvit-mtl models`), instead of --checkpoint")
+    p.add_argument("--weights", help="with --model: a .safetensors file to load into it")
+    p.add_argument("--model-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="with --model: a preset override, e.g. num_classes=10 (repeatable)")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--size", type=parse_size, default=None,
+                   help="input HxW for onnx/torchscript (default: training size, else the preset's)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 14 for attention)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the onnxruntime comparison after an ONNX export")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max abs difference onnxruntime vs PyTorch accepted (default 1e-4)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=run)

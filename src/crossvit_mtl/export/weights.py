@@ -1,0 +1,83 @@
+"""Model weights as safetensors: tensors only, so loading a file can never run code.
+
+The file's metadata records the preset name and its overrides (and the data set's description
+when exported from a training checkpoint), which is all ``create_model`` needs to rebuild the
+network: ``create_model(meta["preset"], weights=path, **meta["overrides"])``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from crossvit_mtl.engine.checkpoint import CheckpointError, load_state_strict, read_checkpoint
+
+METADATA_KEY = "crossvit_mtl"
+
+
+def save_weights(model: nn.Module, path: str | Path, dataset_meta: dict[str, Any] | None = None) -> Path:
+    """Write every tensor of ``model.state_dict()`` and the recipe to rebuild the model."""
+    from safetensors.torch import save_file
+
+    recipe = {"preset": getattr(model, "preset_name", None),
+              "overrides": getattr(model, "preset_overrides", {}),
+              "dataset_meta": dataset_meta}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(recipe)})
+    return Path(path)
+
+
+def _state_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` dict, or the network inside a crossvit-mtl training checkpoint."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        prefix = "model."
+        obj = {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors (export one with "
+                              "`crossvit-mtl export --format safetensors`)")
+    return obj
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and the recipe of a weights file.
+
+    ``.safetensors`` is preferred; other files go through ``torch.load(weights_only=True)``,
+    which refuses pickled code, and must hold a plain state dict or a training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    if path.suffix != ".safetensors":
+        return _state_of(read_checkpoint(path), path), {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    recipe = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
+    return _state_of(state, path), recipe
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Fill ``model`` from a weights file; every tensor must fit, or one line names what does not."""
+    state, _ = read_weights(path)
+    load_state_strict(model, state, path)
+    return model
+
+
+def model_from_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any] | None]:
+    """Rebuild an exported model from its file alone: the network and its data-set description."""
+    from crossvit_mtl.models import create_model
+
+    state, recipe = read_weights(path)
+    if not recipe.get("preset"):
+        raise CheckpointError(f"{path}: records no preset; use create_model(name, weights=path, **options)")
+    model = create_model(recipe["preset"], **recipe.get("overrides", {}))
+    load_state_strict(model, state, path)
+    return model.eval(), recipe.get("dataset_meta")

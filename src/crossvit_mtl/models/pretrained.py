@@ -1,0 +1,194 @@
+"""Published CrossViT ImageNet weights (IBM's release and timm's ``crossvit_*``) into zoo models.
+
+Both releases name tensors the same way except for the CLS tokens and positions (IBM:
+``cls_token.0``, timm: ``cls_token_0``). The mapping to this library's names:
+
+========================================================  ==========================================
+published                                                 here (``encoder.`` prefix)
+========================================================  ==========================================
+``patch_embed.{b}.proj[.{0,2,4}].*``                      ``patch_embed.{b}.proj[.{0,2,4}].*``
+``cls_token_{b}``, ``pos_embed_{b}``                      ``cls_token.{b}``, ``pos_embed.{b}`` (resized)
+``blocks.{s}.blocks.{b}.{k}.*``                           ``stages.{s}.blocks.{b}.{k}.*``
+``blocks.{s}.projs|revert_projs.{b}.{0,2}.*``             ``stages.{s}.fusion.projs|revert_projs...``
+``blocks.{s}.fusion.{b}[.{k}].norm1.*``                   ``...fusion.fusion.{b}.{k}.norm_q`` and ``norm_kv``
+``blocks.{s}.fusion.{b}[.{k}].attn.wq.*``                 ``...attn.q.*``
+``blocks.{s}.fusion.{b}[.{k}].attn.wk.*`` + ``wv``        ``...attn.kv.*`` (k rows, then v rows)
+``norm.{b}.*``, ``head.{b}.*``                            classification head ``norms.{b}``, ``heads.{b}``
+========================================================  ==========================================
+
+A fused ``qkv`` also fills pooled attention's ``q`` and ``kv`` (dense models with ``kv_pool``).
+The releases' LayerNorms use eps 1e-6, as the project's layers do.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from crossvit_mtl.models.layers import resize_pos_embed
+
+
+_FUSION = re.compile(r"^blocks\.(\d+)\.fusion\.(\d+)\.(?:(\d+)\.)?(norm1|attn\.w[qkv]|attn\.proj)\.(weight|bias)$")
+_RULES = [
+    (re.compile(r"^(cls_token|pos_embed)[._](\d+)$"), r"encoder.\1.\2"),
+    (re.compile(r"^patch_embed\.(.+)$"), r"encoder.patch_embed.\1"),
+    (re.compile(r"^blocks\.(\d+)\.blocks\.(.+)$"), r"encoder.stages.\1.blocks.\2"),
+    (re.compile(r"^blocks\.(\d+)\.(projs|revert_projs)\.(.+)$"), r"encoder.stages.\1.fusion.\2.\3"),
+    (re.compile(r"^norm\.(\d+)\.(.+)$"), r"{head}norms.\1.\2"),
+    (re.compile(r"^head\.(\d+)\.(.+)$"), r"{head}heads.\1.\2"),
+]
+
+
+class PretrainedError(ValueError):
+    """Published weights that do not fit the model (strict loading); names the keys."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did: model keys filled, model keys with no published tensor (``missing``) or
+    one of another shape (``mismatched``), both left as they were, and published keys unused."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        parts = [f"loaded {len(self.loaded)} tensors"]
+        for label, items in (("resized", self.resized), ("missing", self.missing),
+                             ("unexpected", self.unexpected), ("shape mismatch", self.mismatched)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{label} {len(items)}: {', '.join(items[:5])}{more}")
+        return "; ".join(parts)
+
+
+def read_published(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A published state dict from a file (safetensors, or torch.load with weights_only) or a
+    mapping; unwraps ``{"model": ...}``/``{"state_dict": ...}`` and DDP's ``module.`` prefix."""
+    if isinstance(source, Mapping):
+        state = dict(source)
+    elif Path(source).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(source))
+    else:
+        from crossvit_mtl.engine.checkpoint import read_checkpoint
+
+        state = read_checkpoint(source)
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(state.get(key), Mapping):
+            state = dict(state[key])
+            break
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _head_prefix(model: nn.Module) -> str:
+    heads = getattr(model, "heads", None)
+    return "heads.classification." if isinstance(heads, nn.ModuleDict) else "head."
+
+
+def convert_published(state: Mapping[str, torch.Tensor], head_prefix: str = "head.") -> tuple[
+        dict[str, torch.Tensor], dict[str, list[str]], list[str]]:
+    """Published names -> this library's: (tensors, the published keys behind each, unused keys)."""
+    out: dict[str, torch.Tensor] = {}
+    sources: dict[str, list[str]] = {}
+    unused: list[str] = []
+    kv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _FUSION.match(key)
+        if m:
+            stage, branch, depth, part, kind = m.groups()
+            base = f"encoder.stages.{stage}.fusion.fusion.{branch}.{depth or 0}."
+            if part == "norm1":
+                targets = [f"{base}norm_q.{kind}", f"{base}norm_kv.{kind}"]
+            elif part in ("attn.wk", "attn.wv"):
+                kv.setdefault(f"{base}attn.kv.{kind}", {})[part[-1]] = value
+                sources.setdefault(f"{base}attn.kv.{kind}", []).append(key)
+                continue
+            else:
+                targets = [base + {"attn.wq": "attn.q", "attn.proj": "attn.proj"}[part] + f".{kind}"]
+            for t in targets:
+                out[t] = value
+                sources[t] = [key]
+            continue
+        for pattern, template in _RULES:
+            if pattern.match(key):
+                target = pattern.sub(template.replace("{head}", head_prefix), key)
+                out[target] = value
+                sources[target] = [key]
+                break
+        else:
+            unused.append(key)
+    for target, parts in kv.items():
+        if set(parts) == {"k", "v"}:
+            out[target] = torch.cat([parts["k"], parts["v"]], dim=0)
+        else:
+            unused += sources.pop(target)
+    return out, sources, unused
+
+
+def _fit(key: str, value: torch.Tensor, own: dict[str, torch.Tensor], model: nn.Module,
+         report: LoadReport) -> dict[str, torch.Tensor] | None:
+    """The tensor(s) to load for one converted key, adapted to the model, or None if none fit."""
+    if key not in own and key.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+        base, kind = key.rsplit(".qkv.", 1)
+        q, kv = f"{base}.q.{kind}", f"{base}.kv.{kind}"
+        if q in own and kv in own and value.shape[0] == own[q].shape[0] + own[kv].shape[0]:
+            return {q: value[: own[q].shape[0]], kv: value[own[q].shape[0]:]}
+        return None
+    if key not in own:
+        return None
+    target = own[key]
+    m = re.match(r"^encoder\.pos_embed\.(\d+)$", key)
+    if m and value.shape != target.shape and value.shape[-1] == target.shape[-1]:
+        side = math.isqrt(value.shape[1] - 1)
+        if side * side == value.shape[1] - 1:
+            grid = tuple(model.encoder.base_grids[int(m.group(1))])
+            patches = resize_pos_embed(value[:, 1:], (side, side), grid)
+            value = torch.cat([value[:, :1], patches], dim=1)
+            report.resized.append(f"{key} {side}x{side}->{grid[0]}x{grid[1]}")
+    if value.shape != target.shape:
+        report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target.shape)}")
+        return {}
+    return {key: value}
+
+
+def load_crossvit_pretrained(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor],
+                             strict: bool = True) -> LoadReport:
+    """Load IBM/timm CrossViT weights into a zoo model; returns what was loaded and what not.
+
+    ``strict`` (for the ``crossvit_*`` classifier presets) raises :class:`PretrainedError`
+    naming every missing, unexpected and mis-shaped key, before anything is changed. With
+    ``strict=False`` (dense models, other class counts) whatever fits is loaded: a dense model
+    built with the classifier's ``dims``, ``heads``, ``stages``, ``mlp_ratios``,
+    ``patch_sizes=(12, 16)`` and ``fusion="cls"`` takes the whole encoder, positions
+    interpolated to its grid; its decoder and heads stay as initialised.
+    """
+    converted, sources, unused = convert_published(read_published(source), _head_prefix(model))
+    own = model.state_dict()
+    report = LoadReport(unexpected=list(unused))
+    fitted: dict[str, torch.Tensor] = {}
+    for key, value in converted.items():
+        got = _fit(key, value, own, model, report)
+        if got is None:
+            report.unexpected += sources[key]
+        fitted.update(got or {})
+    report.loaded = sorted(fitted)
+    left = set(own) - set(fitted) - {entry.split(" ", 1)[0] for entry in report.mismatched}
+    report.missing = sorted(k for k in left if not k.endswith("num_batches_tracked"))
+    report.unexpected = sorted(set(report.unexpected))
+    if strict and not report.complete:
+        raise PretrainedError(f"published weights do not fit {type(model).__name__}: {report}")
+    model.load_state_dict(fitted, strict=False)
+    return report

@@ -1,0 +1,184 @@
+"""Published CrossViT weights (IBM / timm naming) into the zoo, checked against an independent
+forward pass written here from the published architecture."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossvit_mtl import create_model
+from crossvit_mtl.models.pretrained import PretrainedError, load_crossvit_pretrained
+
+# The published configurations (CrossViT paper / IBM release): widths, heads, stage depths
+# (small, large, fusion), MLP ratios, dagger = multi-conv patch embedding.
+PUBLISHED = {
+    "crossvit_tiny_224": dict(dims=(96, 192), heads=(3, 3), depth=(1, 4, 0), mlp=(4, 4)),
+    "crossvit_small_224": dict(dims=(192, 384), heads=(6, 6), depth=(1, 4, 0), mlp=(4, 4)),
+    "crossvit_base_224": dict(dims=(384, 768), heads=(12, 12), depth=(1, 4, 0), mlp=(4, 4)),
+    "crossvit_9_224": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3)),
+    "crossvit_15_224": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3)),
+    "crossvit_18_224": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3)),
+    "crossvit_9_dagger_224": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3), dagger=True),
+}
+
+
+def published_shapes(dims, heads, depth, mlp, stages=3, img=(240, 224), patches=(12, 16),
+                     num_classes=1000, dagger=False, style="timm"):
+    """Every tensor name and shape of a released CrossViT checkpoint, from its architecture."""
+    shapes = {}
+
+    def linear(name, fan_in, fan_out):
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (fan_out, fan_in), (fan_out,)
+
+    def norm(name, d):
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (d,), (d,)
+
+    sep = "_" if style == "timm" else "."
+    for b, (d, p, size) in enumerate(zip(dims, patches, img)):
+        shapes[f"cls_token{sep}{b}"] = (1, 1, d)
+        shapes[f"pos_embed{sep}{b}"] = (1, 1 + (size // p) ** 2, d)
+        if dagger:
+            for j, (cin, cout, k) in enumerate([(3, d // 4, 7), (d // 4, d // 2, 3), (d // 2, d, 3)]):
+                shapes[f"patch_embed.{b}.proj.{2 * j}.weight"] = (cout, cin, k, k)
+                shapes[f"patch_embed.{b}.proj.{2 * j}.bias"] = (cout,)
+        else:
+            shapes[f"patch_embed.{b}.proj.weight"] = (d, 3, p, p)
+            shapes[f"patch_embed.{b}.proj.bias"] = (d,)
+    for s in range(stages):
+        for b, d in enumerate(dims):
+            for k in range(depth[b]):
+                blk = f"blocks.{s}.blocks.{b}.{k}"
+                norm(f"{blk}.norm1", d)
+                linear(f"{blk}.attn.qkv", d, 3 * d)
+                linear(f"{blk}.attn.proj", d, d)
+                norm(f"{blk}.norm2", d)
+                linear(f"{blk}.mlp.fc1", d, int(d * mlp[b]))
+                linear(f"{blk}.mlp.fc2", int(d * mlp[b]), d)
+            other = dims[1 - b]
+            norm(f"blocks.{s}.projs.{b}.0", d)
+            linear(f"blocks.{s}.projs.{b}.2", d, other)
+            for k in range(max(depth[2], 1)):
+                fb = f"blocks.{s}.fusion.{b}" + (f".{k}" if depth[2] else "")
+                norm(f"{fb}.norm1", other)
+                for w in ("wq", "wk", "wv", "proj"):
+                    linear(f"{fb}.attn.{w}", other, other)
+            norm(f"blocks.{s}.revert_projs.{b}.0", other)
+            linear(f"blocks.{s}.revert_projs.{b}.2", other, d)
+    for b, d in enumerate(dims):
+        norm(f"norm.{b}", d)
+        linear(f"head.{b}", d, num_classes)
+    return shapes
+
+
+def random_state(shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {k: 0.2 * torch.randn(s, generator=g) + (1.0 if k.endswith("norm1.weight") else 0.0)
+            for k, s in shapes.items()}
+
+
+def reference_forward(w, x, dims, heads, depth, stages, img, patches):
+    """CrossViT's forward from the published tensors alone (eps 1e-6 LayerNorms)."""
+    ln = lambda t, n: F.layer_norm(t, t.shape[-1:], w[f"{n}.weight"], w[f"{n}.bias"], 1e-6)  # noqa: E731
+    lin = lambda t, n: F.linear(t, w[f"{n}.weight"], w[f"{n}.bias"])  # noqa: E731
+
+    def attention(q, k, v, h):
+        split = lambda t: t.reshape(t.shape[0], t.shape[1], h, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = split(q), split(k), split(v)
+        a = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)
+        return (a @ v).transpose(1, 2).flatten(2)
+
+    xs = []
+    for b, (size, p) in enumerate(zip(img, patches)):
+        xb = x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bicubic")
+        t = F.conv2d(xb, w[f"patch_embed.{b}.proj.weight"], w[f"patch_embed.{b}.proj.bias"], stride=p)
+        t = torch.cat([w[f"cls_token_{b}"].expand(len(x), -1, -1), t.flatten(2).transpose(1, 2)], 1)
+        xs.append(t + w[f"pos_embed_{b}"])
+    for s in range(stages):
+        for b in range(2):
+            for k in range(depth[b]):
+                n = f"blocks.{s}.blocks.{b}.{k}"
+                q, kk, v = lin(ln(xs[b], f"{n}.norm1"), f"{n}.attn.qkv").chunk(3, -1)
+                xs[b] = xs[b] + lin(attention(q, kk, v, heads[b]), f"{n}.attn.proj")
+                h = F.gelu(lin(ln(xs[b], f"{n}.norm2"), f"{n}.mlp.fc1"))
+                xs[b] = xs[b] + lin(h, f"{n}.mlp.fc2")
+        outs = []
+        for b in range(2):
+            cls = lin(F.gelu(ln(xs[b][:, :1], f"blocks.{s}.projs.{b}.0")), f"blocks.{s}.projs.{b}.2")
+            seq = torch.cat([cls, xs[1 - b][:, 1:]], 1)
+            fb = f"blocks.{s}.fusion.{b}" + (".0" if depth[2] else "")
+            y = ln(seq, f"{fb}.norm1")
+            att = attention(lin(y[:, :1], f"{fb}.attn.wq"), lin(y, f"{fb}.attn.wk"), lin(y, f"{fb}.attn.wv"),
+                            heads[1 - b])
+            cls = seq[:, :1] + lin(att, f"{fb}.attn.proj")
+            cls = lin(F.gelu(ln(cls, f"blocks.{s}.revert_projs.{b}.0")), f"blocks.{s}.revert_projs.{b}.2")
+            outs.append(torch.cat([cls, xs[b][:, 1:]], 1))
+        xs = outs
+    logits = [lin(ln(xs[b][:, 0], f"norm.{b}"), f"head.{b}") for b in range(2)]
+    return torch.stack(logits).mean(0)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_every_published_classifier_maps_completely(name, monkeypatch):
+    monkeypatch.setattr(torch.nn.init, "trunc_normal_", lambda t, **_: t)  # only names and shapes matter
+    spec = PUBLISHED[name]
+    shapes = published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"],
+                              dagger=spec.get("dagger", False), style="ibm" if "dagger" in name else "timm")
+    model = create_model(name)
+    state = {k: torch.empty(s) for k, s in shapes.items()}
+    report = load_crossvit_pretrained(model, state)
+    assert report.complete and not report.resized
+    assert len(report.loaded) == len(model.state_dict())
+
+
+@pytest.mark.parametrize("style,fusion_depth", [("timm", 0), ("ibm", 1)])
+def test_outputs_equal_an_independent_forward_of_the_published_tensors(style, fusion_depth):
+    cfg = dict(dims=(32, 64), heads=(2, 4), depth=(1, 2, fusion_depth), stages=2, img=(36, 32), patches=(12, 16))
+    state = random_state(published_shapes(cfg["dims"], cfg["heads"], cfg["depth"], (3, 2), stages=2,
+                                          img=cfg["img"], num_classes=5, style=style))
+    model = create_model("crossvit_9_224", num_classes=5, dims=cfg["dims"], heads=cfg["heads"],
+                         stages=((1, 2, fusion_depth),) * 2, mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
+    report = load_crossvit_pretrained(model, state)
+    assert report.complete
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    timm_names = {k.replace("cls_token.", "cls_token_").replace("pos_embed.", "pos_embed_"): v for k, v in state.items()}
+    with torch.no_grad():
+        ref = reference_forward(timm_names, x, **cfg)
+        out = model.eval()(x)
+    assert ref.std() > 0.1  # the check can fail: outputs vary with the input and the weights
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_dense_model_takes_the_encoder_and_reports_the_rest():
+    shapes = published_shapes((32, 64), (2, 4), (1, 2, 0), (3, 2), stages=2, img=(36, 32), num_classes=5)
+    state = random_state(shapes)
+    common = dict(dims=(32, 64), heads=(2, 4), stages=((1, 2, 0),) * 2, mlp_ratios=(3.0, 2.0, 1.0),
+                  patch_sizes=(12, 16), img_size=(48, 96))
+    model = create_model("crossvit_seg_tiny", fusion="cls", kv_pool=(2, 1), **common)
+    report = load_crossvit_pretrained(model, state, strict=False)
+    assert not [k for k in report.missing if k.startswith("encoder.")]
+    assert report.unexpected == sorted(k for k in shapes if k.startswith(("norm.", "head.")))
+    assert report.resized == ["encoder.pos_embed.0 3x3->4x8", "encoder.pos_embed.1 2x2->3x6"]
+    # pooled attention's q and kv are the published fused qkv, split
+    qkv = state["blocks.1.blocks.0.0.attn.qkv.weight"]
+    attn = model.encoder.stages[1].blocks[0][0].attn
+    assert torch.equal(torch.cat([attn.q.weight, attn.kv.weight]), qkv)
+    assert model(torch.randn(1, 3, 48, 96))["segmentation"].shape == (1, 8, 48, 96)
+
+    token_fusion = create_model("crossvit_seg_tiny", **common)
+    with pytest.raises(PretrainedError, match=r"missing \d+: .*; unexpected \d+: blocks.0.fusion.0.attn"):
+        load_crossvit_pretrained(token_fusion, state)
+    report = load_crossvit_pretrained(token_fusion, state, strict=False)
+    assert any(".fusion.blocks." in k for k in report.missing)
+
+
+def test_other_class_count_is_reported_by_name():
+    state = random_state(published_shapes((32, 64), (2, 4), (1, 1, 0), (3, 2), stages=1, img=(36, 32)))
+    model = create_model("crossvit_9_224", num_classes=7, dims=(32, 64), heads=(2, 4), stages=((1, 1, 0),),
+                         mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
+    before = model.head.heads[0].weight.clone()
+    with pytest.raises(PretrainedError, match=r"; shape mismatch 4: head.heads.0.weight \(1000, 32\) vs \(7, 32\)"):
+        load_crossvit_pretrained(model, state)
+    report = load_crossvit_pretrained(model, state, strict=False)
+    assert not report.missing and not report.unexpected and len(report.mismatched) == 4
+    assert torch.equal(model.head.heads[0].weight, before)
+    assert torch.equal(model.encoder.cls_token[0], state["cls_token_0"])
