@@ -14,6 +14,7 @@ from crossvit_mtl.engine.optim import SCHEDULERS, build_optimizer, warmup_cosine
 from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
 from crossvit_mtl.models import PRESETS, as_task_dict, create_task_model
 from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
+from crossvit_mtl.weighting import build_weighting
 
 STAGES = ("val", "test")
 
@@ -43,7 +44,16 @@ class DenseTaskModule(pl.LightningModule):
         model_options: overrides of the preset's hyper-parameters.
         losses: per task ``{"name": ..., "weight": ..., **loss options}``; tasks left out use
             their default loss (segmentation ``ce``, depth ``l1``, normal ``cosine``,
-            classification ``ce``) with weight 1.
+            classification ``ce``) with weight 1. The weight is a fixed scale applied to the
+            task's loss before the balancing method sees it.
+        weighting: how the task losses are balanced (``crossvit_mtl.weighting``): loss weightings
+            ``ew`` / ``fixed`` (sum of the weighted losses), ``uw``, ``dwa``, ``rlw``, ``gls``, or a
+            torchjd gradient aggregator on the shared network (``upgrad``, ``mgda``, ``pcgrad``,
+            ``cagrad``, ``nashmtl``, ``imtlg``, ``alignedmtl``, ``dualproj``, ``graddrop``,
+            ``config``, ``fairgrad``, ``gradvac``, ``mean``, ``sum``, ``random``), which train with
+            manual optimisation: one Jacobian of the task losses per step.
+        weighting_options: the method's options, e.g. ``{temperature: 2.0}`` for DWA, ``{c: 0.4}``
+            for CAGrad, ``{parallel_chunk_size: 1}`` for any aggregator.
         optimizer: ``adam`` (the thesis), ``adamw`` (no decay on norms, biases, positions, CLS)
             or ``sgd``.
         scheduler: ``none`` or ``cosine`` (per step, after ``warmup_epochs`` of linear warm-up).
@@ -56,6 +66,7 @@ class DenseTaskModule(pl.LightningModule):
                  losses: dict[str, dict[str, Any]] | None = None, optimizer: str = "adamw",
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
                  scheduler: str = "cosine", warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
+                 weighting: str = "ew", weighting_options: dict[str, Any] | None = None,
                  dataset_meta: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -82,6 +93,15 @@ class DenseTaskModule(pl.LightningModule):
                 raise ValueError(f"losses.{task}.weight must be >= 0, got {weight}")
             self.loss_weights[task] = weight
             self.criteria[task] = build_loss(task, spec.pop("name", None), **spec)
+        self.weighting = build_weighting(weighting, self.tasks, weighting_options)
+        if self.weighting.gradient_based:
+            if not hasattr(self.model, "forward_features"):
+                raise ValueError(f"weighting {weighting!r} aggregates gradients on a shared network; "
+                                 f"model {model!r} has none (use a crossvit_mtl_* model)")
+            self.automatic_optimization = False
+        #: per-task sums of this epoch's training losses and the batch count, for ``on_epoch_end``
+        self._epoch_losses: dict[str, torch.Tensor] = {}
+        self._epoch_batches = 0
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: _metric_for(t, c) for t, c in self.task_channels.items()})
             for stage in STAGES})
@@ -100,23 +120,51 @@ class DenseTaskModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return as_task_dict(self.model(images))
 
-    def task_losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {t: self.criteria[t](outputs[t], batch[t]) for t in self.tasks}
+    def weighted_losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each task's loss in float32, scaled by its fixed weight."""
+        return {t: self.loss_weights[t] * self.criteria[t](outputs[t], batch[t]).float() for t in self.tasks}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        losses = self.task_losses(self(batch["image"]), batch)
-        total = sum(self.loss_weights[t] * losses[t] for t in self.tasks)
-        bs = batch["image"].shape[0]
+        images = batch["image"]
+        if self.automatic_optimization:
+            losses = self.weighted_losses(self(images), batch)
+            total, weights = self.weighting(losses)
+        else:
+            total, weights, losses = self._aggregated_step(images, batch)
+        bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         if len(self.tasks) > 1:
             for task, value in losses.items():
                 self.log(f"train/loss_{task}", value, on_step=False, on_epoch=True, batch_size=bs)
+            for task, value in weights.items():
+                self.log(f"train/weight_{task}", value, on_step=True, on_epoch=False, batch_size=bs)
+        self._epoch_batches += 1
+        for task, value in losses.items():
+            self._epoch_losses[task] = self._epoch_losses.get(task, 0.0) + value.detach()
         return total
+
+    def _aggregated_step(self, images: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """One manual step for gradient aggregators: heads on their own losses, the shared
+        network (everything but the heads) on the aggregated Jacobian; then the scheduler."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        features = self.model.forward_features(images)
+        losses = self.weighted_losses(self.model.forward_heads(features, tuple(images.shape[-2:])), batch)
+        unique = list({id(f): f for value in features.values()
+                       for f in (value if isinstance(value, list) else [value])}.values())
+        heads = {t: [p for p in self.model.heads[t].parameters() if p.requires_grad] for t in self.tasks}
+        head_ids = {id(p) for params in heads.values() for p in params}
+        shared = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        weights = self.weighting.backward(losses, unique, shared, heads)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        return sum(losses.values()).detach(), weights, losses
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         outputs = self(batch["image"])
-        losses = self.task_losses(outputs, batch)
-        total = sum(self.loss_weights[t] * losses[t] for t in self.tasks)
+        total = sum(self.weighted_losses(outputs, batch).values())
         self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=batch["image"].shape[0])
         for task in self.tasks:
@@ -140,6 +188,27 @@ class DenseTaskModule(pl.LightningModule):
                     self.log(f"{stage}/{task}/{key}", value, sync_dist=False)
         self.results[stage] = results
 
+    def on_train_epoch_start(self):
+        self._epoch_losses, self._epoch_batches = {}, 0
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        """After an epoch's last batch, hands the weighting each task's average training loss (mean
+        over devices). Done here, before validation, so the end-of-epoch checkpoint holds it."""
+        if self.trainer.is_last_batch and self._epoch_batches:
+            averages = {t: float(self.trainer.strategy.reduce(total / self._epoch_batches, reduce_op="mean"))
+                        for t, total in self._epoch_losses.items()}
+            self.weighting.on_epoch_end(averages)
+
+    def on_fit_start(self):
+        if self.automatic_optimization:
+            return
+        if self.trainer.world_size > 1:
+            raise ValueError(f"weighting {self.hparams.weighting!r} aggregates gradients on one device; "
+                             "multi-device training supports the loss weightings (ew, uw, dwa, rlw, gls)")
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            raise ValueError(f"weighting {self.hparams.weighting!r} cannot use fp16 loss scaling; "
+                             "use precision bf16-mixed or 32-true")
+
     def on_validation_epoch_end(self):
         self._eval_epoch_end("val")
 
@@ -149,7 +218,8 @@ class DenseTaskModule(pl.LightningModule):
     # -------------------------------------------------------------- optimiser
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = build_optimizer(self.model, hp.optimizer, hp.lr, hp.weight_decay, tuple(hp.betas))
+        # the module, not only the network: UW's log-variances are trained too
+        optimizer = build_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, tuple(hp.betas))
         if hp.scheduler == "none":
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

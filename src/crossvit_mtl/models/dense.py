@@ -10,8 +10,11 @@ from torch import nn
 from crossvit_mtl.models.decoders import LightDecoder
 from crossvit_mtl.models.encoders import DualBranchEncoder
 from crossvit_mtl.models.heads import DENSE_TASKS, ClsHead, DenseHead
+from crossvit_mtl.models.task_attention import CrossTaskAttention
 
 ALL_TASKS = DENSE_TASKS + ("classification",)
+#: how the dense tasks' features meet before their heads (``DenseCrossViT(task_interaction=...)``)
+TASK_INTERACTIONS = ("none", "cross_attention")
 
 
 def _check_tasks(tasks: Mapping[str, int]) -> dict[str, int]:
@@ -30,7 +33,12 @@ def _check_tasks(tasks: Mapping[str, int]) -> dict[str, int]:
 
 class DenseCrossViT(nn.Module):
     """Returns ``{task: output}``: dense outputs at input resolution (segmentation logits,
-    positive depth, unit normals) and classification logits from the two CLS tokens."""
+    positive depth, unit normals) and classification logits from the two CLS tokens.
+
+    ``task_interaction="cross_attention"`` gives each dense task its own projection of the
+    decoder map and lets the tasks exchange information by cross-attention on the stride-8 grid
+    (``models/task_attention.py``) before their heads; ``"none"`` feeds the shared map to every head.
+    """
 
     def __init__(self, tasks: Mapping[str, int], img_size: Sequence[int] = (128, 256),
                  patch_sizes: Sequence[int] = (8, 16), dims: Sequence[int] = (96, 192),
@@ -40,9 +48,11 @@ class DenseCrossViT(nn.Module):
                  decoder_channels: int = 96, decoder_stages: int = 2, detail_channels: int = 32,
                  in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1):
+                 drop_path_rate: float = 0.1, task_interaction: str = "none"):
         super().__init__()
         self.tasks = _check_tasks(tasks)
+        if task_interaction not in TASK_INTERACTIONS:
+            raise ValueError(f"task_interaction must be one of {TASK_INTERACTIONS}, got {task_interaction!r}")
         if not 1 <= decoder_stages <= len(stages):
             raise ValueError(f"decoder_stages must be in [1, {len(stages)}], got {decoder_stages}")
         self.encoder = DualBranchEncoder(
@@ -57,15 +67,33 @@ class DenseCrossViT(nn.Module):
             {t: DenseHead(t, decoder_channels, self.tasks[t]) for t in dense})
         if "classification" in self.tasks:
             self.heads["classification"] = ClsHead(tuple(dims), self.tasks["classification"], drop_rate)
+        self.task_interaction = None
+        if task_interaction == "cross_attention":
+            stride = 4 if detail_channels else min(patch_sizes)  # the decoder map's stride
+            self.task_interaction = CrossTaskAttention(
+                dense, decoder_channels, num_heads=max(1, decoder_channels // 32), pool=max(1, 8 // stride))
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """What each head reads: a dense map per dense task, the two CLS tokens for classification.
+
+        Split from the heads so gradient methods can tell shared from task-specific computation.
+        """
+        enc = self.encoder(x)
+        feats = self.decoder(enc, x) if self.decoder is not None else None
+        if self.task_interaction is not None:
+            out: dict = self.task_interaction(feats)
+        else:
+            out = {t: feats for t in self.heads if t != "classification"}
+        if "classification" in self.heads:
+            out["classification"] = enc.cls_tokens()
+        return out
+
+    def forward_heads(self, features: dict, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        return {task: head(features[task]) if task == "classification" else head(features[task], size)
+                for task, head in self.heads.items()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        enc = self.encoder(x)
-        size = (x.shape[-2], x.shape[-1])
-        feats = self.decoder(enc, x) if self.decoder is not None else None
-        out = {}
-        for task, head in self.heads.items():
-            out[task] = head(enc.cls_tokens()) if task == "classification" else head(feats, size)
-        return out
+        return self.forward_heads(self.forward_features(x), (x.shape[-2], x.shape[-1]))
 
 
 class CrossViTSeg(DenseCrossViT):

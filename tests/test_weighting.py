@@ -1,0 +1,173 @@
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from crossvit_mtl.engine.datamodule import DenseDataModule
+from crossvit_mtl.engine.module import DenseTaskModule
+from crossvit_mtl.weighting import WEIGHTINGS, build_weighting
+
+TINY = dict(dims=(32, 64), heads=(2, 2), stages=((1, 1, 1),), mlp_ratios=(2.0, 2.0, 2.0),
+            decoder_channels=16, detail_channels=8, decoder_stages=1)
+TASKS = ["segmentation", "depth", "normal", "classification"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Four synthetic scenes with all four tasks, two batches of two, and the data set's meta."""
+    dm = DenseDataModule(dataset="synth", options={"length": 4, "height": 32, "width": 64},
+                         batch_size=2, num_workers=0)
+    dataset = dm.dataset(dm.hparams.train_split)
+    return [dataset[i] for i in range(4)], dm.meta
+
+
+def make_module(meta, weighting="ew", seed=0, model_options=None, **kwargs):
+    pl.seed_everything(seed, verbose=False)
+    kwargs.setdefault("scheduler", "none")
+    return DenseTaskModule(model="crossvit_mtl_tiny", model_options={**TINY, **(model_options or {})},
+                           weighting=weighting, dataset_meta=meta, **kwargs)
+
+
+def fit(module, samples, precision="32-true", **trainer_kwargs):
+    trainer_kwargs.setdefault("max_steps", 2)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, precision=precision, limit_val_batches=0,
+                         **trainer_kwargs)
+    trainer.fit(module, train_dataloaders=DataLoader(samples, batch_size=2))
+    return trainer
+
+
+def losses(*values):
+    return dict(zip(TASKS, map(torch.tensor, values)))
+
+
+# ------------------------------------------------------------ loss weightings, by hand
+def test_equal_weighting_is_the_sum():
+    total, weights = build_weighting("ew", TASKS)(losses(1.0, 2.0, 3.0, 4.0))
+    assert total.item() == pytest.approx(10.0)
+    assert all(w.item() == 1.0 for w in weights.values())
+
+
+def test_uncertainty_weighting_follows_kendall():
+    uw = build_weighting("uw", TASKS)
+    with torch.no_grad():
+        uw.log_vars.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    total, weights = uw(losses(1.0, 2.0, 3.0, 4.0))
+    expected = sum(0.5 * math.exp(-s) * v + 0.5 * s for s, v in zip([0, 1, -1, 0.5], [1, 2, 3, 4]))
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    assert weights["depth"].item() == pytest.approx(0.5 * math.exp(-1.0), rel=1e-6)
+    total.backward()  # the log-variances are learnt
+    assert uw.log_vars.grad is not None and uw.log_vars.grad.abs().sum() > 0
+
+
+def test_dwa_weights_from_the_last_two_epochs():
+    dwa = build_weighting("dwa", TASKS, {"temperature": 2.0})
+    current = losses(1.0, 1.0, 1.0, 1.0)
+    dwa.on_epoch_end(dict(zip(TASKS, [2.0, 1.0, 1.0, 1.0])))
+    assert all(w.item() == 1.0 for w in dwa(current)[1].values())  # one epoch: equal weights
+    dwa.on_epoch_end(dict(zip(TASKS, [1.0, 1.0, 2.0, 1.0])))
+    rates = [0.5, 1.0, 2.0, 1.0]
+    norm = sum(math.exp(r / 2.0) for r in rates)
+    total, weights = dwa(current)
+    for task, r in zip(TASKS, rates):
+        assert weights[task].item() == pytest.approx(4 * math.exp(r / 2.0) / norm, rel=1e-6)
+    assert total.item() == pytest.approx(4.0, rel=1e-6)
+
+
+def test_rlw_draws_fresh_weights_on_the_simplex():
+    rlw = build_weighting("rlw", TASKS)
+    first, second = (torch.stack(list(rlw(losses(1.0, 2.0, 3.0, 4.0))[1].values())) for _ in range(2))
+    assert first.sum().item() == pytest.approx(1.0) and (first > 0).all()
+    assert not torch.allclose(first, second)
+
+
+def test_gls_is_the_geometric_mean():
+    total, weights = build_weighting("gls", TASKS)(losses(1.0, 2.0, 4.0, 8.0))
+    assert total.item() == pytest.approx(64 ** 0.25, rel=1e-6)
+    assert weights["normal"].item() == pytest.approx(64 ** 0.25 / (4 * 4.0), rel=1e-6)
+
+
+def test_unknown_method_or_option_is_named():
+    with pytest.raises(ValueError, match="got 'famous'"):
+        build_weighting("famous", TASKS)
+    with pytest.raises(ValueError, match="weighting_options for 'dwa'.*tempreature"):
+        build_weighting("dwa", TASKS, {"tempreature": 2.0})
+
+
+def test_gradient_method_needs_a_shared_network(data):
+    _, meta = data
+    seg_meta = {**meta, "task_channels": {"segmentation": 8}, "tasks": ["segmentation"]}
+    with pytest.raises(ValueError, match="'upgrad' aggregates gradients.*'thesis_seg' has none"):
+        DenseTaskModule(model="thesis_seg", weighting="upgrad", dataset_meta=seg_meta,
+                        model_options={"embed_dim": 32, "num_heads": 2, "decoder_channels": 8})
+
+
+# ------------------------------------------------------------ training through Lightning
+@pytest.mark.parametrize("method", WEIGHTINGS)
+def test_every_method_trains_two_steps(data, method):
+    samples, meta = data
+    module = make_module(meta, method)
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    trainer = fit(module, samples)
+    assert trainer.global_step == 2
+    after = module.model.state_dict()
+    for prefix in ("encoder.", "decoder.", *(f"heads.{t}." for t in TASKS)):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("aggregator, task_weight", [("sum", 1.0), ("mean", 0.25)])
+def test_torchjd_sum_and_mean_match_summed_losses(data, aggregator, task_weight):
+    """On the shared network the Jacobian's row sum is the gradient of the summed losses and its
+    row mean that of the losses weighted 1/K; heads get their own loss's gradient, which matches
+    the summed losses (weights 1) only."""
+    samples, meta = data
+    reference = make_module(meta, "ew", optimizer="sgd", weight_decay=0.0,
+                            losses={t: {"weight": task_weight} for t in TASKS})
+    jd = make_module(meta, aggregator, optimizer="sgd", weight_decay=0.0)
+    assert not jd.automatic_optimization
+    for module in (reference, jd):
+        fit(module, samples[:2], max_steps=1)
+    compared = 0
+    for (name, p), q in zip(reference.model.named_parameters(), jd.model.parameters()):
+        if aggregator == "sum" or not name.startswith("heads."):
+            assert torch.allclose(p, q, atol=1e-6, rtol=0), name
+            compared += 1
+    assert compared > 50
+
+
+def test_aggregator_under_bf16_autocast_with_cross_task_attention_and_schedule(data):
+    """Per-task maps from the cross-task attention are the shared features; it trains as shared."""
+    samples, meta = data
+    module = make_module(meta, "upgrad", scheduler="cosine", warmup_epochs=0.0,
+                         model_options={"task_interaction": "cross_attention"})
+    before = {k: v.clone() for k, v in module.model.task_interaction.state_dict().items()}
+    trainer = fit(module, samples, precision="bf16-mixed")
+    assert trainer.global_step == 2
+    after = module.model.task_interaction.state_dict()
+    for key in ("proj.depth.0.weight", "attn.segmentation.q.weight", "attn.normal.kv.weight"):
+        assert not torch.equal(before[key], after[key]), key
+    # the schedule stepped: cosine over 2 steps ends at min_lr_ratio * lr
+    assert module.optimizers().param_groups[0]["lr"] == pytest.approx(1e-3 * 0.01)
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in module.parameters())
+
+
+def test_uw_and_dwa_state_survive_a_checkpoint(data, tmp_path):
+    samples, meta = data
+    for method in ("uw", "dwa"):
+        module = make_module(meta, method)
+        trainer = fit(module, samples, max_steps=-1, max_epochs=2)
+        state = module.weighting.state_dict()
+        if method == "uw":  # the optimiser moved the log-variances
+            assert module.weighting.log_vars.abs().sum() > 0
+        else:  # two epochs of average losses, so the weights are no longer all ones
+            assert int(module.weighting.epochs_seen) == 2
+            assert not torch.allclose(module.weighting.weights(torch.ones(4)), torch.ones(4))
+        path = tmp_path / f"{method}.ckpt"
+        trainer.save_checkpoint(path)
+        restored = DenseTaskModule.load_from_checkpoint(path, weights_only=False)
+        assert restored.hparams.weighting == method
+        for key, value in state.items():
+            assert torch.equal(restored.weighting.state_dict()[key], value), key
