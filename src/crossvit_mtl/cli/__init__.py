@@ -10,7 +10,7 @@ import importlib
 import sys
 
 #: sub-command modules, in the order `--help` lists them
-COMMAND_MODULES = ("demo", "train", "predict", "export", "report", "models", "data", "compare", "sweep")
+COMMAND_MODULES = ("demo", "train", "predict", "export", "report", "models", "data", "bench", "compare", "sweep")
 #: handed whole to Lightning's CLI (cli/train.py), which parses YAML configs and overrides
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 

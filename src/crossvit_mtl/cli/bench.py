@@ -1,0 +1,59 @@
+"""`crossvit-mtl bench`: training and inference speed of the zoo against SegFormer-B0."""
+from __future__ import annotations
+
+import argparse
+
+from crossvit_mtl.cli.args import parse_size
+
+
+def run(args: argparse.Namespace) -> int:
+    from crossvit_mtl.cli import UserError
+    from crossvit_mtl.engine.benchmark import benchmark, plan
+
+    repeats = args.repeats or (3 if args.quick else 5)
+    try:
+        cases = plan(args.models, args.sizes, args.precision, args.batch_size, args.variants,
+                     repeats=repeats, latency_runs=5 if args.quick else 15, threads=args.threads)
+    except ValueError as err:
+        raise UserError(err) from None
+    if "segformer_b0" in args.models:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            raise UserError("segformer_b0 needs HF transformers: pip install 'crossvit-mtl[bench]' "
+                            "(or leave it out of --models)") from None
+    report = benchmark(cases, args.out)
+    print(report["markdown"])
+    if args.out:
+        print(f"wrote {args.out}/bench.json and bench.md")
+    return 0
+
+
+def add_parser(sub) -> None:
+    from crossvit_mtl.engine.benchmark import DEFAULT_MODELS, PRECISIONS, VARIANTS
+
+    p = sub.add_parser(
+        "bench", help="measure training and inference speed (vs SegFormer-B0)",
+        description="Training images/s (forward + loss + backward + AdamW, batch 8), batch-1 latency, "
+        "peak memory, GFLOPs and the fraction of this machine's matrix-product peak, per model, in "
+        "the project's default precision and fp32. Each case runs in a fresh process; times are "
+        "medians after warm-up. Prints a markdown table; --out also writes bench.json and bench.md.")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL",
+                   help="presets, with overrides as name:key=value,... ; 'segformer_b0' is the peer "
+                   "(needs transformers). Default: the segmentation and multi-task zoo and the peer")
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=None, metavar="HxW",
+                   help="input sizes for every model (default: 128x256, plus 256x512 and 512x1024 "
+                   "for crossvit_seg_small and segformer_b0)")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto", "fp32"],
+                   help="auto = the project's default (bf16 autocast on bf16-capable CPUs); default: auto fp32")
+    p.add_argument("--batch-size", nargs="+", type=int, default=[8], help="training batch sizes (default 8)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["eager"],
+                   help="run the model eager, in channels_last memory format, or torch.compile'd "
+                   "(several are measured side by side)")
+    p.add_argument("--repeats", type=int, default=None, help="timed training steps per case (default 5, quick 3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per case (default: torch's). On a machine shared with other jobs, "
+                   "fewer threads than cores avoid stalls at every parallel region")
+    p.add_argument("--quick", action="store_true", help="fewer timed runs (3 training steps, 5 latency runs)")
+    p.add_argument("--out", default=None, help="folder for bench.json and bench.md")
+    p.set_defaults(func=run)

@@ -1,0 +1,427 @@
+"""Speed of the zoo on this machine: training images/s, batch-1 latency, peak memory, FLOPs and
+the fraction of the machine's matrix-product peak that training reaches, with SegFormer-B0 (HF
+transformers) as the peer a user would otherwise pick.
+
+Every case (model, size, precision, batch size, variant) runs in a fresh process, so one case's
+allocator state, compiled kernels and thread pools never leak into the next, and the process's
+peak resident set (``resource.ru_maxrss``) measures that case alone. Times are medians of single
+steps after warm-up; on a shared machine only ratios measured in one run mean much.
+"""
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: the segmentation and multi-task zoo, the thesis network with the prototype's decoder width,
+#: and the peer
+DEFAULT_MODELS = ("thesis_seg", "thesis_seg:decoder_channels=128", "crossvit_seg_tiny",
+                  "crossvit_seg_small", "crossvit_seg_base", "crossvit_mtl_tiny",
+                  "crossvit_mtl_small", "crossvit_mtl_base", "segformer_b0")
+BASE_SIZE = (128, 256)
+#: the default preset and its peer are also measured at the larger Cityscapes-like sizes
+LARGE_SIZES = ((256, 512), (512, 1024))
+LARGE_SIZE_MODELS = ("crossvit_seg_small", "segformer_b0")
+PRECISIONS = ("auto", "bf16", "fp32")
+VARIANTS = ("eager", "channels_last", "compile")
+PEER = "segformer_b0"
+
+
+@dataclass
+class Case:
+    """One measurement. ``model`` is a preset name, optionally with overrides
+    (``thesis_seg:decoder_channels=128``), or ``segformer_b0``."""
+
+    model: str
+    size: tuple[int, int] = BASE_SIZE
+    precision: str = "bf16"  # resolved: "bf16" or "fp32"
+    batch_size: int = 8
+    variant: str = "eager"
+    repeats: int = 5
+    warmup: int = 2
+    latency_runs: int = 15
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+
+
+@dataclass
+class Result:
+    case: Case
+    params_m: float = 0.0
+    gflops_fwd: float = 0.0  # per image, forward
+    gflops_train: float = 0.0  # per image, forward + backward (counted, not estimated)
+    train_img_s: float = 0.0  # from the median step
+    train_img_s_best: float = 0.0  # from the fastest step: less sensitive to other jobs' load
+    train_step_ms: list[float] = field(default_factory=list)
+    first_step_s: float = 0.0  # includes compilation for the "compile" variant
+    first_infer_s: float = 0.0  # likewise, for the inference graph
+    latency_ms: float = 0.0  # median
+    latency_ms_best: float = 0.0
+    latency_runs_ms: list[float] = field(default_factory=list)
+    mem_train_mb: float = 0.0  # peak RSS growth over the built model, during training
+    mem_infer_mb: float = 0.0  # the same up to the end of batch-1 inference (measured first)
+    load: float | None = None  # 1-minute load average when the case started
+    error: str | None = None
+
+
+# ------------------------------------------------------------------------------ models
+def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value,key=value"`` -> (name, overrides); values are Python literals."""
+    name, _, rest = spec.partition(":")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"model override {item!r} in {spec!r} must look like key=value")
+        try:
+            overrides[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = value.strip()
+    return name, overrides
+
+
+class SegformerDense(nn.Module):
+    """SegFormer returning ``{"segmentation": logits}`` upsampled to the input size, as users
+    train it (its head predicts at 1/4 resolution)."""
+
+    def __init__(self, num_classes: int = 8):
+        super().__init__()
+        try:
+            from transformers import SegformerConfig, SegformerForSemanticSegmentation
+        except ImportError as err:  # the peer is optional: pip install 'crossvit-mtl[bench]'
+            raise ImportError("segformer_b0 needs HF transformers: pip install 'crossvit-mtl[bench]'") from err
+        # SegformerConfig() defaults are B0: widths 32/64/160/256, depths 2/2/2/2, decoder 256
+        self.net = SegformerForSemanticSegmentation(SegformerConfig(num_labels=num_classes))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(pixel_values=x).logits
+        return {"segmentation": F.interpolate(logits, size=x.shape[-2:], mode="bilinear",
+                                              align_corners=False)}
+
+
+def build_model(spec: str, size: tuple[int, int]) -> nn.Module:
+    """A zoo preset sized for ``size`` (its positions fit the grid), or the SegFormer peer."""
+    name, overrides = parse_model(spec)
+    if name == PEER:
+        return SegformerDense(**overrides)
+    from crossvit_mtl.models import PRESETS, create_model
+
+    if name not in PRESETS or PRESETS[name]["arch"] == "crossvit":
+        dense = [n for n, p in PRESETS.items() if p["arch"] != "crossvit"]
+        raise ValueError(f"unknown dense model {name!r}; choose from {', '.join(dense + [PEER])}")
+    overrides.setdefault("img_size", tuple(size))
+    return create_model(name, **overrides)
+
+
+def synthetic_batch(model: nn.Module, size: tuple[int, int], batch_size: int) -> tuple[torch.Tensor, dict]:
+    """A random image batch and targets of every task the model predicts."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, *size, generator=gen)
+    with torch.no_grad():
+        shapes = {t: tuple(v.shape) for t, v in model.eval()(images[:1]).items()}
+    model.train()
+    targets: dict[str, torch.Tensor] = {}
+    for task, shape in shapes.items():
+        if task in ("segmentation", "classification"):
+            targets[task] = torch.randint(shape[1], (batch_size, *shape[2:]), generator=gen)
+        elif task == "depth":
+            targets[task] = torch.rand(batch_size, *shape[1:], generator=gen) + 0.1
+        else:  # normal: unit vectors
+            targets[task] = F.normalize(torch.randn(batch_size, *shape[1:], generator=gen), dim=1)
+    return images, targets
+
+
+# ---------------------------------------------------------------------------- measuring
+def _maxrss_mb() -> float:
+    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _timed(fn, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_case(case: Case) -> Result:
+    """Measure one case in this process; meant for a fresh process (see :func:`run_cases`)."""
+    from crossvit_mtl.engine.optim import build_optimizer
+    from crossvit_mtl.models.flops import count_flops
+    from crossvit_mtl.tasks import build_loss
+
+    if case.threads:
+        torch.set_num_threads(case.threads)
+    result = Result(case, load=_load())
+    torch.manual_seed(0)
+    model = build_model(case.model, case.size)
+    result.params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    optimizer = build_optimizer(model, "adamw", 1e-3, 0.05)
+    baseline = _maxrss_mb()  # growth from here on includes the input batch and its targets
+    images, targets = synthetic_batch(model, case.size, case.batch_size)
+    criteria = {t: build_loss(t) for t in targets}
+    runner = model
+    if case.variant == "channels_last":
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    elif case.variant == "compile":
+        runner = torch.compile(model)
+
+    single = images[:1]
+
+    def infer():
+        with torch.inference_mode(), _autocast(case.precision):
+            runner(single)
+
+    model.eval()
+    result.first_infer_s = _timed(infer, 1)[0]
+    result.latency_runs_ms = [t * 1e3 for t in _timed(infer, 2 + case.latency_runs)][2:]
+    result.latency_ms = statistics.median(result.latency_runs_ms)
+    result.latency_ms_best = min(result.latency_runs_ms)
+    result.mem_infer_mb = _maxrss_mb() - baseline
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(case.precision):
+            outputs = runner(images)
+        loss = sum(criteria[t](outputs[t], targets[t]) for t in criteria)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    first, *_ = _timed(train_step, max(case.warmup, 1))
+    result.first_step_s = first
+    steps = _timed(train_step, case.repeats)
+    result.train_step_ms = [t * 1e3 for t in steps]
+    result.train_img_s = case.batch_size / statistics.median(steps)
+    result.train_img_s_best = case.batch_size / min(steps)
+    result.mem_train_mb = _maxrss_mb() - baseline
+
+    model.to(memory_format=torch.contiguous_format)
+    result.gflops_fwd = count_flops(model, case.size) / 1e9
+    result.gflops_train = count_flops(model, case.size, backward=True) / 1e9
+    return result
+
+
+def _measure_safely(case: Case) -> Result:
+    try:
+        return measure_case(case)
+    except Exception as err:  # one failing case (e.g. out of memory) must not lose the others
+        return Result(case, error=f"{type(err).__name__}: {err}")
+
+
+def run_cases(cases: list[Case], progress=print, on_result=None) -> list[Result]:
+    """Each case in its own fresh (spawned) process, one after the other; ``on_result`` sees
+    the results so far after each case (to save partial reports of long runs)."""
+    results = []
+    ctx = multiprocessing.get_context("spawn")
+    for i, case in enumerate(cases, 1):
+        try:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                result = pool.submit(_measure_safely, case).result()
+        except concurrent.futures.process.BrokenProcessPool:  # killed, e.g. by the OOM killer
+            result = Result(case, error="the measuring process died (out of memory?)")
+        results.append(result)
+        if progress:
+            progress(f"[{i}/{len(cases)}] {describe(case)}: " + (
+                result.error or f"train {result.train_img_s:.2f} img/s (best {result.train_img_s_best:.2f}), "
+                f"batch-1 {result.latency_ms:.1f} ms (best {result.latency_ms_best:.1f})"))
+        if on_result:
+            on_result(results)
+    return results
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 4096, runs: int = 5) -> float:
+    """TFLOP/s of one large square matrix product, the best this machine does in ``dtype``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    return 2 * n**3 / min(_timed(lambda: torch.mm(a, b), runs)) / 1e12
+
+
+def machine_peaks() -> dict[str, float]:
+    return {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+
+
+# ------------------------------------------------------------------------------ planning
+def resolve_precision(precision: str) -> str:
+    """``auto`` is the project's default (:func:`auto_precision`): bf16 autocast where the CPU
+    multiplies bf16 natively."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    from crossvit_mtl.engine.precision import auto_precision
+
+    return "bf16" if auto_precision("cpu") == "bf16-mixed" else "fp32"
+
+
+def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_sizes=(8,),
+         variants=("eager",), repeats: int = 5, warmup: int = 2, latency_runs: int = 15,
+         threads: int | None = None) -> list[Case]:
+    """The cases to run. Without ``sizes``: every model at 128x256, and the default preset and
+    its peer also at 256x512 and 512x1024. Variants of one model run next to each other."""
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    resolved = list(dict.fromkeys(resolve_precision(p) for p in precisions))
+    cases = []
+    for model in models:
+        model_sizes = sizes or [BASE_SIZE] + (list(LARGE_SIZES) if model in LARGE_SIZE_MODELS else [])
+        for size in model_sizes:
+            for precision in resolved:
+                for batch in batch_sizes:
+                    for variant in variants:
+                        cases.append(Case(model, tuple(size), precision, batch, variant,
+                                          repeats, warmup, latency_runs, threads))
+    return cases
+
+
+# ------------------------------------------------------------------------------ reporting
+def model_label(spec: str) -> str:
+    name, overrides = parse_model(spec)
+    return name + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
+
+
+def describe(case: Case) -> str:
+    return (f"{model_label(case.model)} {case.size[0]}x{case.size[1]} {case.precision} "
+            f"b{case.batch_size} {case.variant}")
+
+
+def _key(result: Result) -> tuple:
+    c = result.case
+    return c.model, tuple(c.size), c.precision, c.batch_size, c.variant
+
+
+def _find(results: list[Result], model: str, size=BASE_SIZE, precision: str = "bf16",
+          batch_size: int = 8, variant: str = "eager") -> Result | None:
+    want = (model, tuple(size), precision, batch_size, variant)
+    return next((r for r in results if _key(r) == want and r.error is None), None)
+
+
+def summarize(results: list[Result], default_precision: str) -> dict[str, Any]:
+    """The project's speed targets as ratios of figures measured in this run (None if a case
+    was not run)."""
+    p, out = default_precision, {}
+    fast = _find(results, "thesis_seg:decoder_channels=128", precision=p)
+    slow = _find(results, "thesis_seg:decoder_channels=128", precision="fp32")
+    if fast and slow:
+        out["thesis_seg_dc128_default_vs_fp32_train_speedup"] = fast.train_img_s / slow.train_img_s
+        out["thesis_seg_dc128_default_vs_fp32_train_speedup_best"] = fast.train_img_s_best / slow.train_img_s_best
+    for prec in dict.fromkeys((p, "fp32")):
+        ours, peer = _find(results, "crossvit_seg_small", precision=prec), _find(results, PEER, precision=prec)
+        if ours and peer:
+            out[f"crossvit_seg_small_vs_segformer_b0_{prec}_train_ratio"] = ours.train_img_s / peer.train_img_s
+            out[f"crossvit_seg_small_vs_segformer_b0_{prec}_latency_ratio"] = ours.latency_ms / peer.latency_ms
+            out[f"crossvit_seg_small_vs_segformer_b0_{prec}_train_ratio_best"] = (
+                ours.train_img_s_best / peer.train_img_s_best)
+            out[f"crossvit_seg_small_vs_segformer_b0_{prec}_latency_ratio_best"] = (
+                ours.latency_ms_best / peer.latency_ms_best)
+        big = _find(results, "crossvit_seg_small", LARGE_SIZES[-1], prec)
+        if ours and big:
+            out[f"crossvit_seg_small_{prec}_train_512x1024_over_128x256"] = big.train_img_s / ours.train_img_s
+            out[f"crossvit_seg_small_{prec}_train_512x1024_over_128x256_best"] = (
+                big.train_img_s_best / ours.train_img_s_best)
+    return out
+
+
+def result_row(result: Result, peaks: dict[str, float]) -> dict[str, Any]:
+    """The flat record written to JSON: the case, the figures, achieved training GFLOP/s and its
+    fraction of the matrix-product peak of the same precision."""
+    row = {**asdict(result.case), **{k: v for k, v in asdict(result).items() if k != "case"}}
+    row["label"] = describe(result.case)
+    if result.error is None:
+        achieved = result.gflops_train * result.train_img_s
+        row["achieved_gflop_s"] = achieved
+        row["fraction_of_peak"] = achieved / (peaks[result.case.precision] * 1e3)
+    return row
+
+
+def markdown(rows: list[dict], report: dict[str, Any]) -> str:
+    peaks = report["machine"]["matmul_peak_tflop_s"]
+    lines = [
+        "| model | size | precision | batch | variant | params (M) | GFLOPs fwd/img | train img/s (best) "
+        "| batch-1 ms (best) | train peak RSS +MB | train GFLOP/s | % of matmul peak | first step s | load |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        head = f"| {model_label(r['model'])} | {r['size'][0]}x{r['size'][1]} | {r['precision']} | {r['batch_size']} | {r['variant']} "
+        if r["error"]:
+            lines.append(head + f"| failed: {r['error'][:80]} |" + " |" * 8)
+            continue
+        lines.append(head + (
+            f"| {r['params_m']:.2f} | {r['gflops_fwd']:.2f} | {r['train_img_s']:.2f} ({r['train_img_s_best']:.2f}) "
+            f"| {r['latency_ms']:.1f} ({r['latency_ms_best']:.1f}) | {r['mem_train_mb']:.0f} "
+            f"| {r['achieved_gflop_s']:.0f} | {100 * r['fraction_of_peak']:.1f} | {r['first_step_s']:.1f} "
+            f"| {r['load']} |"))
+    m = report["machine"]
+    lines += ["", f"Matrix-product peak measured in this run (4096^2 mm, best of start and end): "
+              f"fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s. "
+              f"torch {m['torch']}, {'/'.join(map(str, m['threads']))} threads; 1-minute load average {m['load_before']} "
+              f"before, {m['load_after']} after (load column: at each case's start).",
+              "Train: forward + loss + backward + AdamW step, median (fastest) of single steps after "
+              "warm-up; GFLOP/s and % of peak use the median and counted forward+backward FLOPs. Memory: peak RSS growth over the built "
+              "model (resource.ru_maxrss, fresh process per case), including optimiser state."]
+    if report["summary"]:
+        lines += ["", "| target | measured |", "|---|---:|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in report["summary"].items()]
+    return "\n".join(lines)
+
+
+def _load() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def make_report(results: list[Result], peaks_start: dict[str, float],
+                peaks_end: dict[str, float] | None, load_before: float | None) -> dict[str, Any]:
+    peaks = {k: max(peaks_start[k], (peaks_end or peaks_start)[k]) for k in peaks_start}
+    default_precision = resolve_precision("auto")
+    report = {
+        "machine": {"torch": torch.__version__,
+                    "threads": sorted({r.case.threads or torch.get_num_threads() for r in results}),
+                    "matmul_peak_tflop_s": peaks, "matmul_peak_start": peaks_start,
+                    "matmul_peak_end": peaks_end, "load_before": load_before, "load_after": _load()},
+        "default_precision": default_precision,
+        "memory_method": "peak RSS growth over the built model, resource.ru_maxrss, fresh process per case",
+        "results": [result_row(r, peaks) for r in results],
+        "summary": summarize(results, default_precision),
+    }
+    report["markdown"] = markdown(report["results"], report)
+    return report
+
+
+def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.json").write_text(json.dumps(report, indent=2))
+    (folder / "bench.md").write_text(report["markdown"] + "\n")
+
+
+def benchmark(cases: list[Case], out: str | os.PathLike | None = None, progress=print) -> dict[str, Any]:
+    """Run ``cases``; return (and with ``out``, write ``bench.json`` and ``bench.md``, updated
+    after every case) the report."""
+    load_before = _load()
+    peaks_start = machine_peaks()
+    partial = None if out is None else (
+        lambda results: write_report(make_report(results, peaks_start, None, load_before), out))
+    results = run_cases(cases, progress, partial)
+    report = make_report(results, peaks_start, machine_peaks(), load_before)
+    if out is not None:
+        write_report(report, out)
+    return report

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from crossvit_mtl.cli import build_parser
+from crossvit_mtl.engine import benchmark as bench
+from crossvit_mtl.engine.benchmark import Case
+
+PEAKS = {"fp32": 0.3, "bf16": 1.5}
+
+
+def test_model_specs_parse_overrides():
+    assert bench.parse_model("thesis_seg:decoder_channels=128") == ("thesis_seg", {"decoder_channels": 128})
+    assert bench.parse_model("crossvit_seg_small") == ("crossvit_seg_small", {})
+    with pytest.raises(ValueError, match="key=value"):
+        bench.parse_model("thesis_seg:128")
+    with pytest.raises(ValueError, match="unknown dense model 'crossvit_tiny_224'"):
+        bench.build_model("crossvit_tiny_224", (128, 256))
+
+
+def test_default_plan_adds_large_sizes_for_the_default_preset_only():
+    cases = bench.plan(precisions=("fp32",))
+    sizes = {}
+    for case in cases:
+        sizes.setdefault(case.model, []).append(case.size)
+    assert sizes["crossvit_seg_small"] == [(128, 256), (256, 512), (512, 1024)]
+    assert sizes["segformer_b0"] == [(128, 256), (256, 512), (512, 1024)]
+    assert sizes["thesis_seg:decoder_channels=128"] == [(128, 256)]
+    grid = bench.plan(["crossvit_seg_tiny"], [(64, 128)], ("bf16", "fp32"), (8, 16), ("eager", "compile"))
+    assert len({bench.describe(c) for c in grid}) == len(grid) == 8
+    with pytest.raises(ValueError, match="variant"):
+        bench.plan(variants=("fast",))
+
+
+def test_synthetic_targets_cover_every_task():
+    model = bench.build_model("crossvit_mtl_tiny", (32, 64))
+    images, targets = bench.synthetic_batch(model, (32, 64), 2)
+    assert images.shape == (2, 3, 32, 64)
+    assert set(targets) == {"segmentation", "depth", "normal", "classification"}
+    assert targets["segmentation"].shape == (2, 32, 64) and targets["classification"].shape == (2,)
+    assert torch.allclose(targets["normal"].norm(dim=1), torch.ones(2, 32, 64), atol=1e-5)
+
+
+def test_segformer_peer_predicts_at_full_resolution():
+    pytest.importorskip("transformers")
+    out = bench.build_model("segformer_b0", (64, 128)).eval()(torch.randn(1, 3, 64, 128))
+    assert out["segmentation"].shape == (1, 8, 64, 128)
+
+
+def test_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "machine_peaks", lambda: PEAKS)
+    cases = [Case("crossvit_seg_tiny", (32, 64), "fp32", batch_size=2, repeats=1, warmup=1, latency_runs=1),
+             Case("crossvit_seg_tiny:no_such_option=1", (32, 64), "fp32", repeats=1)]
+    report = bench.benchmark(cases, tmp_path, progress=None)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["results"] == json.loads(json.dumps(report["results"]))
+    ok, failed = saved["results"]
+    assert ok["error"] is None and failed["error"].startswith("ValueError")
+    assert ok["train_img_s"] > 0 and ok["latency_ms"] > 0 and ok["gflops_fwd"] > 0
+    assert ok["gflops_train"] > ok["gflops_fwd"]
+    assert ok["fraction_of_peak"] == pytest.approx(ok["achieved_gflop_s"] / 300)
+    table = (tmp_path / "bench.md").read_text().splitlines()
+    assert table[0].startswith("| model | size | precision | batch | variant |")
+    assert len({line.count("|") for line in table[:4]}) == 1  # failed rows keep the column count
+    assert "| crossvit_seg_tiny | 32x64 | fp32 | 2 | eager |" in table[2]
+
+
+def test_bench_command_is_registered():
+    args = build_parser().parse_args(["bench", "--models", "crossvit_seg_tiny", "--sizes", "64x128", "--quick"])
+    assert args.sizes == [(64, 128)] and args.quick and callable(args.func)
