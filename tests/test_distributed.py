@@ -9,14 +9,17 @@ import pytest
 import torch
 import yaml
 
-# 7 validation samples in batches of 2 over 2 ranks: ranks get 4 and 3 samples, so a padding
-# sampler would count one sample twice.
+# 7 validation samples over 2 ranks: ranks get 4 and 3 samples, so a padding sampler would count
+# one sample twice.
 CONFIG = {
     "model": {"model": "crossvit_mtl_tiny", "lr": 1e-3, "warmup_epochs": 0.0,
               "model_options": {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]],
                                 "decoder_channels": 16, "detail_channels": 8, "decoder_stages": 1}},
     "data": {"dataset": "synth", "options": {"length": 7, "height": 64, "width": 128},
-             "tasks": ["segmentation", "depth", "normal"], "batch_size": 2, "num_workers": 0},
+             "tasks": ["segmentation", "depth", "normal"], "batch_size": 2, "num_workers": 0,
+             # batch 1 in evaluation: fp32 outputs do not depend on which samples share a batch,
+             # so any difference left would be the metrics' reduction
+             "eval_batch_size": 1},
     "trainer": {"max_steps": 2, "limit_val_batches": 1, "enable_progress_bar": False,
                 "enable_model_summary": False, "precision": "32-true", "accelerator": "cpu"},
     "report_samples": 0,
