@@ -74,7 +74,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int, autoc
     for batch in loader:
         with autocast():
             logits = model(batch["image"])["segmentation"]
-        metric.update(logits.float(), batch["segmentation"])
+        metric.update(logits.float(), batch["segmentation"].long())
     model.train()
     values = metric.compute()
     return {"miou": values["miou"], "pixel_acc": values["pixel_acc"]}
@@ -141,7 +141,7 @@ def main() -> None:
                 runner.optimizer.zero_grad(set_to_none=True)
                 with autocast():
                     logits = runner.model(batch["image"])["segmentation"]
-                criterion(logits, batch["segmentation"]).backward()
+                criterion(logits, batch["segmentation"].long()).backward()
                 runner.optimizer.step()
                 runner.train_s += time.perf_counter() - start
                 runner.images += batch["image"].shape[0]

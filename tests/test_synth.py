@@ -174,7 +174,7 @@ def test_dataset_returns_tensors():
     x = train[1]
     assert x["image"].shape == (3, 32, 64) and x["image"].dtype == torch.float32
     assert 0.0 <= x["image"].min() and x["image"].max() <= 1.0
-    assert x["segmentation"].shape == (32, 64) and x["segmentation"].dtype == torch.int64
+    assert x["segmentation"].shape == (32, 64) and x["segmentation"].dtype == torch.uint8
     assert x["depth"].shape == (1, 32, 64) and x["normal"].shape == (3, 32, 64)
     assert x["classification"].dtype == torch.int64 and x["classification"].ndim == 0
     raw = render_sample(2, 1, 32, 64)

@@ -25,7 +25,9 @@ def to_tensors(raw: dict[str, Any]) -> Sample:
             # contiguous CHW: per-pixel transforms and batch collation are ~4x slower on a view
             out[key] = (img.float().div_(255.0) if arr.dtype == np.uint8 else img.float()).contiguous()
         elif key == "segmentation":
-            out[key] = torch.from_numpy(np.asarray(value).astype(np.int64, copy=False))
+            # uint8 until the batch reaches the device (the engine widens it there): an eighth of
+            # the bytes an int64 map costs between loader workers and the main process
+            out[key] = torch.from_numpy(np.asarray(value).astype(np.uint8, copy=False))
         elif key == "depth":
             out[key] = torch.from_numpy(np.asarray(value, dtype=np.float32)).unsqueeze(0)
         elif key == "normal":

@@ -25,7 +25,8 @@ class DatasetInfo:
 
     A sample is a dict with some of the keys
       ``image``          float32 (3, H, W), normalised by ``mean``/``std``
-      ``segmentation``   int64 (H, W), values in [0, num_classes) or IGNORE_INDEX
+      ``segmentation``   uint8 (H, W), values in [0, num_classes) or IGNORE_INDEX (int64 once on
+                         the device: ``DenseTaskModule.on_after_batch_transfer``)
       ``depth``          float32 (1, H, W), metres (or disparity when ``depth_kind`` says so); 0 = invalid
       ``normal``         float32 (3, H, W), unit vectors in the camera frame; all-zero = invalid
       ``classification`` int64 scalar

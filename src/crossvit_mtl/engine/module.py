@@ -117,6 +117,12 @@ class DenseTaskModule(pl.LightningModule):
         return create_task_model(model, dataset_meta["task_channels"], **options)
 
     # ------------------------------------------------------------------ steps
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Labels travel as uint8 (see ``DatasetInfo``); losses and metrics index with int64."""
+        if "segmentation" in batch:
+            batch["segmentation"] = batch["segmentation"].long()
+        return batch
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return as_task_dict(self.model(images))
 
