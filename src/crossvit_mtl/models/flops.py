@@ -12,15 +12,17 @@ from torch.utils import flop_counter
 _aten = torch.ops.aten
 
 
+def _shape(t) -> tuple:
+    """The counter hands formulas tensors or shapes, depending on the PyTorch version."""
+    return t.shape if hasattr(t, "shape") else t
+
+
 def _cpu_sdpa_forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query.shape if hasattr(query, "shape") else query,
-                                        key.shape if hasattr(key, "shape") else key,
-                                        value.shape if hasattr(value, "shape") else value)
+    return flop_counter.sdpa_flop_count(_shape(query), _shape(key), _shape(value))
 
 
 def _cpu_sdpa_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    shape = lambda t: t.shape if hasattr(t, "shape") else t  # noqa: E731
-    return flop_counter.sdpa_backward_flop_count(shape(grad_out), shape(query), shape(key), shape(value))
+    return flop_counter.sdpa_backward_flop_count(_shape(grad_out), _shape(query), _shape(key), _shape(value))
 
 
 CUSTOM_MAPPING = {

@@ -53,24 +53,19 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-class CrossAttention(nn.Module):
-    """Multi-head attention with queries from ``x`` and keys/values from ``context``.
+class _MultiHeadAttention(nn.Module):
+    """What self- and cross-attention share: heads, output projection, the SDPA call.
 
     Each head has its own projections (one matrix split into heads) and the scores are scaled
-    by 1/sqrt(head_dim), which is what scaled_dot_product_attention does. ``context_dim`` may
-    differ from ``dim``: keys and values are projected into the query's width, which is how two
-    branches of different widths attend to each other.
+    by 1/sqrt(head_dim), which is what scaled_dot_product_attention does.
     """
 
-    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None,
-                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -87,26 +82,34 @@ class CrossAttention(nn.Module):
         )
         return self.proj_drop(self.proj(_merge_heads(out).to(dtype)))
 
+
+class CrossAttention(_MultiHeadAttention):
+    """Multi-head attention with queries from ``x`` and keys/values from ``context``.
+
+    ``context_dim`` may differ from ``dim``: keys and values are projected into the query's
+    width, which is how two branches of different widths attend to each other.
+    """
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None,
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__(dim, num_heads, attn_drop, proj_drop)
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         k, v = self.kv(context).chunk(2, dim=-1)
         return self.attend(self.q(x), k, v)
 
 
-class Attention(CrossAttention):
+class Attention(_MultiHeadAttention):
     """Multi-head self-attention: one fused q/k/v projection, then the same SDPA path."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0):
-        nn.Module.__init__(self)
-        if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
+        super().__init__(dim, num_heads, attn_drop, proj_drop)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attend(*self.qkv(x).chunk(3, dim=-1))
 
 
