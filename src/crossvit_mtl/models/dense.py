@@ -38,13 +38,17 @@ class DenseCrossViT(nn.Module):
     ``task_interaction="cross_attention"`` gives each dense task its own projection of the
     decoder map and lets the tasks exchange information by cross-attention on the stride-8 grid
     (``models/task_attention.py``) before their heads; ``"none"`` feeds the shared map to every head.
+
+    ``kv_tokens`` caps the keys/values every encoder attention takes from a patch grid (the
+    branches' self-attention and token fusion) by pooling that grid, so the encoder's cost grows
+    linearly with the image area instead of quadratically (``DualBranchEncoder``); None: no cap.
     """
 
     def __init__(self, tasks: Mapping[str, int], img_size: Sequence[int] = (128, 256),
                  patch_sizes: Sequence[int] = (8, 16), dims: Sequence[int] = (96, 192),
                  heads: Sequence[int] = (3, 6), stages: Sequence[Sequence[int]] = ((1, 3, 1),) * 3,
                  mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0), fusion: str = "tokens",
-                 kv_pool: Sequence[int] = (2, 1),
+                 kv_pool: Sequence[int] = (2, 1), kv_tokens: int | None = None,
                  decoder_channels: int = 96, decoder_stages: int = 2, detail_channels: int = 32,
                  in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
@@ -58,7 +62,7 @@ class DenseCrossViT(nn.Module):
         self.encoder = DualBranchEncoder(
             img_size=img_size, patch_sizes=patch_sizes, dims=dims, heads=heads, stages=stages,
             mlp_ratios=mlp_ratios, fusion=fusion, stem="linear", pos_embed="learned", kv_pool=kv_pool,
-            in_chans=in_chans, qkv_bias=qkv_bias, drop_rate=drop_rate,
+            kv_tokens=kv_tokens, in_chans=in_chans, qkv_bias=qkv_bias, drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
         dense = [t for t in self.tasks if t in DENSE_TASKS]
         self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans)

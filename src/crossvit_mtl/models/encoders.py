@@ -58,26 +58,32 @@ class ClsFusion(nn.Module):
 
 
 class TokenFusion(nn.Module):
-    """Dense fusion: every token of each branch cross-attends to all tokens of the other branch.
+    """Dense fusion: every token of each branch cross-attends to the tokens of the other branch.
 
     Costs N_small x N_large attention per direction (not N^2), and gives every patch token, not
-    only the CLS, the other scale's context, which is what dense prediction needs.
+    only the CLS, the other scale's context, which is what dense prediction needs. N_small x N_large
+    still grows with the square of the image area, so ``kv_tokens`` pools the other branch's patch
+    grid to at most that many tokens (its CLS kept; ``forward`` then needs the ``grids``), which
+    makes the cost linear in the area, as in PVTv2's linear spatial-reduction attention.
     """
 
     def __init__(self, dims: Sequence[int], heads: Sequence[int], depth: int = 1,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float = 0.0):
+                 attn_drop: float = 0.0, drop_path: float = 0.0, kv_tokens: int | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(
             nn.ModuleList(
                 CrossBlock(dims[i], heads[i], context_dim=dims[1 - i], mlp_ratio=mlp_ratio,
-                           qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop, drop_path=drop_path)
+                           qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop, drop_path=drop_path,
+                           kv_tokens=kv_tokens)
                 for i in range(2))
             for _ in range(max(1, depth)))
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor],
+                grids: Sequence[tuple[int, int]] | None = None) -> list[torch.Tensor]:
+        g = list(grids) if grids is not None else [None, None]
         for pair in self.blocks:
-            xs = [pair[0](xs[0], xs[1]), pair[1](xs[1], xs[0])]
+            xs = [pair[0](xs[0], xs[1], g[1]), pair[1](xs[1], xs[0], g[0])]
         return xs
 
 
@@ -86,19 +92,21 @@ FUSIONS = ("cls", "tokens")
 
 class MultiScaleStage(nn.Module):
     """One CrossViT multi-scale block: ``depths = (small-branch blocks, large-branch blocks,
-    fusion depth)`` followed by the chosen fusion."""
+    fusion depth)`` followed by the chosen fusion. ``kv_tokens`` caps the keys/values of the
+    branches' self-attention and of token fusion (see ``layers.pool_kv_tokens``)."""
 
     def __init__(self, dims: Sequence[int], heads: Sequence[int], depths: Sequence[int],
                  mlp_ratios: Sequence[float], fusion: str, drop_paths: Sequence[float],
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
-                 kv_pool: Sequence[int] = (1, 1)):
+                 kv_pool: Sequence[int] = (1, 1), kv_tokens: int | None = None):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         n_blocks = max(depths[0], depths[1])
         self.blocks = nn.ModuleList(
             nn.ModuleList(
-                Block(dims[i], heads[i], mlp_ratios[i], qkv_bias, drop, attn_drop, drop_paths[k], kv_pool[i])
+                Block(dims[i], heads[i], mlp_ratios[i], qkv_bias, drop, attn_drop, drop_paths[k], kv_pool[i],
+                      kv_tokens)
                 for k in range(depths[i]))
             for i in range(2))
         fusion_drop_path = drop_paths[n_blocks - 1] if n_blocks else 0.0
@@ -106,7 +114,7 @@ class MultiScaleStage(nn.Module):
             self.fusion = ClsFusion(dims, heads, depths[2], qkv_bias, drop, attn_drop, fusion_drop_path)
         else:
             self.fusion = TokenFusion(dims, heads, depths[2], mlp_ratios[2], qkv_bias, drop,
-                                      attn_drop, fusion_drop_path)
+                                      attn_drop, fusion_drop_path, kv_tokens)
 
     def forward(self, xs: list[torch.Tensor], grids: list[tuple[int, int]]) -> list[torch.Tensor]:
         out = []
@@ -114,7 +122,7 @@ class MultiScaleStage(nn.Module):
             for block in blocks:
                 x = block(x, grid)
             out.append(x)
-        return self.fusion(out)
+        return self.fusion(out, grids) if isinstance(self.fusion, TokenFusion) else self.fusion(out)
 
 
 @dataclass
@@ -140,6 +148,11 @@ class DualBranchEncoder(nn.Module):
     """Two branches with patch sizes ``patch_sizes`` and widths ``dims``.
 
     ``kv_pool`` per branch average-pools keys/values over the patch grid in self-attention.
+    ``kv_tokens`` (None: no cap) pools every patch grid that keys/values come from, in
+    self-attention (by at least ``kv_pool``) and in token fusion, by the smallest integer factor
+    that leaves at most ``kv_tokens`` patch tokens (CLS kept): attention then costs
+    O(N * kv_tokens) instead of O(N^2), linear in the image area, as PVTv2's linear
+    spatial-reduction attention. It adds no parameters.
     ``img_size`` is the size the model is created for (its learned positions fit that grid; other
     sizes interpolate them). ``branch_scales`` resizes each branch's input first, which is how
     CrossViT feeds 240 px to its 12-px branch and 224 px to its 16-px branch.
@@ -152,9 +165,11 @@ class DualBranchEncoder(nn.Module):
                  stem: str = "linear", stem_kwargs: dict | None = None,
                  pos_embed: str = "learned", in_chans: int = 3,
                  branch_scales: Sequence[float] = (1.0, 1.0), kv_pool: Sequence[int] = (1, 1),
-                 qkv_bias: bool = True,
+                 kv_tokens: int | None = None, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
+        if kv_tokens is not None and kv_tokens < 1:
+            raise ValueError(f"kv_tokens must be None or >= 1, got {kv_tokens}")
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
         if pos_embed not in ("learned", "sincos"):
@@ -184,7 +199,7 @@ class DualBranchEncoder(nn.Module):
             n = max(depths[0], depths[1])
             self.stages.append(MultiScaleStage(dims, heads, depths, mlp_ratios, fusion,
                                                rates[offset:offset + n] or [0.0], qkv_bias,
-                                               drop_rate, attn_drop_rate, kv_pool))
+                                               drop_rate, attn_drop_rate, kv_pool, kv_tokens))
             offset += n
         self._init_weights()
 

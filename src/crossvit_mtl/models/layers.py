@@ -53,6 +53,42 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+def kv_pool_factor(grid: tuple[int, int], kv_tokens: int | None, min_factor: int = 1) -> int:
+    """Smallest pooling factor k >= ``min_factor`` with ceil(gh/k) * ceil(gw/k) <= ``kv_tokens``
+    (``min_factor`` when ``kv_tokens`` is None).
+
+    Plain Python ints, so an export traced at a fixed size bakes the factor in as a constant.
+    """
+    k = max(1, int(min_factor))
+    if kv_tokens is None:
+        return k
+    if kv_tokens < 1:
+        raise ValueError(f"kv_tokens must be >= 1, got {kv_tokens}")
+    gh, gw = int(grid[0]), int(grid[1])  # tensors while tracing for export
+    while -(-gh // k) * -(-gw // k) > kv_tokens:
+        k += 1
+    return k
+
+
+def pool_kv_tokens(x: torch.Tensor, grid: tuple[int, int], kv_tokens: int | None,
+                   min_factor: int = 1) -> torch.Tensor:
+    """Keys/values for ``x`` (B, 1+N, C), CLS first, N patch tokens on ``grid``: the patch grid
+    average-pooled (ceil mode) by :func:`kv_pool_factor`, the CLS token kept in front.
+
+    Capping the keys at ``kv_tokens`` is PVTv2's linear spatial-reduction attention: N queries
+    attend to a bounded number of keys, so attention grows linearly with the image area instead
+    of quadratically. Factor 1 returns ``x`` itself, so models below the cap compute exactly what
+    they would without it.
+    """
+    k = kv_pool_factor(grid, kv_tokens, min_factor)
+    if k == 1:
+        return x
+    b, _, c = x.shape
+    patches = x[:, 1:].transpose(1, 2).reshape(b, c, *grid)
+    pooled = F.avg_pool2d(patches, k, ceil_mode=True).flatten(2).transpose(1, 2)
+    return torch.cat([x[:, :1], pooled], dim=1)
+
+
 class _MultiHeadAttention(nn.Module):
     """What self- and cross-attention share: heads, output projection, the SDPA call.
 
@@ -102,65 +138,83 @@ class CrossAttention(_MultiHeadAttention):
 
 
 class Attention(_MultiHeadAttention):
-    """Multi-head self-attention: one fused q/k/v projection, then the same SDPA path."""
+    """Multi-head self-attention: one fused q/k/v projection, then the same SDPA path.
+
+    With ``kv_tokens`` and a ``grid``, keys/values come from the patch grid pooled to at most
+    ``kv_tokens`` (:func:`pool_kv_tokens`): q and k/v are then the fused matrix's rows applied to
+    ``x`` and to the pooled tokens, so the parameters (and published ``qkv`` weights) stay as they are.
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, kv_tokens: int | None = None):
         super().__init__(dim, num_heads, attn_drop, proj_drop)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.kv_tokens = kv_tokens
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attend(*self.qkv(x).chunk(3, dim=-1))
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        context = x if grid is None else pool_kv_tokens(x, grid, self.kv_tokens)
+        if context is x:
+            return self.attend(*self.qkv(x).chunk(3, dim=-1))
+        dim = x.shape[-1]
+        w_q, w_kv = self.qkv.weight.split([dim, 2 * dim])
+        b_q, b_kv = self.qkv.bias.split([dim, 2 * dim]) if self.qkv.bias is not None else (None, None)
+        k, v = F.linear(context, w_kv, b_kv).chunk(2, dim=-1)
+        return self.attend(F.linear(x, w_q, b_q), k, v)
 
 
 class PooledAttention(CrossAttention):
     """Self-attention whose keys and values come from the patch grid average-pooled by
     ``kv_pool`` (the CLS token kept): PVT/SegFormer's spatial reduction. A 512-token branch
-    attends over 128 keys, a quarter of the cost, which is what makes the 8-px branch cheap."""
+    attends over 128 keys, a quarter of the cost, which is what makes the 8-px branch cheap.
+
+    ``kv_tokens`` raises the factor above ``kv_pool`` where needed to keep at most that many
+    pooled patch tokens (:func:`pool_kv_tokens`), so the cost stays linear at high resolution.
+    """
 
     def __init__(self, dim: int, num_heads: int, kv_pool: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, kv_tokens: int | None = None):
         super().__init__(dim, num_heads, None, qkv_bias, attn_drop, proj_drop)
         self.kv_pool = kv_pool
+        self.kv_tokens = kv_tokens
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
-        b, _, c = x.shape
-        patches = x[:, 1:].transpose(1, 2).reshape(b, c, *grid)
-        pooled = F.avg_pool2d(patches, self.kv_pool, ceil_mode=True).flatten(2).transpose(1, 2)
-        return super().forward(x, torch.cat([x[:, :1], pooled], dim=1))
+        return super().forward(x, pool_kv_tokens(x, grid, self.kv_tokens, self.kv_pool))
 
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))).
 
-    ``kv_pool > 1`` pools keys/values over the patch grid (then ``forward`` needs ``grid``).
+    ``kv_pool > 1`` pools keys/values over the patch grid (then ``forward`` needs ``grid``);
+    ``kv_tokens`` caps the pooled keys (see :func:`pool_kv_tokens`; needs ``grid`` too).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, kv_pool: int = 1):
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, kv_pool: int = 1,
+                 kv_tokens: int | None = None):
         super().__init__()
         self.norm1 = LayerNorm(dim)
-        self.attn = (PooledAttention(dim, num_heads, kv_pool, qkv_bias, attn_drop, drop) if kv_pool > 1
-                     else Attention(dim, num_heads, qkv_bias, attn_drop, drop))
+        self.attn = (PooledAttention(dim, num_heads, kv_pool, qkv_bias, attn_drop, drop, kv_tokens)
+                     if kv_pool > 1 else Attention(dim, num_heads, qkv_bias, attn_drop, drop, kv_tokens))
         self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.drop_path(self.attn(h, grid) if isinstance(self.attn, PooledAttention) else self.attn(h))
+        x = x + self.drop_path(self.attn(self.norm1(x), grid))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class CrossBlock(nn.Module):
     """Pre-norm cross-attention block: queries attend to another sequence, with a residual.
 
-    ``mlp_ratio=0`` leaves out the MLP, as CrossViT's CLS fusion does.
+    ``mlp_ratio=0`` leaves out the MLP, as CrossViT's CLS fusion does. With ``kv_tokens`` and a
+    ``context_grid`` (the context is then CLS + patch grid), the normalised context is pooled to
+    at most ``kv_tokens`` patch tokens before the key/value projection (:func:`pool_kv_tokens`).
     """
 
     def __init__(self, dim: int, num_heads: int, context_dim: int | None = None,
                  mlp_ratio: float = 0.0, qkv_bias: bool = True, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float = 0.0):
+                 attn_drop: float = 0.0, drop_path: float = 0.0, kv_tokens: int | None = None):
         super().__init__()
         self.norm_q = LayerNorm(dim)
         self.norm_kv = LayerNorm(context_dim or dim)
@@ -168,9 +222,14 @@ class CrossBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim) if mlp_ratio > 0 else None
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop) if mlp_ratio > 0 else None
+        self.kv_tokens = kv_tokens
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm_q(x), self.norm_kv(context)))
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                context_grid: tuple[int, int] | None = None) -> torch.Tensor:
+        context = self.norm_kv(context)
+        if context_grid is not None:
+            context = pool_kv_tokens(context, context_grid, self.kv_tokens)
+        x = x + self.drop_path(self.attn(self.norm_q(x), context))
         if self.mlp is not None:
             x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x

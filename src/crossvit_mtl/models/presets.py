@@ -11,8 +11,10 @@ _CROSSVIT = dict(arch="crossvit", num_classes=1000, img_size=(240, 224), patch_s
 _DAGGER = dict(_CROSSVIT, stem="multi_conv")
 
 # Dense families at the thesis's 128x256 input: an 8-px branch (16x32 grid) and a 16-px branch
-# (8x16 grid); depths per stage are (small branch, large branch, fusion).
-_DENSE = dict(img_size=(128, 256), patch_sizes=(8, 16), fusion="tokens")
+# (8x16 grid); depths per stage are (small branch, large branch, fusion). ``kv_tokens=512`` caps
+# the keys/values each attention takes from a patch grid, so the cost is linear in the image area;
+# at 128x256 every grid is within the cap and nothing changes.
+_DENSE = dict(img_size=(128, 256), patch_sizes=(8, 16), fusion="tokens", kv_tokens=512)
 _DENSE_TINY = dict(_DENSE, dims=(64, 128), heads=(2, 4), stages=((1, 2, 1),) * 3,
                    mlp_ratios=(3.0, 3.0, 2.0), decoder_channels=64, drop_path_rate=0.0)
 _DENSE_SMALL = dict(_DENSE, dims=(96, 192), heads=(3, 6), stages=((1, 3, 1),) * 3,
