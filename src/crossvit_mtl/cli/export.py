@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}; load it with crossvit_mtl.export.model_from_weights({str(out)!r})")
         return 0
     size = input_size(model, meta, args.size)
+    try:
+        model.encoder.check_input_size(*size)
+    except ValueError as err:
+        raise UserError(f"--size: {err}") from None
     if args.format == "torchscript":
         tasks = export_torchscript(model, out, size)
         print(f"wrote {out} (TorchScript, input fixed at {size[0]}x{size[1]}, outputs: {', '.join(tasks)})")

@@ -146,10 +146,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     if not 0.0 <= args.overlap < 1.0:
         raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    size = tuple(args.size or meta["image_size"])
+    try:
+        model.encoder.check_input_size(*size)
+    except ValueError as err:
+        raise UserError(f"--size: {err}") from None
     files = find_images(args.input)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    size = tuple(args.size or meta["image_size"])
     records = []
     # resize: one forward per batch of images; slide: one image at a time, its windows batched
     step = args.batch_size if args.mode == "resize" else 1

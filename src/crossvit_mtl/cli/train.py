@@ -8,17 +8,21 @@ and plots. ``--ckpt_path last`` resumes from the run folder's ``last.ckpt``.
 from __future__ import annotations
 
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
-from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO
+from crossvit_mtl.data.errors import DataError
+from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import auto_precision
@@ -44,6 +48,9 @@ class CrossViTCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="allow `fit` to start afresh in a run folder that already holds a run "
                             "(its contents are deleted first)")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=0,
+                            help="also write checkpoints/last.ckpt every N optimiser steps, mid-epoch "
+                            "(0: only at epoch ends); `--ckpt_path last` resumes bit-exactly from it")
         parser.add_argument("--report_samples", type=int, default=6,
                             help="samples drawn in the prediction grid after fit/test (0: none)")
         parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
@@ -67,8 +74,10 @@ class CrossViTCLI(LightningCLI):
         # user's to fix: one line naming the key and value, not a traceback.
         try:
             super().instantiate_classes()
-        except (ValueError, FileNotFoundError) as err:
-            raise UserError(str(err)) from None
+        except (ValueError, FileNotFoundError, MisconfigurationException) as err:
+            # a value error inside the data -> model link arrives wrapped by jsonargparse
+            cause = err.__cause__ if isinstance(err.__cause__, (ValueError, FileNotFoundError)) else err
+            raise UserError(str(cause)) from None
 
     def instantiate_trainer(self, **kwargs):
         run_dir = Path(self._get(self.config, "run_dir"))
@@ -76,11 +85,17 @@ class CrossViTCLI(LightningCLI):
         monitor, mode = monitor_key(self.model.tasks)
         callbacks = list(trainer_config.get("callbacks") or [])
         callbacks += [
+            # one best.ckpt and one last.ckpt, overwritten in place (atomically), never -v1 copies
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                            save_last=True, auto_insert_metric_name=False),
+                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
             RunReport(self._get(self.config, "report_samples")),
             Throughput(),
         ]
+        every = self._get(self.config, "checkpoint_every_n_steps")
+        if every < 0:
+            raise UserError(f"checkpoint_every_n_steps must be >= 0, got {every}")
+        if every:
+            callbacks.append(StepCheckpoint(run_dir / "checkpoints", every))
         logger = trainer_config.get("logger")
         if logger is None or logger is True:
             logger = [TensorBoardLogger(run_dir, name="tensorboard", version=""),
@@ -105,7 +120,21 @@ def cli_kwargs() -> dict:
         trainer_defaults={"precision": auto_precision(), "log_every_n_steps": 10},
         save_config_callback=SaveRunConfig,
         auto_configure_optimizers=False,
+        # parse errors raised, not printed after 70 lines of usage: run_lightning prints one line
+        parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False} for c in LIGHTNING_COMMANDS}},
     )
+
+
+def _one_line(message: str, args: list[str]) -> str:
+    """jsonargparse's messages span lines (a key and its problem, a YAML error's parts): one line,
+    with the config file named where the YAML parser only says "<unicode string>"."""
+    text = ""
+    for line in filter(None, (line.strip() for line in message.splitlines())):
+        text += ("" if not text else " " if text.endswith(":") else "; ") + line
+    configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
+    if len(configs) == 1:
+        text = text.replace('"<unicode string>"', configs[0])
+    return text
 
 
 def run_lightning(args: list[str]) -> int:
@@ -113,7 +142,16 @@ def run_lightning(args: list[str]) -> int:
         # Lightning warns whenever explicit args meet a non-empty sys.argv; `main` always
         # passes them explicitly, so the warning says nothing here.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        CrossViTCLI(**cli_kwargs(), args=args)
+        try:
+            cli = CrossViTCLI(**cli_kwargs(), args=args)
+        except ArgumentError as err:
+            raise UserError(_one_line(str(err), args)) from None
+        except DataError as err:  # a bad file met only once training had started
+            raise UserError(str(err)) from None
+    reason = getattr(cli.model, "stop_reason", None)
+    if reason:
+        print(f"crossvit-mtl {args[0]}: stopped: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -31,7 +31,11 @@ def to_tensors(raw: dict[str, Any]) -> Sample:
         elif key == "depth":
             out[key] = torch.from_numpy(np.asarray(value, dtype=np.float32)).unsqueeze(0)
         elif key == "normal":
-            out[key] = torch.from_numpy(np.asarray(value, dtype=np.float32)).permute(2, 0, 1).contiguous()
+            # float16 as a cache stores them stays float16: the training pipeline hands them over
+            # in float16 anyway, and the evaluation pipeline widens them last (build_transforms)
+            arr = np.asarray(value)
+            arr = arr if arr.dtype == np.float16 else arr.astype(np.float32, copy=False)
+            out[key] = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
         elif key == "classification":
             out[key] = torch.tensor(int(value), dtype=torch.int64)
         else:
@@ -53,8 +57,17 @@ class DenseDataset(Dataset):
     def load(self, index: int) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        """``dataset[i]``, or ``dataset[(i, seed)]`` to draw the sample's augmentation from its own
+        seed (what ``ResumableSampler`` yields), leaving the global RNG as it was."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         sample = to_tensors(self.load(index))
-        return self.transform(sample) if self.transform is not None else sample
+        if self.transform is None:
+            return sample
+        if seed is None:
+            return self.transform(sample)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(sample)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
@@ -90,3 +91,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class StepCheckpoint(Callback):
+    """Writes ``last.ckpt`` every ``every_n_steps`` optimiser steps, mid-epoch, so a killed run
+    loses at most that many steps. The epoch's last batch is left to the epoch-end checkpoint,
+    which follows the module's end-of-epoch updates (DWA's loss history)."""
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int):
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if (step == 0 or step % self.every_n_steps or step == self._saved_step
+                or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = step

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from typing import Any
 
@@ -14,6 +15,7 @@ from crossvit_mtl.data.base import DenseDataset, Sample
 from crossvit_mtl.data.common import TASKS, DatasetInfo
 from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.transforms import build_transforms
+from crossvit_mtl.engine.sampling import ResumableSampler
 
 
 class SelectTasks:
@@ -48,11 +50,13 @@ class DenseDataModule(pl.LightningDataModule):
                  persistent_workers: bool = True):
         super().__init__()
         self.save_hyperparameters()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                ("num_workers", num_workers, 0)):
+            if value is not None and value < low:
+                raise ValueError(f"data.{key} must be >= {low}, got {value}")
         self.datasets: dict[str, DenseDataset] = {}
+        self._sampler: ResumableSampler | None = None
+        self._sampler_state: dict[str, int] | None = None
         # Built now, not in setup(): a missing folder or a bad option fails before any work.
         probe = self._build(train_split)
         self.info: DatasetInfo = probe.info
@@ -106,15 +110,43 @@ class DenseDataModule(pl.LightningDataModule):
         workers = hp.num_workers
         dataset = self.dataset(split, train)
         sampler = None
-        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if train:
+            sampler = self._train_sampler(dataset)
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
             # Each rank takes every world_size-th sample, none repeated: Lightning's default
             # DistributedSampler pads with repeats, which summed metric states would count twice.
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train, sampler=sampler, drop_last=train and len(dataset) > hp.batch_size,
+            sampler=sampler, drop_last=train and len(sampler) > hp.batch_size,
             num_workers=workers, persistent_workers=hp.persistent_workers and workers > 0,
-            pin_memory=torch.cuda.is_available())
+            pin_memory=torch.cuda.is_available(),
+            # workers' base seed from a generator of its own, not from the global RNG, whose
+            # state a resumed run restores and must find untouched
+            generator=torch.Generator().manual_seed(0))
+
+    def _train_sampler(self, dataset: DenseDataset) -> ResumableSampler:
+        """One sampler for the whole fit, created when Lightning first asks for the loader (after
+        DDP is set up) and kept, so its epoch count survives reloads of the loader."""
+        if self._sampler is None:
+            self._sampler = ResumableSampler(dataset, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            if self._sampler_state is not None:
+                self._sampler.load_state_dict(self._sampler_state)
+        return self._sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training order's position, saved in every checkpoint (also mid-epoch)."""
+        trainer = self.trainer
+        if self._sampler is None or trainer is None:
+            return {}
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        finished = batches >= trainer.num_training_batches
+        return {"train_order": self._sampler.state_dict(batches * self.hparams.batch_size, finished)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._sampler_state = state.get("train_order")
+        if self._sampler is not None and self._sampler_state is not None:
+            self._sampler.load_state_dict(self._sampler_state)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.hparams.train_split, train=True)

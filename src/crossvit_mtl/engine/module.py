@@ -10,7 +10,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from crossvit_mtl.engine.optim import SCHEDULERS, build_optimizer, warmup_cosine
+from crossvit_mtl.engine.config_checks import check_model_fits_data, check_training_options
+from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
+from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
 from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
 from crossvit_mtl.models import PRESETS, as_task_dict, create_task_model
 from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
@@ -57,6 +59,9 @@ class DenseTaskModule(pl.LightningModule):
         optimizer: ``adam`` (the thesis), ``adamw`` (no decay on norms, biases, positions, CLS)
             or ``sgd``.
         scheduler: ``none`` or ``cosine`` (per step, after ``warmup_epochs`` of linear warm-up).
+        max_nonfinite_steps: a step whose loss or gradient is not finite is skipped (the weights
+            and the optimiser's state stay as they were) and counted in ``train/skipped_steps``;
+            after this many in a row the run stops with a message, its weights still finite.
         dataset_meta: what the data module says of its data (tasks, classes, palette...);
             the command line links it, and it is saved in checkpoints so prediction can rebuild
             the model and show its outputs.
@@ -67,32 +72,37 @@ class DenseTaskModule(pl.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
                  scheduler: str = "cosine", warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
                  weighting: str = "ew", weighting_options: dict[str, Any] | None = None,
-                 dataset_meta: dict[str, Any] | None = None):
+                 max_nonfinite_steps: int = 10, dataset_meta: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
         if dataset_meta is None:
             raise ValueError("dataset_meta is required (the data module's `meta`); the command line links it")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
-        if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        # Impossible values fail here, before any data is loaded or any step runs, in one line
+        # naming the config key and the value (the command line prints it as it is).
+        check_training_options(lr=lr, weight_decay=weight_decay, betas=betas, min_lr_ratio=min_lr_ratio,
+                               warmup_epochs=warmup_epochs, optimizer=optimizer, scheduler=scheduler,
+                               weighting=weighting, max_nonfinite_steps=max_nonfinite_steps)
+        check_model_fits_data(model, model_options, dataset_meta)
         self.task_channels: dict[str, int] = dict(dataset_meta["task_channels"])
         self.tasks = list(self.task_channels)
         losses = dict(losses or {})
         unknown = sorted(set(losses) - set(self.tasks))
         if unknown:
-            raise ValueError(f"losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
+            raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
                              f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
         self.model = self.build_network(model, model_options, dataset_meta)
         self.loss_weights: dict[str, float] = {}
         self.criteria = nn.ModuleDict()
         for task in self.tasks:
             spec = dict(losses.get(task) or {})
-            weight = float(spec.pop("weight", 1.0))
-            if weight < 0:
-                raise ValueError(f"losses.{task}.weight must be >= 0, got {weight}")
-            self.loss_weights[task] = weight
-            self.criteria[task] = build_loss(task, spec.pop("name", None), **spec)
+            weight = spec.pop("weight", 1.0)
+            if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
+                raise ValueError(f"model.losses.{task}.weight must be >= 0, got {weight!r}")
+            self.loss_weights[task] = float(weight)
+            try:
+                self.criteria[task] = build_loss(task, spec.pop("name", None), **spec)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"model.losses.{task}: {err}") from None
         self.weighting = build_weighting(weighting, self.tasks, weighting_options)
         if self.weighting.gradient_based:
             if not hasattr(self.model, "forward_features"):
@@ -102,6 +112,15 @@ class DenseTaskModule(pl.LightningModule):
         #: per-task sums of this epoch's training losses and the batch count, for ``on_epoch_end``
         self._epoch_losses: dict[str, torch.Tensor] = {}
         self._epoch_batches = 0
+        #: non-finite steps skipped in all and in a row; why the run stopped, if it did
+        self.skipped_steps = 0
+        self._nonfinite_in_row = 0
+        self.stop_reason: str | None = None
+        #: this optimiser step's losses (summed over accumulated batches) until it is known finite
+        self._step_losses: dict[str, torch.Tensor] = {}
+        self._step_batches = 0
+        self._stats_before: list[torch.Tensor] = []
+        self._rng_to_restore: dict[str, Any] | None = None
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: _metric_for(t, c) for t, c in self.task_channels.items()})
             for stage in STAGES})
@@ -118,9 +137,13 @@ class DenseTaskModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        """Labels travel as uint8 (see ``DatasetInfo``); losses and metrics index with int64."""
-        if "segmentation" in batch:
-            batch["segmentation"] = batch["segmentation"].long()
+        """Labels travel as uint8 and training images and normals as float16 (see ``DatasetInfo``);
+        losses and metrics take int64 and float32."""
+        for key, value in batch.items():
+            if key == "segmentation":
+                batch[key] = value.long()
+            elif value.dtype == torch.float16:
+                batch[key] = value.float()
         return batch
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -144,9 +167,10 @@ class DenseTaskModule(pl.LightningModule):
                 self.log(f"train/loss_{task}", value, on_step=False, on_epoch=True, batch_size=bs)
             for task, value in weights.items():
                 self.log(f"train/weight_{task}", value, on_step=True, on_epoch=False, batch_size=bs)
-        self._epoch_batches += 1
+        # counted for the epoch once the optimiser step is known to be finite
+        self._step_batches += 1
         for task, value in losses.items():
-            self._epoch_losses[task] = self._epoch_losses.get(task, 0.0) + value.detach()
+            self._step_losses[task] = self._step_losses.get(task, 0.0) + value.detach()
         return total
 
     def _aggregated_step(self, images: torch.Tensor, batch: dict[str, torch.Tensor]):
@@ -161,8 +185,9 @@ class DenseTaskModule(pl.LightningModule):
         heads = {t: [p for p in self.model.heads[t].parameters() if p.requires_grad] for t in self.tasks}
         head_ids = {id(p) for params in heads.values() for p in params}
         shared = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        # under DDP, averages the ranks' Jacobians and heads' gradients before aggregating
         weights = self.weighting.backward(losses, unique, shared, heads)
-        optimizer.step()
+        optimizer.step()  # through on_before_optimizer_step, which skips a non-finite step
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
@@ -197,6 +222,65 @@ class DenseTaskModule(pl.LightningModule):
     def on_train_epoch_start(self):
         self._epoch_losses, self._epoch_batches = {}, 0
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Skips the step if the loss or any gradient is not finite: gradients set to None make
+        the optimiser leave those parameters and their state alone. One host sync per step."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        checks = [torch.nn.utils.get_total_norm(grads)] if grads else []
+        checks += [v.to(self.device) for v in self._step_losses.values()]
+        finite = bool(torch.isfinite(torch.stack(checks)).all()) if checks else True
+        step_losses, step_batches = self._step_losses, self._step_batches
+        self._step_losses, self._step_batches = {}, 0
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self._nonfinite_in_row = 0
+            self._epoch_batches += step_batches
+            for task, value in step_losses.items():
+                self._epoch_losses[task] = self._epoch_losses.get(task, 0.0) + value
+            return
+        optimizer.zero_grad(set_to_none=True)
+        # batch-norm statistics the skipped forward passes updated go back too
+        for buffer, saved in zip(self.model.buffers(), self._stats_before):
+            buffer.copy_(saved)
+        self.skipped_steps += 1
+        self._nonfinite_in_row += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        limit = self.hparams.max_nonfinite_steps
+        if self._nonfinite_in_row >= limit and not self.trainer.should_stop:
+            self.stop_reason = (f"the loss or its gradient was not finite for {limit} steps in a row "
+                                f"(global step {self.global_step}); the weights are those of the last "
+                                "finite step (lower model.lr, or raise model.max_nonfinite_steps)")
+            self.trainer.should_stop = True
+
+    # ------------------------------------------------------------- resuming
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What a bit-exact resume needs beyond weights and optimiser: the RNG states and the
+        running epoch's loss sums (they feed DWA at the epoch's end)."""
+        checkpoint["rng_states"] = capture_rng_states()
+        checkpoint["train_progress"] = {
+            "epoch_losses": {t: v.detach().cpu() for t, v in self._epoch_losses.items()},
+            "epoch_batches": self._epoch_batches, "skipped_steps": self.skipped_steps,
+            "nonfinite_in_row": self._nonfinite_in_row}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+        progress = checkpoint.get("train_progress") or {}
+        self._epoch_losses = dict(progress.get("epoch_losses", {}))
+        self._epoch_batches = int(progress.get("epoch_batches", 0))
+        self.skipped_steps = int(progress.get("skipped_steps", 0))
+        self._nonfinite_in_row = int(progress.get("nonfinite_in_row", 0))
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self._step_batches == 0:  # a new optimiser step: what to restore if it is skipped
+            self._stats_before = [b.clone() for b in self.model.buffers()]
+        # Restored here, just before the first step after loading, so the sanity check and loader
+        # start-up in between cannot move the RNG away from where the saved run had it.
+        if self._rng_to_restore is not None:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+        if self._epoch_losses:
+            device = batch["image"].device
+            self._epoch_losses = {t: v.to(device) for t, v in self._epoch_losses.items()}
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """After an epoch's last batch, hands the weighting each task's average training loss (mean
         over devices). Done here, before validation, so the end-of-epoch checkpoint holds it."""
@@ -208,12 +292,18 @@ class DenseTaskModule(pl.LightningModule):
     def on_fit_start(self):
         if self.automatic_optimization:
             return
-        if self.trainer.world_size > 1:
-            raise ValueError(f"weighting {self.hparams.weighting!r} aggregates gradients on one device; "
-                             "multi-device training supports the loss weightings (ew, uw, dwa, rlw, gls)")
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ValueError(f"weighting {self.hparams.weighting!r} cannot use fp16 loss scaling; "
                              "use precision bf16-mixed or 32-true")
+        if self.trainer.world_size > 1:
+            # The ranks' Jacobians and heads' gradients are averaged in ``GradientAggregation.backward``;
+            # no step calls ``backward()`` through the DDP wrapper, so its reducer must not expect one
+            # (what ``DistributedDataParallel.no_sync`` does). Lightning 2.6's forward redirection
+            # also clears the flag inside each manual-optimisation step, before DDP's post-forward
+            # would prepare the reducer, and sets it again after the step; either suffices.
+            ddp = self.trainer.strategy.model
+            if hasattr(ddp, "require_backward_grad_sync"):
+                ddp.require_backward_grad_sync = False
 
     def on_validation_epoch_end(self):
         self._eval_epoch_end("val")

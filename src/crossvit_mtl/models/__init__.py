@@ -46,9 +46,43 @@ def model_config(name: str, **overrides) -> dict:
     return config
 
 
+def check_input_size(name: str, size, what: str = "input size", **overrides) -> None:
+    """Refuse an input size (H, W) that a preset's patches cannot tile, naming the size, the patch
+    size and the model: every branch fed the input as it is (each branch of the dense models and
+    of ``thesis_seg``; the CrossViT classifiers' branch whose ``img_size`` is the reference, the
+    other one being resized to a multiple of its patch) needs it to divide by its patch size."""
+    config = model_config(name, **overrides)
+    height, width = (int(s) for s in size)
+    patches = [int(p) for p in config["patch_sizes"]]
+    if PRESETS[name]["arch"] == "crossvit":
+        scales = [s / config["img_size"][-1] for s in config["img_size"]]
+    else:
+        scales = [1.0] * len(patches)
+    for patch, scale in zip(patches, scales):
+        if scale == 1.0 and (height % patch or width % patch):
+            raise ValueError(f"{what} {height}x{width} is not divisible by the patch size {patch} of "
+                             f"model {name!r} (patch_sizes {patches})")
+
+
+def _check_config(name: str, config: dict, overrides: dict) -> None:
+    """Values no network can be built or run with fail in one line naming the option."""
+    if PRESETS[name]["arch"] != "crossvit":  # classifiers resize their branches: any img_size
+        check_input_size(name, config["img_size"], "img_size", **overrides)
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        if key in config and not 0 <= config[key] < 1:
+            raise ValueError(f"model {name!r}: {key} must be in [0, 1), got {config[key]}")
+    width_key, heads_key = ("dims", "heads") if "dims" in config else ("embed_dim", "num_heads")
+    many = isinstance(config[width_key], (list, tuple))  # per branch, or one width (thesis)
+    widths, heads = (list(config[k]) if many else [config[k]] for k in (width_key, heads_key))
+    if any(h < 1 or w % h for w, h in zip(widths, heads)):
+        raise ValueError(f"model {name!r}: {width_key} {widths if many else widths[0]} must be divisible by "
+                         f"{heads_key} {heads if many else heads[0]}")
+
+
 def create_model(name: str, weights: str | None = None, **overrides) -> nn.Module:
     """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused)."""
     config = model_config(name, **overrides)
+    _check_config(name, config, overrides)
     model = ARCHITECTURES[PRESETS[name]["arch"]](**config)
     model.preset_name = name
     model.preset_overrides = dict(overrides)
@@ -81,5 +115,5 @@ def as_task_dict(output) -> dict:
     return output if isinstance(output, dict) else {"classification": output}
 
 
-__all__ = ["ARCHITECTURES", "PRESETS", "as_task_dict", "create_model", "create_task_model",
+__all__ = ["ARCHITECTURES", "PRESETS", "as_task_dict", "check_input_size", "create_model", "create_task_model",
            "list_models", "model_config"]

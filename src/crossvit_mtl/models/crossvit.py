@@ -25,6 +25,8 @@ class CrossViT(nn.Module):
                  in_chans: int = 3, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         ref = img_size[-1]
         self.num_classes = num_classes
         self.encoder = DualBranchEncoder(

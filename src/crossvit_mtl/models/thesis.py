@@ -30,6 +30,8 @@ class ThesisSegNet(nn.Module):
         super().__init__()
         if depth < 1 or cross_depth < 1:
             raise ValueError(f"depth and cross_depth must be >= 1, got {depth} and {cross_depth}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
         self.encoder = DualBranchEncoder(
             img_size=img_size, patch_sizes=patch_sizes, dims=(embed_dim, embed_dim),

@@ -1,0 +1,448 @@
+"""Malformed inputs and the one-line message each must give: the one place that lists them.
+
+Every case writes its malformed input into ``tmp_path`` (a data file, a config, a checkpoint or a
+weights file), runs the exact command through the public entry point in-process
+(``crossvit_mtl.cli.main``; ``create_model`` for weights loaded from Python) and checks the exit
+code (2 for errors, 1 for ``data check`` which lists problems), that the message is ONE line
+(``data check``: one line per problem and a summary) and that it matches a pattern naming the
+offending file, key or value. ``{tmp}`` in a command is the case's ``tmp_path``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from fixtures_data import cityscapes_stem, write_cityscapes, write_image_folder, write_mtan_cityscapes, write_mtan_nyuv2
+
+from crossvit_mtl.cli import main
+
+# A tiny run: a 32x64 synthetic street scene, segmentation only. Cases fail while the classes are
+# instantiated, before any data loader or training step, unless they say otherwise.
+TINY_MODEL = {"model": "crossvit_seg_tiny", "lr": 1e-3, "warmup_epochs": 0.0}
+TINY_DATA = {"dataset": "synth", "options": {"length": 4, "height": 32, "width": 64},
+             "tasks": ["segmentation"], "batch_size": 2, "num_workers": 0}
+TINY_TRAINER = {"max_steps": 1, "limit_train_batches": 1, "limit_val_batches": 1, "num_sanity_val_steps": 0,
+                "enable_progress_bar": False, "enable_model_summary": False, "precision": "32-true",
+                "logger": False}
+#: small enough to build in milliseconds, big enough to be a real crossvit_mtl network
+TINY_MTL_OPTIONS = {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]], "decoder_channels": 16,
+                    "detail_channels": 8, "decoder_stages": 1}
+
+FIT = "fit --config {tmp}/config.yaml --run_dir {tmp}/run"
+PAYLOAD_MARKER = "payload_ran"
+
+
+# ----------------------------------------------------------------------------------- builders
+def _merge(base: dict, changes: dict | None) -> dict:
+    """``changes`` over ``base``; a value None removes the key."""
+    out = dict(base)
+    for key, value in (changes or {}).items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def write_config(tmp: Path, model: dict | None = None, data: dict | None = None,
+                 trainer: dict | None = None) -> None:
+    config = {"model": _merge(TINY_MODEL, model), "data": _merge(TINY_DATA, data),
+              "trainer": _merge(TINY_TRAINER, trainer), "report_samples": 0}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def config(model: dict | None = None, data: dict | None = None, trainer: dict | None = None):
+    """Builder of a config with these changes to the tiny run."""
+    return lambda tmp: write_config(tmp, model, data, trainer)
+
+
+def raw_config(text: str):
+    """Builder of a config file written as it is (for what YAML dicts cannot express)."""
+    def build(tmp: Path) -> None:
+        write_config(tmp)
+        (tmp / "config.yaml").write_text(text)
+    return build
+
+
+def mtan(damage: Callable[[Path], object], fit: dict | None = None):
+    """An MTAN Cityscapes tree (16x32, 3 train / 2 val samples) damaged by ``damage``; with
+    ``fit``, also a config training crossvit_mtl_tiny on it (``fit`` = changes to ``data``)."""
+    def build(tmp: Path) -> None:
+        root = write_mtan_cityscapes(tmp / "mtan", size=(16, 32))
+        damage(root)
+        if fit is not None:
+            write_config(tmp, model={"model": "crossvit_mtl_tiny", "model_options": TINY_MTL_OPTIONS},
+                         data={"dataset": "cityscapes_mtan", "root": str(root), "options": None, "tasks": None,
+                               **fit})
+    return build
+
+
+def nyuv2(damage: Callable[[Path], object]):
+    def build(tmp: Path) -> None:
+        damage(write_mtan_nyuv2(tmp / "nyuv2"))
+    return build
+
+
+def cityscapes(damage: Callable[[Path], object]):
+    def build(tmp: Path) -> None:
+        damage(write_cityscapes(tmp / "cs", {"train": 2, "val": 1}))
+    return build
+
+
+def _cs_file(root: Path, folder: str, split: str, suffix: str, i: int = 0) -> Path:
+    return root / folder / split / "aachen" / f"{cityscapes_stem(i)}_{suffix}"
+
+
+def _truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _several_problems(root: Path) -> None:
+    (root / "train" / "label_7" / "2.npy").unlink()
+    np.save(root / "train" / "depth" / "1.npy", np.full((16, 32), np.nan, np.float32))
+    np.save(root / "val" / "label_7" / "1.npy", np.full((16, 32), 9, np.float32))
+    _truncate(root / "val" / "image" / "1.npy", 150)
+
+
+@functools.cache
+def _trained_state(model: str, options: tuple, classes: int) -> dict:
+    """A DenseTaskModule's checkpoint dict as Lightning writes it (state_dict + hyper-parameters),
+    built by saving the module directly: no training needed to exercise loading."""
+    from crossvit_mtl.engine.datamodule import DenseDataModule
+    from crossvit_mtl.engine.module import DenseTaskModule
+
+    meta = DenseDataModule(**TINY_DATA).meta
+    meta["class_names"] = meta["class_names"][:classes]
+    meta["palette"] = meta["palette"][:classes]
+    meta["task_channels"] = {"segmentation": classes}
+    torch.manual_seed(0)
+    module = DenseTaskModule(model=model, model_options=dict(options), dataset_meta=meta)
+    return {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": "2"}
+
+
+SEG_OPTIONS = (("dims", (32, 64)), ("heads", (2, 2)), ("stages", ((1, 1, 1),)), ("decoder_channels", 16),
+               ("detail_channels", 8), ("decoder_stages", 1))
+THESIS_OPTIONS = (("embed_dim", 32), ("num_heads", 2), ("decoder_channels", 8), ("stem_channels", 8))
+#: the same options on the command line, at the size the checkpoints are made for
+SEG_OPTION_ARGS = ("--model-option dims=[32,64] --model-option heads=[2,2] --model-option stages=[[1,1,1]] "
+                   "--model-option decoder_channels=16 --model-option detail_channels=8 --model-option decoder_stages=1 "
+                   "--model-option img_size=[32,64]")
+
+
+def checkpoint(name: str = "run.ckpt", classes: int = 8, edit: Callable[[dict], dict] | None = None):
+    """Builder of a training checkpoint of a tiny crossvit_seg_tiny (``classes`` classes)."""
+    def build(tmp: Path) -> None:
+        ckpt = _trained_state("crossvit_seg_tiny", SEG_OPTIONS, classes)
+        torch.save(edit(ckpt) if edit else ckpt, tmp / name)
+    return build
+
+
+def checkpoint_and_image(tmp: Path) -> None:
+    checkpoint()(tmp)
+    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(tmp / "a.png")
+
+
+def _other_model(ckpt: dict) -> dict:
+    """The hyper-parameters of the checkpoint, the weights of another network (the thesis's)."""
+    other = _trained_state("thesis_seg", THESIS_OPTIONS, 8)
+    return {**ckpt, "state_dict": other["state_dict"]}
+
+
+class Payload:
+    """Unpickling it would create the marker file: the proof the payload ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def pickled_payload(name: str):
+    def build(tmp: Path) -> None:
+        torch.save({"state_dict": {}, "hyper_parameters": {"model": Payload(tmp / PAYLOAD_MARKER)}}, tmp / name)
+    return build
+
+
+def random_bytes(name: str, size: int = 4096):
+    def build(tmp: Path) -> None:
+        (tmp / name).write_bytes(np.random.default_rng(0).bytes(size))
+    return build
+
+
+def truncated_checkpoint(tmp: Path) -> None:
+    checkpoint()(tmp)
+    _truncate(tmp / "run.ckpt", 5000)
+
+
+def safetensors_corrupt_header(tmp: Path) -> None:
+    from crossvit_mtl.export import save_weights
+    from crossvit_mtl.models import create_model
+
+    path = save_weights(create_model("crossvit_seg_tiny", **dict(SEG_OPTIONS)), tmp / "w.safetensors")
+    data = bytearray(path.read_bytes())
+    data[8:20] = b"{not json!!}"  # the JSON header starts after its 8-byte length
+    path.write_bytes(bytes(data))
+
+
+def safetensors_other_shapes(tmp: Path) -> None:
+    from crossvit_mtl.export import save_weights
+    from crossvit_mtl.models import create_model
+
+    save_weights(create_model("crossvit_seg_tiny", **dict(SEG_OPTIONS), num_classes=5), tmp / "w.safetensors")
+
+
+def load_weights_into(preset: str, file: str, **options):
+    """A Python call: ``create_model(preset, weights={tmp}/file, **options)``."""
+    def call(tmp: Path):
+        from crossvit_mtl.models import create_model
+
+        return create_model(preset, weights=str(tmp / file), **options)
+    call.command = f"create_model({preset!r}, weights='{{tmp}}/{file}', **{options!r})"
+    return call
+
+
+# -------------------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    id: str
+    build: Callable[[Path], None]
+    #: the command line, or a Python call taking tmp_path (for weights loaded from Python)
+    command: str | Callable[[Path], object]
+    #: pattern(s) the message must match; a list for ``data check``: each matches its own line
+    expect: str | list[str]
+    rc: int = 2
+
+
+CASES = [
+    # --- data files: MTAN npy trees (construction-time checks, through `fit`) ---------------
+    Case("mtan_missing_train_split", mtan(lambda r: shutil.rmtree(r / "train"), fit={}), FIT,
+         r"mtan/train: split folder missing \(found: val\)"),
+    Case("mtan_missing_val_split", mtan(lambda r: shutil.rmtree(r / "val"), fit={}), FIT,
+         r"mtan/val: split folder missing \(found: train\)"),
+    Case("mtan_image_label_count_mismatch", mtan(lambda r: (r / "train" / "label_7" / "2.npy").unlink(), fit={}),
+         FIT, r"train/label_7/2\.npy: missing, but image/2\.npy exists"),
+    Case("mtan_truncated_npy", mtan(lambda r: _truncate(r / "train" / "depth" / "0.npy", 100), fit={}), FIT,
+         r"train/depth/0\.npy: not a readable \.npy file"),
+    Case("mtan_wrong_shape", mtan(lambda r: np.save(r / "train" / "image" / "0.npy",
+                                                    np.zeros((16, 32, 4), np.float32)), fit={}), FIT,
+         r"train/image/0\.npy: shape \(16, 32, 4\), expected HxWx3 or 3xHxW"),
+    Case("mtan_task_not_provided", mtan(lambda r: None, fit={"tasks": ["segmentation", "normal"]}), FIT,
+         r"tasks: 'normal' is not provided by data set 'cityscapes_mtan' \(it provides: segmentation, depth\)"),
+    # --- data values: read by `data check` (exit 1, one line per problem) -------------------
+    Case("mtan_wrong_dtype", mtan(lambda r: np.save(r / "train" / "image" / "1.npy", np.zeros((16, 32, 3), np.int32))),
+         "data check {tmp}/mtan", [r"train/image/1\.npy: image has dtype int32, expected floating point",
+                                   r"^1 problem\(s\) found in .*mtan$"], rc=1),
+    Case("mtan_labels_out_of_range",
+         mtan(lambda r: np.save(r / "val" / "label_7" / "1.npy", np.full((16, 32), 9, np.float32))),
+         "data check {tmp}/mtan", [r"val/label_7/1\.npy: label values in \[9, 9\], expected -1 \(not annotated\) to 6",
+                                   r"^1 problem\(s\) found"], rc=1),
+    Case("mtan_nan_in_depth", mtan(lambda r: np.save(r / "train" / "depth" / "1.npy", np.full((16, 32), np.nan, np.float32))),
+         "data check {tmp}/mtan", [r"train/depth/1\.npy: depth contains NaN or Inf", r"^1 problem\(s\) found"], rc=1),
+    Case("nyuv2_inf_in_normals",
+         nyuv2(lambda r: np.save(r / "val" / "normal" / "1.npy", np.full((12, 16, 3), np.inf, np.float32))),
+         "data check {tmp}/nyuv2", [r"val/normal/1\.npy: normal contains NaN or Inf", r"^1 problem\(s\) found"], rc=1),
+    Case("data_check_lists_every_problem", mtan(_several_problems), "data check {tmp}/mtan",
+         [r"train/label_7/2\.npy: missing, but image/2\.npy exists", r"train/depth/1\.npy: depth contains NaN or Inf",
+          r"val/label_7/1\.npy: label values in \[9, 9\]", r"val/image/1\.npy: not a readable \.npy file",
+          r"^4 problem\(s\) found in .*mtan$"], rc=1),
+    Case("mtan_nan_in_depth_during_fit",
+         mtan(lambda r: [np.save(p, np.full((16, 32), np.nan, np.float32)) for p in (r / "train" / "depth").glob("*.npy")],
+              fit={}), FIT, r"train/depth/\d\.npy: depth contains NaN or Inf"),
+    # --- data files: Cityscapes official layout, `data cityscapes` ----------------------------
+    Case("cityscapes_corrupt_png",
+         cityscapes(lambda r: _truncate(_cs_file(r, "leftImg8bit", "train", "leftImg8bit.png"), 100)),
+         "data cityscapes --root {tmp}/cs --out {tmp}/out --size 8x16",
+         rf"{cityscapes_stem(0)}_leftImg8bit\.png: cannot read image"),
+    Case("cityscapes_camera_missing_key",
+         cityscapes(lambda r: _cs_file(r, "camera", "train", "camera.json", 1).write_text('{"extrinsic": {"baseline": 0.2}}')),
+         "data cityscapes --root {tmp}/cs --out {tmp}/out --size 8x16",
+         rf"{cityscapes_stem(1)}_camera\.json: camera file lacks extrinsic\.baseline / intrinsic\.fx \('intrinsic'\)"),
+    Case("folder_single_class", lambda tmp: (write_image_folder(tmp / "f", {"train": {"cat": 2}, "val": {"cat": 1}},
+                                                                size=(32, 64)),
+                                             write_config(tmp, model={"model": "crossvit_mtl_tiny"},
+                                                          data={"dataset": "folder", "root": str(tmp / "f"),
+                                                                "options": {"size": [32, 64]}, "tasks": None})),
+         FIT, r"data set 'folder:f' has 1 classification class \(cat\) \(one sub-folder per class\); "
+              r"classification needs at least 2"),
+    # --- configs --------------------------------------------------------------------------
+    Case("config_unknown_key", config(model={"learning_rate": 0.1}), FIT,
+         r"does not accept option 'model\.learning_rate'"),
+    Case("config_wrong_type", config(model={"lr": "fast"}), FIT,
+         r'Parser key "model\.lr": Expected a <class .float.>\. Got value: fast'),
+    Case("config_yaml_syntax", raw_config("model:\n  lr: [1e-3\n"), FIT,
+         r"Problems parsing config: while parsing a flow sequence; in \S+/config\.yaml, line 2, column 7"),
+    Case("config_lr_not_positive", config(model={"lr": -0.001}), FIT, r"model\.lr must be > 0, got -0\.001"),
+    Case("config_lr_nan", config(model={"lr": float("nan")}), FIT, r"model\.lr must be > 0, got nan"),
+    Case("config_weight_decay_negative", config(model={"weight_decay": -0.05}), FIT,
+         r"model\.weight_decay must be >= 0, got -0\.05"),
+    Case("config_betas_outside", config(model={"betas": [0.9, 1.0]}), FIT,
+         r"model\.betas must be two values in \[0, 1\), got \[0\.9, 1\.0\]"),
+    Case("config_min_lr_ratio_outside", config(model={"min_lr_ratio": 1.5}), FIT,
+         r"model\.min_lr_ratio must be in \[0, 1\], got 1\.5"),
+    Case("config_warmup_negative", config(model={"warmup_epochs": -1}), FIT,
+         r"model\.warmup_epochs must be >= 0, got -1"),
+    Case("config_unknown_optimizer", config(model={"optimizer": "nope"}), FIT,
+         r"model\.optimizer must be one of adam, adamw, sgd, got 'nope'"),
+    Case("config_unknown_weighting", config(model={"weighting": "nope"}), FIT,
+         r"model\.weighting must be one of ew, .*, got 'nope'"),
+    Case("config_unknown_loss", config(model={"model": "crossvit_mtl_tiny", "losses": {"depth": {"name": "nope"}}},
+                                       data={"tasks": ["segmentation", "depth"]}), FIT,
+         r"model\.losses\.depth: unknown depth loss 'nope'"),
+    Case("config_unknown_loss_option", config(model={"losses": {"segmentation": {"name": "ce", "smoothing": 0.1}}}),
+         FIT, r"model\.losses\.segmentation: .*unexpected keyword argument 'smoothing'"),
+    Case("config_batch_size_zero", config(data={"batch_size": 0}), FIT, r"batch_size must be >= 1, got 0"),
+    Case("config_task_not_a_task", config(data={"tasks": ["segmentation", "edges"]}), FIT,
+         r"tasks: 'edges' is not a task"),
+    Case("config_num_classes_below_2", config(model={"model_options": {"num_classes": 1}}), FIT,
+         r"model\.model_options\.num_classes must be an integer >= 2, got 1"),
+    Case("config_num_classes_not_the_data", config(model={"model_options": {"num_classes": 5}}), FIT,
+         r"model\.model_options\.num_classes is 5, but data set 'synth' has 8 for segmentation"),
+    Case("config_tasks_class_count_below_2",
+         config(model={"model": "crossvit_mtl_tiny", "model_options": {"tasks": {"segmentation": 1}}}), FIT,
+         r"model\.model_options\.tasks\.segmentation must be an integer >= 2, got 1"),
+    Case("config_image_size_not_divisible", config(data={"options": {"length": 4, "height": 40, "width": 64}}), FIT,
+         r"data image size 40x64 is not divisible by the patch size 16 of model 'crossvit_seg_tiny'"),
+    Case("config_eval_size_not_divisible", config(data={"eval_transforms": {"size": [120, 256]}}), FIT,
+         r"data image size 120x256 is not divisible by the patch size 16 of model 'crossvit_seg_tiny'"),
+    Case("config_thesis_size_not_divisible",
+         config(model={"model": "thesis_seg", "model_options": {"embed_dim": 32, "num_heads": 2, "decoder_channels": 8}},
+                data={"options": {"length": 4, "height": 40, "width": 64}}), FIT,
+         r"data image size 40x64 is not divisible by the patch size 16 of model 'thesis_seg'"),
+    Case("config_patch_sizes_not_dividing", config(model={"model_options": {"patch_sizes": [8, 12]}}), FIT,
+         r"data image size 32x64 is not divisible by the patch size 12 of model 'crossvit_seg_tiny'"),
+    Case("config_unknown_model_option", config(model={"model_options": {"num_clases": 5}}), FIT,
+         r"model 'crossvit_seg_tiny' has no option 'num_clases'"),
+    Case("config_drop_path_rate_outside", config(model={"model_options": {"drop_path_rate": 1.5}}), FIT,
+         r"model 'crossvit_seg_tiny': drop_path_rate must be in \[0, 1\), got 1\.5"),
+    Case("config_heads_not_dividing_dims", config(model={"model_options": {"heads": [3, 3]}}), FIT,
+         r"model 'crossvit_seg_tiny': dims \[64, 128\] must be divisible by heads \[3, 3\]"),
+    Case("config_max_steps_negative", config(trainer={"max_steps": -5}), FIT, r"max_steps.*-5"),
+    # --- checkpoints and weights ----------------------------------------------------------
+    Case("checkpoint_pickled_payload", pickled_payload("evil.ckpt"),
+         "predict --checkpoint {tmp}/evil.ckpt --input {tmp} --out {tmp}/pred",
+         r"evil\.ckpt: refused to load \(it holds more than weights"),
+    Case("weights_pickled_payload", pickled_payload("evil.pt"), load_weights_into("crossvit_seg_tiny", "evil.pt"),
+         r"evil\.pt: refused to load \(it holds more than weights"),
+    Case("checkpoint_truncated", truncated_checkpoint,
+         "predict --checkpoint {tmp}/run.ckpt --input {tmp} --out {tmp}/pred",
+         r"run\.ckpt: not a readable checkpoint"),
+    Case("checkpoint_random_bytes", random_bytes("noise.ckpt"),
+         "export --checkpoint {tmp}/noise.ckpt --format safetensors --out {tmp}/o.safetensors",
+         r"noise\.ckpt: (not a readable checkpoint|refused to load)"),
+    Case("checkpoint_not_a_training_checkpoint",
+         lambda tmp: torch.save({"weight": torch.zeros(2)}, tmp / "plain.ckpt"),
+         "predict --checkpoint {tmp}/plain.ckpt --input {tmp} --out {tmp}/pred",
+         r"plain\.ckpt: not a crossvit-mtl training checkpoint"),
+    Case("checkpoint_of_another_model", checkpoint("run.ckpt", edit=_other_model),
+         "predict --checkpoint {tmp}/run.ckpt --input {tmp} --out {tmp}/pred",
+         r"run\.ckpt: weights do not fit the model; missing: decoder\.[^;]*\(\+\d+ more\); unexpected: decoders\.[^;]*; "
+         r"shape mismatch: encoder\.cls_token\.1 \(1, 1, 32\) vs \(1, 1, 64\)"),
+    Case("checkpoint_of_another_class_count", checkpoint("run.ckpt", classes=8),
+         "export --model crossvit_seg_tiny --weights {tmp}/run.ckpt --format safetensors --out {tmp}/o.safetensors "
+         "--model-option num_classes=5 " + SEG_OPTION_ARGS,
+         r"run\.ckpt: weights do not fit the model; shape mismatch: heads\.segmentation\.\S+ \(8,\) vs \(5,\)"),
+    Case("predict_size_not_divisible", checkpoint_and_image,
+         "predict --checkpoint {tmp}/run.ckpt --input {tmp}/a.png --out {tmp}/pred --size 40x64",
+         r"--size: input size 40x64 is not divisible by the patch size 16"),
+    Case("weights_random_bytes", random_bytes("noise.safetensors"),
+         load_weights_into("crossvit_seg_tiny", "noise.safetensors"),
+         r"noise\.safetensors: not a readable safetensors file"),
+    Case("safetensors_corrupt_header", safetensors_corrupt_header,
+         "export --model crossvit_seg_tiny --weights {tmp}/w.safetensors --format safetensors --out {tmp}/o.safetensors",
+         r"w\.safetensors: not a readable safetensors file"),
+    Case("safetensors_wrong_shapes", safetensors_other_shapes,
+         load_weights_into("crossvit_seg_tiny", "w.safetensors", **dict(SEG_OPTIONS)),
+         r"w\.safetensors: weights do not fit the model; shape mismatch: heads\.segmentation\.\S+ \(5,\) vs \(8,\)"),
+]
+
+
+# ------------------------------------------------------------------------------------ running
+def visible_lines(text: str) -> list[str]:
+    """The lines a terminal would show from the error on: progress bars redraw with carriage
+    returns, so only what follows a line's last one stays; empty lines are left out, and so is what
+    Lightning printed of a run before a problem met during training stopped it."""
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    first = next((i for i, line in enumerate(lines) if re.match(r"crossvit-mtl \S+: error: ", line)), 0)
+    return lines[first:]
+
+
+def run_case(case: Case, tmp: Path) -> tuple[int | None, list[str], BaseException | None]:
+    """(exit code, the lines the user sees, the exception if one escaped)."""
+    if callable(case.command):
+        try:
+            case.command(tmp)
+        except Exception as err:  # noqa: BLE001 - the API raises; what it raises is checked
+            return None, visible_lines(str(err)), err
+        pytest.fail(f"{case.command.command} raised nothing")
+    argv = shlex.split(case.command.format(tmp=tmp))
+    try:
+        with lightning_logs_to_stderr():
+            rc = main(argv)
+    except SystemExit as exit:  # argument parsers exit on their own
+        rc = exit.code
+    return rc, [], None
+
+
+@contextlib.contextmanager
+def lightning_logs_to_stderr():
+    """Lightning's log handlers keep the stderr of the test that first imported Lightning, closed
+    since: point them at the stderr of now (captured), where the user would see their lines."""
+    handlers = [h for name in ("lightning", "lightning.pytorch", "lightning.fabric")
+                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
+    before = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.stream = sys.stderr  # not setStream: it flushes the old stream, perhaps closed
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, before):
+            handler.stream = stream
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_malformed_input_gives_one_line_naming_it(case: Case, tmp_path: Path, capsys):
+    case.build(tmp_path)
+    capsys.readouterr()  # what building printed is not the command's
+    rc, lines, err = run_case(case, tmp_path)  # an exception escaping here is a traceback for the user
+    if callable(case.command):
+        assert isinstance(err, ValueError), f"{type(err).__name__} is not a ValueError: {err}"
+    else:
+        captured = capsys.readouterr()
+        lines = visible_lines(captured.out if case.rc == 1 else captured.err)
+        assert rc == case.rc, (rc, lines[-5:])
+        assert "Traceback" not in captured.err + captured.out
+    expected = case.expect if isinstance(case.expect, list) else [case.expect]
+    text = "\n".join(lines)
+    assert not (tmp_path / PAYLOAD_MARKER).exists(), "a pickled payload ran"
+    assert "Traceback" not in text
+    if isinstance(case.expect, list):  # data check: each problem on its own line, then the summary
+        assert len(lines) == len(expected), lines
+        for pattern in expected:
+            assert sum(bool(re.search(pattern, line)) for line in lines) == 1, (pattern, lines)
+        return
+    assert re.search(expected[0], text), (expected[0], lines[-5:])
+    assert len(lines) == 1, lines
+    if not callable(case.command):
+        assert lines[0].startswith(f"crossvit-mtl {case.command.split()[0]}: error: "), lines[0]
+
+
+def test_the_corpus_is_large_and_spans_every_kind_of_input():
+    assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
+    kinds = {c.id.split("_")[0] for c in CASES}
+    assert {"mtan", "nyuv2", "cityscapes", "data", "config", "checkpoint", "weights", "safetensors"} <= kinds
