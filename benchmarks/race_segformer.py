@@ -140,7 +140,8 @@ def main() -> None:
                 batch = runner.next_batch()
                 runner.optimizer.zero_grad(set_to_none=True)
                 with autocast():
-                    logits = runner.model(batch["image"])["segmentation"]
+                    # training batches hand the image over in float16 (DatasetInfo)
+                    logits = runner.model(batch["image"].float())["segmentation"]
                 criterion(logits, batch["segmentation"].long()).backward()
                 runner.optimizer.step()
                 runner.train_s += time.perf_counter() - start

@@ -280,8 +280,6 @@ class CachedDataset(DenseDataset):
         for key, array in self._arrays.items():
             value = array[index]
             raw[key] = int(value) if key == "classification" else np.array(value)
-        if "normal" in raw:
-            raw["normal"] = raw["normal"].astype(np.float32)
         return raw
 
 

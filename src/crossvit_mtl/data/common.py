@@ -25,11 +25,14 @@ class DatasetInfo:
 
     A sample is a dict with some of the keys
       ``image``          float32 (3, H, W), normalised by ``mean``/``std``
-      ``segmentation``   uint8 (H, W), values in [0, num_classes) or IGNORE_INDEX (int64 once on
-                         the device: ``DenseTaskModule.on_after_batch_transfer``)
+      ``segmentation``   uint8 (H, W), values in [0, num_classes) or IGNORE_INDEX
       ``depth``          float32 (1, H, W), metres (or disparity when ``depth_kind`` says so); 0 = invalid
       ``normal``         float32 (3, H, W), unit vectors in the camera frame; all-zero = invalid
       ``classification`` int64 scalar
+
+    Between loader workers and the training step, bytes cost more than arithmetic: labels stay
+    uint8, and the training pipeline hands over image and normals as float16 (half the bytes;
+    ``build_transforms``). ``DenseTaskModule.on_after_batch_transfer`` widens them on the device.
     """
 
     name: str

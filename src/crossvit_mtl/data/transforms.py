@@ -297,6 +297,22 @@ class Normalize:
         return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
 
 
+class CastFloats:
+    """Cast floating-point maps to given dtypes: the pipelines' last step. Training hands image
+    and normals over as float16 (workers to main process: half the bytes, the step that limited
+    loading); evaluation widens float16 normals from a cache back to the documented float32."""
+
+    def __init__(self, dtypes: dict[str, torch.dtype]):
+        self.dtypes = dict(dtypes)
+
+    def __call__(self, sample: Sample) -> Sample:
+        return {k: v.to(self.dtypes[k]) if k in self.dtypes and v.is_floating_point() else v
+                for k, v in sample.items()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({ {k: str(v) for k, v in self.dtypes.items()} })"
+
+
 class Resize:
     """Resize the whole sample to ``size`` = (H, W): image bilinear (antialiased when shrinking),
     maps nearest.
@@ -347,8 +363,9 @@ def _validated(config: dict | None, defaults: dict[str, Any], mode: str) -> dict
 def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None) -> Compose:
     """The pipeline a data set's samples go through.
 
-    ``train=True``: scale-crop, flip, colour jitter, normalise (keys of :data:`DEFAULT_TRAIN`).
-    ``train=False``: optional resize, normalise (keys of :data:`DEFAULT_EVAL`).
+    ``train=True``: scale-crop, flip, colour jitter, normalise (keys of :data:`DEFAULT_TRAIN`),
+    image and normals handed over in float16.
+    ``train=False``: optional resize, normalise (keys of :data:`DEFAULT_EVAL`), all floats float32.
     ``config`` overrides some of the defaults; an unknown key or an impossible value raises
     ``ValueError`` naming it. Steps that would do nothing (one scale of 1, p = 0, no jitter)
     are left out so they cost nothing.
@@ -369,4 +386,8 @@ def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None)
         if cfg["size"] is not None:
             steps.append(Resize(cfg["size"]))
     steps.append(Normalize(info.mean, info.std))
+    if train:
+        steps.append(CastFloats({"image": torch.float16, "normal": torch.float16}))
+    elif "normal" in info.tasks:
+        steps.append(CastFloats({"normal": torch.float32}))
     return Compose(steps)
