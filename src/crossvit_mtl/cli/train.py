@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
 from crossvit_mtl.data.errors import DataError
-from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint
+from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, CheckpointError, StepCheckpoint, read_checkpoint
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import auto_precision
@@ -55,6 +55,15 @@ class CrossViTCLI(LightningCLI):
                             help="samples drawn in the prediction grid after fit/test (0: none)")
         parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
                               apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads --ckpt_path's hyper-parameters here, first of all: a file that is refused
+        or unreadable is named in one line (``CheckpointError``) before that."""
+        subcommand = self.config.get("subcommand")
+        path = subcommand and self.config[subcommand].get("ckpt_path")
+        if path and Path(path).is_file():
+            read_checkpoint(path)
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """A new `fit` never writes into an existing run unless resuming or told to overwrite."""
@@ -146,7 +155,7 @@ def run_lightning(args: list[str]) -> int:
             cli = CrossViTCLI(**cli_kwargs(), args=args)
         except ArgumentError as err:
             raise UserError(_one_line(str(err), args)) from None
-        except DataError as err:  # a bad file met only once training had started
+        except (DataError, CheckpointError) as err:  # a bad file met once the run had started
             raise UserError(str(err)) from None
     reason = getattr(cli.model, "stop_reason", None)
     if reason:

@@ -18,14 +18,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``: tensors and plain containers only, so a file
     carrying a pickled payload is refused before any of it runs."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
         raise CheckpointError(f"{path}: refused to load (it holds more than weights: {first})") from None
@@ -69,7 +69,14 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file beside the target, fsyncs it and renames it into
-    place: a crash while saving leaves the previous ``last.ckpt`` intact, never a truncated one."""
+    place: a crash while saving leaves the previous ``last.ckpt`` intact, never a truncated one.
+    Reads with ``weights_only=True`` always (``--ckpt_path`` of fit/validate/test), a refused or
+    unreadable file giving a one-line ``CheckpointError``."""
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        return read_checkpoint(path, map_location)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if "://" in str(path):  # remote file systems: Lightning's own transactional write
