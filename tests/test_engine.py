@@ -188,3 +188,28 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert target.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
     assert torch.load(target, weights_only=True)["step"] == 1
+
+
+def test_compile_option_compiles_the_network_forward(monkeypatch):
+    """``model.compile: true`` hands the network's call to torch.compile (spied on here: compiling
+    for real takes minutes on a CPU) and leaves the state dict's names alone."""
+    compiled = []
+
+    def spy(fn, *args, **kwargs):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", spy)
+    meta = {"name": "t", "tasks": ["segmentation"], "task_channels": {"segmentation": 3}, "image_size": [32, 64]}
+    options = {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]], "decoder_channels": 16,
+               "detail_channels": 8, "decoder_stages": 1}
+    plain = DenseTaskModule("crossvit_seg_tiny", options, dataset_meta=meta)
+    module = DenseTaskModule("crossvit_seg_tiny", options, compile=True, dataset_meta=meta)
+    module.load_state_dict(plain.state_dict())
+    plain.configure_model()
+    assert not compiled
+    module.configure_model()
+    assert len(compiled) == 1
+    assert module.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(1, 3, 32, 64)
+    assert torch.equal(module.eval()(x)["segmentation"], plain.eval()(x)["segmentation"])
