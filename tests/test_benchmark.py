@@ -13,6 +13,8 @@ PEAKS = {"fp32": 0.3, "bf16": 1.5}
 def test_model_specs_parse_overrides():
     assert bench.parse_model("thesis_seg:decoder_channels=128") == ("thesis_seg", {"decoder_channels": 128})
     assert bench.parse_model("crossvit_seg_small") == ("crossvit_seg_small", {})
+    assert bench.parse_model("x:stages=[[1,2,1],[1,2,1]],heads=(2,3),fusion=cls") == (
+        "x", {"stages": [[1, 2, 1], [1, 2, 1]], "heads": (2, 3), "fusion": "cls"})
     with pytest.raises(ValueError, match="key=value"):
         bench.parse_model("thesis_seg:128")
     with pytest.raises(ValueError, match="unknown dense model 'crossvit_tiny_224'"):

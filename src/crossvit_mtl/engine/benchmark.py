@@ -77,11 +77,26 @@ class Result:
 
 
 # ------------------------------------------------------------------------------ models
+def _split_top_level(text: str) -> list[str]:
+    """Split on the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
+
+
 def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name:key=value,key=value"`` -> (name, overrides); values are Python literals."""
+    """``"name:key=value,key=value"`` -> (name, overrides); values are Python literals, lists
+    included (``heads=[2,3]``: commas inside brackets do not separate overrides)."""
     name, _, rest = spec.partition(":")
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, _split_top_level(rest)):
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"model override {item!r} in {spec!r} must look like key=value")
