@@ -112,7 +112,7 @@ def main() -> None:
     runners = []
     for name in args.models:
         torch.manual_seed(0)
-        spec = f"{name}:num_classes={num_classes}"
+        spec = f"{name}{',' if ':' in name else ':'}num_classes={num_classes}"
         model = build_model(spec, size)
         loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                             generator=torch.Generator().manual_seed(0))  # same data order for all
