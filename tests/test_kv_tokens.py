@@ -49,16 +49,16 @@ def test_pooling_keeps_cls_and_averages_in_bounds_windows():
     torch.testing.assert_close(out[:, -1], grid[:, 12:, 15:].mean((1, 2)))  # last window is 3x2
 
 
-def test_dense_presets_cap_at_512():
+def test_dense_presets_cap_their_keys():
     for name, cfg in PRESETS.items():
         if name.startswith(("crossvit_seg_", "crossvit_mtl_")):
-            assert cfg["kv_tokens"] == 512, name
+            assert cfg["kv_tokens"] == (128 if "_small" in name else 512), name
 
 
 @pytest.mark.parametrize("name", ["crossvit_seg_tiny", "crossvit_mtl_small"])
 def test_bit_identical_below_the_cap_and_no_new_parameters(name):
     torch.manual_seed(0)
-    capped = create_model(name, **SMALL).eval()
+    capped = create_model(name, **{**SMALL, "kv_tokens": 512}).eval()
     uncapped = create_model(name, kv_tokens=None, **SMALL).eval()
     assert capped.encoder.stages[0].fusion.blocks[0][0].kv_tokens == 512
     state = capped.state_dict()
