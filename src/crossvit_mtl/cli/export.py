@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from crossvit_mtl.cli import UserError
+from crossvit_mtl.cli.args import checked_size
 
 FORMATS = ("onnx", "safetensors", "torchscript")
 
@@ -58,11 +59,7 @@ def run(args: argparse.Namespace) -> int:
         save_weights(model, out, meta)
         print(f"wrote {out}; load it with crossvit_mtl.export.model_from_weights({str(out)!r})")
         return 0
-    size = input_size(model, meta, args.size)
-    try:
-        model.encoder.check_input_size(*size)
-    except ValueError as err:
-        raise UserError(f"--size: {err}") from None
+    size = checked_size(model, input_size(model, meta, args.size))
     if args.format == "torchscript":
         tasks = export_torchscript(model, out, size)
         print(f"wrote {out} (TorchScript, input fixed at {size[0]}x{size[1]}, outputs: {', '.join(tasks)})")

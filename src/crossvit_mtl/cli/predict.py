@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from crossvit_mtl.cli import UserError
+from crossvit_mtl.cli.args import checked_size
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -148,11 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    size = tuple(args.size or meta["image_size"])
-    try:
-        model.encoder.check_input_size(*size)
-    except ValueError as err:
-        raise UserError(f"--size: {err}") from None
+    size = checked_size(model, tuple(args.size or meta["image_size"]))
     files = find_images(args.input)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ import inspect
 
 from torch import nn
 
-from crossvit_mtl.models.crossvit import CrossViT
+from crossvit_mtl.models.crossvit import CrossViT, branch_scales
 from crossvit_mtl.models.dense import CrossViTSeg, DenseCrossViT
+from crossvit_mtl.models.layers import check_divisible
 from crossvit_mtl.models.presets import PRESETS
 from crossvit_mtl.models.thesis import ThesisSegNet
 
@@ -54,14 +55,14 @@ def check_input_size(name: str, size, what: str = "input size", **overrides) -> 
     config = model_config(name, **overrides)
     height, width = (int(s) for s in size)
     patches = [int(p) for p in config["patch_sizes"]]
-    if PRESETS[name]["arch"] == "crossvit":
-        scales = [s / config["img_size"][-1] for s in config["img_size"]]
-    else:
-        scales = [1.0] * len(patches)
+    crossvit = PRESETS[name]["arch"] == "crossvit"
+    scales = branch_scales(config["img_size"]) if crossvit else [1.0] * len(patches)
     for patch, scale in zip(patches, scales):
-        if scale == 1.0 and (height % patch or width % patch):
-            raise ValueError(f"{what} {height}x{width} is not divisible by the patch size {patch} of "
-                             f"model {name!r} (patch_sizes {patches})")
+        if scale == 1.0:
+            try:
+                check_divisible(height, width, patch, what)
+            except ValueError as err:
+                raise ValueError(f"{err} of model {name!r} (patch_sizes {patches})") from None
 
 
 def _check_config(name: str, config: dict, overrides: dict) -> None:

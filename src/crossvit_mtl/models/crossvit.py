@@ -10,6 +10,11 @@ from crossvit_mtl.models.encoders import DualBranchEncoder
 from crossvit_mtl.models.heads import ClsHead
 
 
+def branch_scales(img_size: Sequence[int]) -> tuple[float, ...]:
+    """Each branch's input size relative to the last one, the size the classifier is fed."""
+    return tuple(s / img_size[-1] for s in img_size)
+
+
 class CrossViT(nn.Module):
     """Two branches (patch 12 at 240 px, patch 16 at 224 px in the published models), multi-scale
     stages with CLS cross-attention fusion, prediction = mean of the two branch heads.
@@ -32,7 +37,7 @@ class CrossViT(nn.Module):
         self.encoder = DualBranchEncoder(
             img_size=(ref, ref), patch_sizes=patch_sizes, dims=dims, heads=heads, stages=stages,
             mlp_ratios=mlp_ratios, fusion="cls", stem=stem, pos_embed="learned", in_chans=in_chans,
-            branch_scales=tuple(s / ref for s in img_size), qkv_bias=qkv_bias, drop_rate=drop_rate,
+            branch_scales=branch_scales(img_size), qkv_bias=qkv_bias, drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
         self.head = ClsHead(tuple(dims), num_classes, drop_rate)
 

@@ -316,9 +316,9 @@ def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tup
     return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c).to(pos.dtype)
 
 
-def check_divisible(height: int, width: int, patch: int) -> None:
+def check_divisible(height: int, width: int, patch: int, what: str = "input size") -> None:
     if height % patch or width % patch:
-        raise ValueError(f"input size {height}x{width} is not divisible by the patch size {patch}")
+        raise ValueError(f"{what} {height}x{width} is not divisible by the patch size {patch}")
 
 
 def trunc_normal_init(module: nn.Module) -> None:
