@@ -57,13 +57,16 @@ class CrossViTCLI(LightningCLI):
                               apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads --ckpt_path's hyper-parameters here, first of all: a file that is refused
-        or unreadable is named in one line (``CheckpointError``) before that."""
-        subcommand = self.config.get("subcommand")
-        path = subcommand and self.config[subcommand].get("ckpt_path")
-        if path and Path(path).is_file():
-            read_checkpoint(path)
-        super()._parse_ckpt_path()
+        """Lightning reads --ckpt_path's hyper-parameters here, first of all: a file it cannot read
+        is read again by ``read_checkpoint``, which names it and the reason in one line."""
+        try:
+            super()._parse_ckpt_path()
+        except Exception:
+            subcommand = self.config.get("subcommand")
+            path = subcommand and self.config[subcommand].get("ckpt_path")
+            if path and Path(path).is_file():
+                read_checkpoint(path)  # raises CheckpointError if the file is what failed
+            raise
 
     def before_instantiate_classes(self) -> None:
         """A new `fit` never writes into an existing run unless resuming or told to overwrite."""

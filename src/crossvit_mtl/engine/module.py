@@ -266,7 +266,7 @@ class DenseTaskModule(pl.LightningModule):
             "nonfinite_in_row": self._nonfinite_in_row}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_to_restore = checkpoint.get("rng_states")
+        self._rng_to_restore = checkpoint.get("rng_states", {})
         progress = checkpoint.get("train_progress") or {}
         self._epoch_losses = dict(progress.get("epoch_losses", {}))
         self._epoch_batches = int(progress.get("epoch_batches", 0))
@@ -277,13 +277,13 @@ class DenseTaskModule(pl.LightningModule):
         if self._step_batches == 0:  # a new optimiser step: what to restore if it is skipped
             self._stats_before = [b.clone() for b in self.model.buffers()]
         # Restored here, just before the first step after loading, so the sanity check and loader
-        # start-up in between cannot move the RNG away from where the saved run had it.
+        # start-up in between cannot move the RNG away from where the saved run had it; the
+        # loaded loss sums join the batches on their device.
         if self._rng_to_restore is not None:
-            restore_rng_states(self._rng_to_restore)
+            if self._rng_to_restore:  # absent from checkpoints written before they were saved
+                restore_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
-        if self._epoch_losses:
-            device = batch["image"].device
-            self._epoch_losses = {t: v.to(device) for t, v in self._epoch_losses.items()}
+            self._epoch_losses = {t: v.to(batch["image"].device) for t, v in self._epoch_losses.items()}
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """After an epoch's last batch, hands the weighting each task's average training loss (mean
