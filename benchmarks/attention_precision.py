@@ -1,10 +1,14 @@
-"""Forward + backward time of scaled_dot_product_attention in fp32 and bf16 on this machine,
-for the attention shapes of the crossvit_seg_small preset at 128x256 (batch 16).
+"""Forward + backward time of CPU attention in bf16, three ways, at the attention shapes of the
+crossvit_seg_small preset at 128x256 (batch 16), and at longer key sequences.
 
     python benchmarks/attention_precision.py
 
-Why the layers run CPU attention in fp32 under bf16 autocast: PyTorch's fused CPU kernel is
-slower in bf16 than in fp32 at these head sizes, unlike the matrix products around it.
+- fused fp32: scaled_dot_product_attention on inputs widened to fp32;
+- fused bf16: scaled_dot_product_attention on the bf16 inputs;
+- project: ``crossvit_mtl.models.layers.attention`` on the bf16 inputs, which takes two bf16
+  matrix products around an fp32 softmax up to ``SHORT_KEYS`` keys and fused fp32 beyond.
+
+The rows decide ``SHORT_KEYS``: where the explicit products stop beating the fused kernel.
 """
 from __future__ import annotations
 
@@ -14,22 +18,30 @@ import time
 import torch
 import torch.nn.functional as F
 
+from crossvit_mtl.models.layers import SHORT_KEYS, attention
+
 SHAPES = {  # (heads, queries, keys, head_dim)
-    "8-px branch, pooled keys": (3, 513, 129, 32),
-    "8-px branch, full keys": (3, 513, 513, 32),
-    "16-px branch": (6, 129, 129, 32),
-    "16-px -> 8-px fusion": (6, 129, 513, 32),
+    "8-px branch over 128 capped keys; 8-px -> 16-px fusion": (2, 513, 129, 48),
+    "16-px branch; 16-px -> 8-px fusion over 128 capped keys": (3, 129, 129, 64),
+    "8-px branch over 256 keys": (2, 513, 257, 48),
+    "8-px branch, uncapped": (2, 513, 513, 48),
+    "thesis_seg 8-px branch": (8, 513, 513, 32),
+}
+
+WAYS = {
+    "fused fp32": lambda q, k, v: F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype),
+    "fused bf16": F.scaled_dot_product_attention,
+    "project": attention,
 }
 
 
-def time_attention(dtype: torch.dtype, heads: int, n: int, m: int, d: int, batch: int = 16,
-                   repeats: int = 7) -> float:
-    q = torch.randn(batch, heads, n, d, dtype=dtype, requires_grad=True)
-    k = torch.randn(batch, heads, m, d, dtype=dtype, requires_grad=True)
-    v = torch.randn(batch, heads, m, d, dtype=dtype, requires_grad=True)
+def time_attention(way, heads: int, n: int, m: int, d: int, batch: int = 16, repeats: int = 7) -> float:
+    q, k, v = (torch.randn(batch, heads, length, d, dtype=torch.bfloat16, requires_grad=True)
+               for length in (n, m, m))
+    grad = torch.randn(batch, heads, n, d, dtype=torch.bfloat16)
 
     def step():
-        F.scaled_dot_product_attention(q, k, v).sum().backward()
+        torch.autograd.grad(way(q, k, v), (q, k, v), grad)
 
     step()
     times = []
@@ -41,13 +53,14 @@ def time_attention(dtype: torch.dtype, heads: int, n: int, m: int, d: int, batch
 
 
 def main() -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| shape (heads, queries, keys, head dim) | fp32 ms | bf16 ms | bf16 / fp32 |")
-    print("|---|---:|---:|---:|")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SHORT_KEYS={SHORT_KEYS}")
+    print("| shape (heads, queries, keys, head dim) | " + " | ".join(f"{w} ms" for w in WAYS)
+          + " | fused fp32 / project |")
+    print("|---|" + "---:|" * (len(WAYS) + 1))
     for name, shape in SHAPES.items():
-        fp32 = time_attention(torch.float32, *shape)
-        bf16 = time_attention(torch.bfloat16, *shape)
-        print(f"| {name} {shape} | {fp32:.1f} | {bf16:.1f} | {bf16 / fp32:.2f} |")
+        ms = {w: time_attention(fn, *shape) for w, fn in WAYS.items()}
+        cells = " | ".join(f"{t:.1f}" for t in ms.values())
+        print(f"| {name} {shape} | {cells} | {ms['fused fp32'] / ms['project']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import torch
 from crossvit_mtl import create_model, list_models
 from crossvit_mtl.models import PRESETS
 from crossvit_mtl.models.flops import count_flops
+from crossvit_mtl.models import layers
 from crossvit_mtl.models.layers import Attention, CrossAttention, DropPath, sincos_pos_embed
 
 CLASSIFIERS = list_models("crossvit_*_224")
@@ -140,6 +141,31 @@ def test_cross_attention_matches_explicit_softmax_float64():
     out = attn(x, ctx)
     assert out.shape == (2, 5, 32)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("keys, fused_calls", [(layers.SHORT_KEYS, 0), (layers.SHORT_KEYS + 1, 1)])
+def test_cpu_bf16_attention_matches_float64_forward_and_backward(monkeypatch, keys, fused_calls):
+    """Up to SHORT_KEYS keys, bf16 attention is explicit matrix products; beyond, the fused
+    kernel in fp32. Both must agree with a float64 softmax to bf16 accuracy, gradients included."""
+    calls = []
+    fused = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(1) or fused(*a, **kw))
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 48).to(torch.bfloat16).requires_grad_()
+               for n in (33, keys, keys))
+    grad_out = torch.randn(2, 3, 33, 48)
+    out = layers.attention(q, k, v)
+    out.float().backward(grad_out)
+    assert out.dtype == torch.bfloat16 and len(calls) == fused_calls
+
+    ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    expected = (ref[0] @ ref[1].transpose(-1, -2) / math.sqrt(48)).softmax(-1) @ ref[2]
+    expected.backward(grad_out.double())
+    scale = lambda t: t.abs().max().item()  # noqa: E731
+    torch.testing.assert_close(out.double(), expected, atol=0.01 * scale(expected), rtol=0)
+    for mine, theirs in zip((q, k, v), ref):
+        torch.testing.assert_close(mine.grad.double(), theirs.grad, atol=0.01 * scale(theirs.grad), rtol=0)
 
 
 def test_same_seed_same_weights_and_outputs():

@@ -53,6 +53,30 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+#: Most keys for which CPU bf16 attention runs as explicit bf16 matrix products (see attention).
+SHORT_KEYS = 256
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Softmax attention of (B, h, N, d) queries over (B, h, M, d) keys and values, scaled by
+    1/sqrt(d): scaled_dot_product_attention, except for bf16 on CPU.
+
+    PyTorch's fused CPU kernel is slower in bf16 than in fp32, and at up to ``SHORT_KEYS`` keys
+    (every capped grid attention, CLS exchange) two bf16 matrix products around an fp32 softmax
+    beat the fp32 kernel by 1.3-2.3x forward + backward (``benchmarks/attention_precision.py``);
+    the scores matrix they keep for backward is then at most SHORT_KEYS values per query and
+    head. Longer key sequences take the fused kernel in fp32, which never materialises it.
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    if k.shape[-2] > SHORT_KEYS:
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                              dropout_p=dropout_p).to(q.dtype)
+    scores = torch.matmul(q, k.transpose(-2, -1)).float().mul_(q.shape[-1] ** -0.5)
+    probs = F.dropout(scores.softmax(dim=-1), dropout_p) if dropout_p else scores.softmax(dim=-1)
+    return torch.matmul(probs.to(q.dtype), v)
+
+
 def kv_pool_factor(grid: tuple[int, int], kv_tokens: int | None, min_factor: int = 1) -> int:
     """Smallest pooling factor k >= ``min_factor`` with ceil(gh/k) * ceil(gw/k) <= ``kv_tokens``
     (``min_factor`` when ``kv_tokens`` is None).
@@ -107,16 +131,9 @@ class _MultiHeadAttention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         h = self.num_heads
-        dtype = q.dtype
-        if q.device.type == "cpu" and dtype == torch.bfloat16:
-            # PyTorch's fused CPU attention is 2-3x slower in bf16 than in fp32 for these head
-            # sizes (backward above all; benchmarks/attention_precision.py), so run it in fp32.
-            q, k, v = q.float(), k.float(), v.float()
-        out = F.scaled_dot_product_attention(
-            _split_heads(q, h), _split_heads(k, h), _split_heads(v, h),
-            dropout_p=self.attn_drop if self.training else 0.0,
-        )
-        return self.proj_drop(self.proj(_merge_heads(out).to(dtype)))
+        out = attention(_split_heads(q, h), _split_heads(k, h), _split_heads(v, h),
+                        dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(_merge_heads(out)))
 
 
 class CrossAttention(_MultiHeadAttention):
