@@ -63,9 +63,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
     PyTorch's fused CPU kernel is slower in bf16 than in fp32, and at up to ``SHORT_KEYS`` keys
     (every capped grid attention, CLS exchange) two bf16 matrix products around an fp32 softmax
-    beat the fp32 kernel by 1.3-2.3x forward + backward (``benchmarks/attention_precision.py``);
-    the scores matrix they keep for backward is then at most SHORT_KEYS values per query and
-    head. Longer key sequences take the fused kernel in fp32, which never materialises it.
+    beat the fp32 kernel by 1.2-1.7x forward + backward (``benchmarks/attention_precision.py``;
+    at 257 keys they are level). The scores they keep for backward are then at most SHORT_KEYS
+    values per query and head. Longer key sequences take the fused kernel in fp32, which never
+    materialises them. Scores are rounded to bf16 as autocast rounds any matrix product.
     """
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
