@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.benchmark import build_model, resolve_precision
+from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.metrics import SegmentationMetric
 from crossvit_mtl.tasks import build_loss
@@ -81,6 +82,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int, autoc
 
 
 def main() -> None:
+    keep_host_memory()  # as the CLI does; it applies to both contestants
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
     parser.add_argument("--root", default=None, help="synthetic-scene cache (crossvit-mtl data synth); "

@@ -28,11 +28,22 @@ def test_default_plan_adds_large_sizes_for_the_default_preset_only():
         sizes.setdefault(case.model, []).append(case.size)
     assert sizes["crossvit_seg_small"] == [(128, 256), (256, 512), (512, 1024)]
     assert sizes["segformer_b0"] == [(128, 256), (256, 512), (512, 1024)]
-    assert sizes["thesis_seg:decoder_channels=128"] == [(128, 256)]
+    assert sizes["thesis_seg:decoder_channels=128"] == [(128, 256)] * 2  # and fp32 with the system malloc
     grid = bench.plan(["crossvit_seg_tiny"], [(64, 128)], ("bf16", "fp32"), (8, 16), ("eager", "compile"))
     assert len({bench.describe(c) for c in grid}) == len(grid) == 8
     with pytest.raises(ValueError, match="variant"):
         bench.plan(variants=("fast",))
+
+
+def test_thesis_target_is_measured_against_plain_and_same_allocator_fp32():
+    cases = bench.plan([bench.THESIS_TARGET], precisions=("bf16", "fp32"))
+    assert [(c.precision, c.system_malloc) for c in cases] == [("bf16", False), ("fp32", False), ("fp32", True)]
+    assert bench.describe(cases[2]).endswith("fp32 b8 eager, system malloc")
+    results = [bench.Result(c, train_img_s=s, train_img_s_best=s) for c, s in zip(cases, (6.0, 3.0, 2.0))]
+    summary = bench.summarize(results, "bf16", PEAKS)
+    assert summary["thesis_seg_dc128_default_vs_fp32_eager_train_speedup"] == 3.0
+    assert summary["thesis_seg_dc128_default_vs_fp32_train_speedup"] == 2.0
+    assert summary["matmul_peak_bf16_over_fp32"] == 5.0
 
 
 def test_synthetic_targets_cover_every_task():

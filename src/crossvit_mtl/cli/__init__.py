@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else None
+    from crossvit_mtl.engine.host_memory import keep_host_memory
+
+    keep_host_memory()
     try:
         if command in LIGHTNING_COMMANDS:
             from crossvit_mtl.cli.train import run_lightning

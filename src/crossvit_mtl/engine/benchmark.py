@@ -38,6 +38,9 @@ LARGE_SIZE_MODELS = ("crossvit_seg_small", "segformer_b0")
 PRECISIONS = ("auto", "bf16", "fp32")
 VARIANTS = ("eager", "channels_last", "compile")
 PEER = "segformer_b0"
+#: the network of the bf16-vs-fp32 target; its fp32 case is also run as plain PyTorch would
+#: (system allocator), the "fp32 eager" baseline the target is measured against
+THESIS_TARGET = "thesis_seg:decoder_channels=128"
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Case:
     warmup: int = 2
     latency_runs: int = 15
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    system_malloc: bool = False  # leave glibc's allocator as it is (engine/host_memory.py)
 
 
 @dataclass
@@ -179,10 +183,13 @@ def _timed(fn, runs: int) -> list[float]:
 
 def measure_case(case: Case) -> Result:
     """Measure one case in this process; meant for a fresh process (see :func:`run_cases`)."""
+    from crossvit_mtl.engine.host_memory import keep_host_memory
     from crossvit_mtl.engine.optim import build_optimizer
     from crossvit_mtl.models.flops import count_flops
     from crossvit_mtl.tasks import build_loss
 
+    if not case.system_malloc:
+        keep_host_memory()
     if case.threads:
         torch.set_num_threads(case.threads)
     result = Result(case, load=_load())
@@ -264,16 +271,17 @@ def run_cases(cases: list[Case], progress=print, on_result=None) -> list[Result]
     return results
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 4096, runs: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> float:
     """TFLOP/s of one large square matrix product, the best this machine does in ``dtype``.
 
     Taken through both of PyTorch's CPU matrix libraries: ``torch.mm`` (MKL for fp32 on x86)
-    and a 1x1 convolution (oneDNN, which convolutions and bf16 products use). On AMD CPUs MKL's
-    fp32 path reaches about half of oneDNN's, so ``torch.mm`` alone understates the fp32 peak.
+    and a channels-last 1x1 convolution (oneDNN, which convolutions and bf16 products use). On
+    AMD CPUs MKL's fp32 path reaches about half of oneDNN's, so ``torch.mm`` alone understates
+    the fp32 peak. n=2048: at 4096 both libraries fall off in bf16 on this class of machine.
     """
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    image = a.t().reshape(1, n, n, 1).contiguous(memory_format=torch.channels_last)
-    weight = b.t().reshape(n, n, 1, 1)
+    image = torch.randn(1, n, n, 1).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(n, n, 1, 1).to(dtype)  # n pixels x n channels -> n channels
     best = 0.0
     for product in (lambda: torch.mm(a, b), lambda: F.conv2d(image, weight)):
         product()
@@ -316,6 +324,9 @@ def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_s
                     for variant in variants:
                         cases.append(Case(model, tuple(size), precision, batch, variant,
                                           repeats, warmup, latency_runs, threads))
+                        if (model, tuple(size), precision, variant) == (THESIS_TARGET, BASE_SIZE, "fp32", "eager"):
+                            cases.append(Case(model, tuple(size), precision, batch, variant, repeats,
+                                              warmup, latency_runs, threads, system_malloc=True))
     return cases
 
 
@@ -325,19 +336,23 @@ def model_label(spec: str) -> str:
     return name + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
 
 
+def variant_label(variant: str, system_malloc: bool) -> str:
+    return variant + (", system malloc" if system_malloc else "")
+
+
 def describe(case: Case) -> str:
     return (f"{model_label(case.model)} {case.size[0]}x{case.size[1]} {case.precision} "
-            f"b{case.batch_size} {case.variant}")
+            f"b{case.batch_size} {variant_label(case.variant, case.system_malloc)}")
 
 
 def _key(result: Result) -> tuple:
     c = result.case
-    return c.model, tuple(c.size), c.precision, c.batch_size, c.variant
+    return c.model, tuple(c.size), c.precision, c.batch_size, c.variant, c.system_malloc
 
 
 def _find(results: list[Result], model: str, size=BASE_SIZE, precision: str = "bf16",
-          batch_size: int = 8, variant: str = "eager") -> Result | None:
-    want = (model, tuple(size), precision, batch_size, variant)
+          batch_size: int = 8, variant: str = "eager", system_malloc: bool = False) -> Result | None:
+    want = (model, tuple(size), precision, batch_size, variant, system_malloc)
     return next((r for r in results if _key(r) == want and r.error is None), None)
 
 
@@ -345,11 +360,14 @@ def summarize(results: list[Result], default_precision: str, peaks: dict[str, fl
     """The project's speed targets as ratios of figures measured in this run (None if a case
     was not run), beside the bf16/fp32 matrix-peak ratio that bounds what bf16 can buy."""
     p, out = default_precision, {"matmul_peak_bf16_over_fp32": peaks["bf16"] / peaks["fp32"]}
-    fast = _find(results, "thesis_seg:decoder_channels=128", precision=p)
-    slow = _find(results, "thesis_seg:decoder_channels=128", precision="fp32")
-    if fast and slow:
-        out["thesis_seg_dc128_default_vs_fp32_train_speedup"] = fast.train_img_s / slow.train_img_s
-        out["thesis_seg_dc128_default_vs_fp32_train_speedup_best"] = fast.train_img_s_best / slow.train_img_s_best
+    fast = _find(results, THESIS_TARGET, precision=p)
+    baselines = {"fp32_eager": _find(results, THESIS_TARGET, precision="fp32", system_malloc=True),
+                 "fp32": _find(results, THESIS_TARGET, precision="fp32")}  # same allocator: precision alone
+    for name, slow in baselines.items():
+        if fast and slow:
+            out[f"thesis_seg_dc128_default_vs_{name}_train_speedup"] = fast.train_img_s / slow.train_img_s
+            out[f"thesis_seg_dc128_default_vs_{name}_train_speedup_best"] = (
+                fast.train_img_s_best / slow.train_img_s_best)
     for prec in dict.fromkeys((p, "fp32")):
         ours, peer = _find(results, "crossvit_seg_small", precision=prec), _find(results, PEER, precision=prec)
         if ours and peer:
@@ -386,7 +404,8 @@ def markdown(rows: list[dict], report: dict[str, Any]) -> str:
         "| batch-1 ms (best) | train peak RSS +MB | train GFLOP/s | % of matmul peak | first step s | load |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        head = f"| {model_label(r['model'])} | {r['size'][0]}x{r['size'][1]} | {r['precision']} | {r['batch_size']} | {r['variant']} "
+        head = (f"| {model_label(r['model'])} | {r['size'][0]}x{r['size'][1]} | {r['precision']} | {r['batch_size']} "
+                f"| {variant_label(r['variant'], r['system_malloc'])} ")
         if r["error"]:
             lines.append(head + f"| failed: {r['error'][:80]} |" + " |" * 8)
             continue
@@ -396,7 +415,7 @@ def markdown(rows: list[dict], report: dict[str, Any]) -> str:
             f"| {r['achieved_gflop_s']:.0f} | {100 * r['fraction_of_peak']:.1f} | {r['first_step_s']:.1f} "
             f"| {r['load']} |"))
     m = report["machine"]
-    lines += ["", f"Matrix-product peak measured in this run (4096^2 product, best of torch.mm and a 1x1 "
+    lines += ["", f"Matrix-product peak measured in this run (2048^2 product, best of torch.mm and a 1x1 "
               f"oneDNN convolution, of start and end): "
               f"fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s. "
               f"torch {m['torch']}, {'/'.join(map(str, m['threads']))} threads; 1-minute load average {m['load_before']} "
