@@ -33,6 +33,10 @@ def test_default_plan_adds_large_sizes_for_the_default_preset_only():
     assert len({bench.describe(c) for c in grid}) == len(grid) == 8
     with pytest.raises(ValueError, match="variant"):
         bench.plan(variants=("fast",))
+    both = bench.plan(["crossvit_seg_tiny"], [(64, 128)], ("fp32",), allocators=("kept", "system"))
+    assert [c.system_malloc for c in both] == [False, True]
+    with pytest.raises(ValueError, match="allocator must be one of"):
+        bench.plan(allocators=("jemalloc",))
 
 
 def test_thesis_target_is_measured_against_plain_and_same_allocator_fp32():

@@ -13,7 +13,8 @@ def run(args: argparse.Namespace) -> int:
     repeats = args.repeats or (3 if args.quick else 5)
     try:
         cases = plan(args.models, args.sizes, args.precision, args.batch_size, args.variants,
-                     repeats=repeats, latency_runs=5 if args.quick else 15, threads=args.threads)
+                     repeats=repeats, latency_runs=5 if args.quick else 15, threads=args.threads,
+                     allocators=args.allocators)
     except ValueError as err:
         raise UserError(err) from None
     if "segformer_b0" in args.models:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from crossvit_mtl.engine.benchmark import DEFAULT_MODELS, PRECISIONS, VARIANTS
+    from crossvit_mtl.engine.benchmark import ALLOCATORS, DEFAULT_MODELS, PRECISIONS, VARIANTS
 
     p = sub.add_parser(
         "bench", help="measure training and inference speed (vs SegFormer-B0)",
@@ -50,6 +51,10 @@ def add_parser(sub) -> None:
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["eager"],
                    help="run the model eager, in channels_last memory format, or torch.compile'd "
                    "(several are measured side by side)")
+    p.add_argument("--allocators", nargs="+", choices=ALLOCATORS, default=["kept"],
+                   help="kept = freed host memory kept for reuse (the default), system = glibc as it "
+                   "is; several are measured side by side. thesis_seg:decoder_channels=128 in fp32 "
+                   "always also runs with the system allocator, the baseline of its speed target")
     p.add_argument("--repeats", type=int, default=None, help="timed training steps per case (default 5, quick 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per case (default: torch's). On a machine shared with other jobs, "

@@ -37,6 +37,8 @@ LARGE_SIZES = ((256, 512), (512, 1024))
 LARGE_SIZE_MODELS = ("crossvit_seg_small", "segformer_b0")
 PRECISIONS = ("auto", "bf16", "fp32")
 VARIANTS = ("eager", "channels_last", "compile")
+#: "kept": freed host memory kept for reuse, the project's default (engine/host_memory.py)
+ALLOCATORS = ("kept", "system")
 PEER = "segformer_b0"
 #: the network of the bf16-vs-fp32 target; its fp32 case is also run as plain PyTorch would
 #: (system allocator), the "fp32 eager" baseline the target is measured against
@@ -271,26 +273,31 @@ def run_cases(cases: list[Case], progress=print, on_result=None) -> list[Result]
     return results
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> float:
-    """TFLOP/s of one large square matrix product, the best this machine does in ``dtype``.
-
-    Taken through both of PyTorch's CPU matrix libraries: ``torch.mm`` (MKL for fp32 on x86)
-    and a channels-last 1x1 convolution (oneDNN, which convolutions and bf16 products use). On
-    AMD CPUs MKL's fp32 path reaches about half of oneDNN's, so ``torch.mm`` alone understates
-    the fp32 peak. n=2048: at 4096 both libraries fall off in bf16 on this class of machine.
+def matmul_peaks(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> dict[str, float]:
+    """TFLOP/s of one n x n x n matrix product in ``dtype`` through each of PyTorch's CPU matrix
+    libraries: ``torch.mm`` (MKL for fp32 on x86) and a channels-last 1x1 convolution (oneDNN,
+    which convolutions and bf16 products use). On AMD CPUs MKL's fp32 path reaches about half
+    of oneDNN's, so ``torch.mm`` alone understates the fp32 peak. n=2048: at 4096 both fall off
+    in bf16 on this class of machine.
     """
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     image = torch.randn(1, n, n, 1).to(dtype).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(n, n, 1, 1).to(dtype)  # n pixels x n channels -> n channels
-    best = 0.0
-    for product in (lambda: torch.mm(a, b), lambda: F.conv2d(image, weight)):
+    peaks = {}
+    for route, product in (("torch.mm", lambda: torch.mm(a, b)), ("oneDNN", lambda: F.conv2d(image, weight))):
         product()
-        best = max(best, 2 * n**3 / min(_timed(product, runs)) / 1e12)
-    return best
+        peaks[route] = 2 * n**3 / min(_timed(product, runs)) / 1e12
+    return peaks
 
 
 def machine_peaks() -> dict[str, float]:
-    return {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    """Per precision, the best route's TFLOP/s (``fp32``, ``bf16``), and each route's."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        routes = matmul_peaks(dtype)
+        out[name] = max(routes.values())
+        out.update({f"{name} {route}": value for route, value in routes.items()})
+    return out
 
 
 # ------------------------------------------------------------------------------ planning
@@ -308,12 +315,16 @@ def resolve_precision(precision: str) -> str:
 
 def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_sizes=(8,),
          variants=("eager",), repeats: int = 5, warmup: int = 2, latency_runs: int = 15,
-         threads: int | None = None) -> list[Case]:
+         threads: int | None = None, allocators=("kept",)) -> list[Case]:
     """The cases to run. Without ``sizes``: every model at 128x256, and the default preset and
-    its peer also at 256x512 and 512x1024. Variants of one model run next to each other."""
+    its peer also at 256x512 and 512x1024. Variants and allocators of one model run next to
+    each other."""
     for variant in variants:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    for allocator in allocators:
+        if allocator not in ALLOCATORS:
+            raise ValueError(f"allocator must be one of {ALLOCATORS}, got {allocator!r}")
     resolved = list(dict.fromkeys(resolve_precision(p) for p in precisions))
     cases = []
     for model in models:
@@ -322,11 +333,11 @@ def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_s
             for precision in resolved:
                 for batch in batch_sizes:
                     for variant in variants:
-                        cases.append(Case(model, tuple(size), precision, batch, variant,
-                                          repeats, warmup, latency_runs, threads))
+                        chosen = list(allocators)
                         if (model, tuple(size), precision, variant) == (THESIS_TARGET, BASE_SIZE, "fp32", "eager"):
-                            cases.append(Case(model, tuple(size), precision, batch, variant, repeats,
-                                              warmup, latency_runs, threads, system_malloc=True))
+                            chosen = list(dict.fromkeys(chosen + ["system"]))
+                        cases += [Case(model, tuple(size), precision, batch, variant, repeats, warmup,
+                                       latency_runs, threads, system_malloc=a == "system") for a in chosen]
     return cases
 
 
@@ -397,6 +408,15 @@ def result_row(result: Result, peaks: dict[str, float]) -> dict[str, Any]:
     return row
 
 
+def _peaks_text(peaks: dict[str, float]) -> str:
+    parts = []
+    for precision in ("fp32", "bf16"):
+        routes = [f"{key.split(' ', 1)[1]} {value:.2f}" for key, value in peaks.items()
+                  if key.startswith(precision + " ")]
+        parts.append(f"{precision} {peaks[precision]:.2f} TFLOP/s" + (f" ({', '.join(routes)})" if routes else ""))
+    return ", ".join(parts)
+
+
 def markdown(rows: list[dict], report: dict[str, Any]) -> str:
     peaks = report["machine"]["matmul_peak_tflop_s"]
     lines = [
@@ -417,7 +437,7 @@ def markdown(rows: list[dict], report: dict[str, Any]) -> str:
     m = report["machine"]
     lines += ["", f"Matrix-product peak measured in this run (2048^2 product, best of torch.mm and a 1x1 "
               f"oneDNN convolution, of start and end): "
-              f"fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s. "
+              f"{_peaks_text(peaks)}. "
               f"torch {m['torch']}, {'/'.join(map(str, m['threads']))} threads; 1-minute load average {m['load_before']} "
               f"before, {m['load_after']} after (load column: at each case's start).",
               "Train: forward + loss + backward + AdamW step, median (fastest) of single steps after "
