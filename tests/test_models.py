@@ -168,6 +168,15 @@ def test_cpu_bf16_attention_matches_float64_forward_and_backward(monkeypatch, ke
         torch.testing.assert_close(mine.grad.double(), theirs.grad, atol=0.01 * scale(theirs.grad), rtol=0)
 
 
+def test_cpu_bf16_short_attention_dropout_is_unbiased():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 1, n, 8).to(torch.bfloat16) for n in (4, 16, 16))
+    clean = layers.attention(q, k, v).double()
+    draws = torch.stack([layers.attention(q, k, v, dropout_p=0.5) for _ in range(4000)]).double()
+    assert (draws[0] - clean).abs().max() > 0.05  # probabilities were dropped
+    torch.testing.assert_close(draws.mean(0), clean, atol=0.05 * clean.abs().max().item(), rtol=0)
+
+
 def test_same_seed_same_weights_and_outputs():
     x = torch.randn(1, 3, 128, 256)
     outs = []
