@@ -2,11 +2,11 @@
 
 glibc serves every block above its mmap threshold (32 MB at most) with fresh pages from the
 kernel and unmaps it on free, so on CPU each large activation and gradient is page-faulted and
-zeroed again at every step: at 512x1024 that was a third of crossvit_seg_small's step. With
-mmap off (``M_MMAP_MAX`` 0) such blocks come from the heap, and a high ``M_TRIM_THRESHOLD``
-keeps the freed heap for reuse. Side by side on the 2-core machine this made training 1.1-1.6x
-faster for 1-18 % more peak memory (``crossvit-mtl bench``). Set ``CROSSVIT_MTL_SYSTEM_MALLOC=1``
-to leave the allocator as it is.
+zeroed again at every step. With mmap off (``M_MMAP_MAX`` 0) such blocks come from the heap,
+and a high ``M_TRIM_THRESHOLD`` keeps the freed heap for reuse. Side by side on the 2-core
+machine (``crossvit-mtl bench --allocators kept system``) bf16 training ran 1.1x faster at
+128x256 and 1.5-1.7x at 512x1024, for 7-33 % more peak memory. Set
+``CROSSVIT_MTL_SYSTEM_MALLOC=1`` to leave the allocator as it is.
 """
 from __future__ import annotations
 
