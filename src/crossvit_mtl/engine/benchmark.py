@@ -273,6 +273,10 @@ def run_cases(cases: list[Case], progress=print, on_result=None) -> list[Result]
     return results
 
 
+#: how :func:`matmul_peaks` multiplies: MKL's ``torch.mm`` and oneDNN's 1x1 convolution
+MATMUL_ROUTES = ("torch.mm", "oneDNN")
+
+
 def matmul_peaks(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> dict[str, float]:
     """TFLOP/s of one n x n x n matrix product in ``dtype`` through each of PyTorch's CPU matrix
     libraries: ``torch.mm`` (MKL for fp32 on x86) and a channels-last 1x1 convolution (oneDNN,
@@ -284,7 +288,7 @@ def matmul_peaks(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> dict[str, 
     image = torch.randn(1, n, n, 1).to(dtype).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(n, n, 1, 1).to(dtype)  # n pixels x n channels -> n channels
     peaks = {}
-    for route, product in (("torch.mm", lambda: torch.mm(a, b)), ("oneDNN", lambda: F.conv2d(image, weight))):
+    for route, product in zip(MATMUL_ROUTES, (lambda: torch.mm(a, b), lambda: F.conv2d(image, weight))):
         product()
         peaks[route] = 2 * n**3 / min(_timed(product, runs)) / 1e12
     return peaks
@@ -411,8 +415,8 @@ def result_row(result: Result, peaks: dict[str, float]) -> dict[str, Any]:
 def _peaks_text(peaks: dict[str, float]) -> str:
     parts = []
     for precision in ("fp32", "bf16"):
-        routes = [f"{key.split(' ', 1)[1]} {value:.2f}" for key, value in peaks.items()
-                  if key.startswith(precision + " ")]
+        routes = [f"{route} {peaks[f'{precision} {route}']:.2f}" for route in MATMUL_ROUTES
+                  if f"{precision} {route}" in peaks]
         parts.append(f"{precision} {peaks[precision]:.2f} TFLOP/s" + (f" ({', '.join(routes)})" if routes else ""))
     return ", ".join(parts)
 
