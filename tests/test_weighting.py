@@ -4,10 +4,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from torchjd import Stateful
 
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule
-from crossvit_mtl.weighting import WEIGHTINGS, build_weighting
+from crossvit_mtl.weighting import AGGREGATORS, WEIGHTINGS, build_weighting
 
 TINY = dict(dims=(32, 64), heads=(2, 2), stages=((1, 1, 1),), mlp_ratios=(2.0, 2.0, 2.0),
             decoder_channels=16, detail_channels=8, decoder_stages=1)
@@ -30,12 +31,13 @@ def make_module(meta, weighting="ew", seed=0, model_options=None, **kwargs):
                            weighting=weighting, dataset_meta=meta, **kwargs)
 
 
-def fit(module, samples, precision="32-true", **trainer_kwargs):
+def fit(module, samples, precision="32-true", ckpt_path=None, **trainer_kwargs):
     trainer_kwargs.setdefault("max_steps", 2)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, precision=precision, limit_val_batches=0,
                          **trainer_kwargs)
-    trainer.fit(module, train_dataloaders=DataLoader(samples, batch_size=2))
+    trainer.fit(module, train_dataloaders=DataLoader(samples, batch_size=2), ckpt_path=ckpt_path,
+                weights_only=True if ckpt_path else None)
     return trainer
 
 
@@ -171,3 +173,105 @@ def test_uw_and_dwa_state_survive_a_checkpoint(data, tmp_path):
         assert restored.hparams.weighting == method
         for key, value in state.items():
             assert torch.equal(restored.weighting.state_dict()[key], value), key
+
+
+# ------------------------------------------------------------ stateful aggregators across a resume
+#: every torchjd aggregator in AGGREGATORS that keeps state between steps, with options under which
+#: that state changes the next step: Nash-MTL re-solving every step converges to the same weights
+#: from any start, so only a schedule (re-solve every other step) shows a lost state
+STATEFUL = {"nashmtl": {"update_weights_every": 2}, "gradvac": {}}
+
+
+def needs_solvers(method):
+    if method == "nashmtl":
+        for module in ("cvxpy", "ecos"):
+            pytest.importorskip(module, reason=f"Nash-MTL needs {module} (torchjd[full])")
+
+
+def aggregate_step(weighting, seed):
+    """One backward through ``weighting`` on a tiny shared layer and per-task heads drawn from
+    ``seed``: the task weights and the shared parameter's gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    shared = torch.nn.Parameter(torch.randn(6, 4, generator=gen))
+    heads = {t: torch.nn.Parameter(torch.randn(6, generator=gen)) for t in TASKS}
+    x, y = torch.randn(5, 4, generator=gen), torch.randn(len(TASKS), 5, generator=gen)
+    features = x @ shared.T
+    task_losses = {t: ((features @ heads[t] - y[k]) ** 2).mean() for k, t in enumerate(TASKS)}
+    torch.manual_seed(seed)  # GradVac draws its task order from the global generator
+    weights = weighting.backward(task_losses, [features], [shared], {t: [heads[t]] for t in TASKS})
+    return torch.stack([weights[t] for t in TASKS]), shared.grad
+
+
+def test_every_stateful_aggregator_is_covered():
+    assert {m for m, cls in AGGREGATORS.items() if issubclass(cls, Stateful)} == set(STATEFUL)
+
+
+@pytest.mark.parametrize("method", sorted(STATEFUL))
+def test_stateful_aggregator_continues_exactly_after_a_checkpoint(method, tmp_path):
+    """Three steps, the state through the hooks and a torch.save / weights_only torch.load as a
+    checkpoint is written and read, into a fresh aggregator: its next steps are the original's
+    to the bit; a fresh one without the state takes another step."""
+    needs_solvers(method)
+    options = STATEFUL[method]
+    original = build_weighting(method, TASKS, options)
+    for seed in range(3):
+        aggregate_step(original, seed)
+    torch.save({"state_dict": original.state_dict(), "weighting_state": original.state_for_checkpoint()},
+               tmp_path / "w.ckpt")
+    checkpoint = torch.load(tmp_path / "w.ckpt", weights_only=True)
+    assert checkpoint["weighting_state"] and not checkpoint["state_dict"]  # saved once, beside it
+    resumed = build_weighting(method, TASKS, options)
+    resumed.load_state_dict(checkpoint["state_dict"])
+    resumed.load_state_from_checkpoint(checkpoint["weighting_state"])
+    restarted = build_weighting(method, TASKS, options)
+    for seed in (3, 4):
+        weights, grad = aggregate_step(original, seed)
+        got_weights, got_grad = aggregate_step(resumed, seed)
+        assert torch.equal(weights, got_weights) and torch.equal(grad, got_grad), seed
+        if seed == 3:
+            lost_weights, lost_grad = aggregate_step(restarted, seed)
+            assert not torch.equal(weights, lost_weights) and not torch.equal(grad, lost_grad)
+
+
+def test_aggregator_state_that_cannot_be_restored_fails_in_one_line():
+    gradvac = build_weighting("gradvac", TASKS)
+    aggregate_step(gradvac, 0)
+    state = gradvac.state_for_checkpoint()
+    build_weighting("gradvac", TASKS).load_state_from_checkpoint({})  # older checkpoints: as built
+    refusals = [
+        (build_weighting("gradvac", TASKS, {"beta": 0.9}), state, "GradVac\\(beta=0.5.*beta=0.9"),
+        (build_weighting("upgrad", TASKS), state, "saved by GradVac.*this run has UPGrad"),
+        (build_weighting("ew", TASKS), state, "EqualWeighting: the checkpoint holds state of another"),
+    ]
+    tampered = {**state, "modules": {**state["modules"], "weighting.weighting": {
+        **state["modules"]["weighting.weighting"], "rebuilt": ["_solver"]}}}
+    refusals.append((build_weighting("gradvac", TASKS), tampered, "GradVacWeighting._solver could not be saved"))
+    for weighting, saved, message in refusals:
+        with pytest.raises(ValueError, match=message) as err:
+            weighting.load_state_from_checkpoint(saved)
+        assert "\n" not in str(err.value)
+        if hasattr(weighting, "method"):
+            assert str(err.value).startswith(f"weighting {weighting.method!r}: cannot restore")
+
+
+def test_gradvac_state_goes_through_a_lightning_checkpoint(data, tmp_path):
+    """GradVac's checkpoint (whose EMA buffer used to make the state dict unloadable) reads back
+    with weights_only, restores the aggregator and resumes; one written before its state was
+    saved apart still loads."""
+    samples, meta = data
+    trainer = fit(make_module(meta, "gradvac"), samples, max_steps=2)
+    path = tmp_path / "gradvac.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert not any(".aggregator." in k for k in checkpoint["state_dict"])
+    saved = checkpoint["weighting_state"]["modules"]["weighting.weighting"]["attributes"]
+    assert saved["_phi_t"].abs().sum() > 0
+    restored = DenseTaskModule.load_from_checkpoint(path, weights_only=True).weighting.aggregator.gramian_weighting
+    assert torch.equal(restored._phi_t, saved["_phi_t"]) and restored._state_key == saved["_state_key"]
+    resumed = fit(make_module(meta, "gradvac"), samples, max_steps=4, ckpt_path=path)
+    assert resumed.global_step == 4
+    del checkpoint["weighting_state"]
+    checkpoint["state_dict"]["weighting.aggregator.gramian_weighting._phi_t"] = saved["_phi_t"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    old = DenseTaskModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+    assert old.weighting.aggregator.gramian_weighting._phi_t is None  # as built: the state was not saved

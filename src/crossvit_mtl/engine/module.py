@@ -257,13 +257,15 @@ class DenseTaskModule(pl.LightningModule):
 
     # ------------------------------------------------------------- resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """What a bit-exact resume needs beyond weights and optimiser: the RNG states and the
-        running epoch's loss sums (they feed DWA at the epoch's end)."""
+        """What a bit-exact resume needs beyond weights and optimiser: the RNG states, the
+        running epoch's loss sums (they feed DWA at the epoch's end) and the weighting's state
+        outside its parameters and buffers (a stateful torchjd aggregator's, e.g. Nash-MTL's)."""
         checkpoint["rng_states"] = capture_rng_states()
         checkpoint["train_progress"] = {
             "epoch_losses": {t: v.detach().cpu() for t, v in self._epoch_losses.items()},
             "epoch_batches": self._epoch_batches, "skipped_steps": self.skipped_steps,
             "nonfinite_in_row": self._nonfinite_in_row}
+        checkpoint["weighting_state"] = self.weighting.state_for_checkpoint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng_states", {})
@@ -272,6 +274,8 @@ class DenseTaskModule(pl.LightningModule):
         self._epoch_batches = int(progress.get("epoch_batches", 0))
         self.skipped_steps = int(progress.get("skipped_steps", 0))
         self._nonfinite_in_row = int(progress.get("nonfinite_in_row", 0))
+        # absent from checkpoints written before it was saved: the weighting starts as built
+        self.weighting.load_state_from_checkpoint(checkpoint.get("weighting_state") or {})
 
     def on_train_batch_start(self, batch, batch_idx):
         if self._step_batches == 0:  # a new optimiser step: what to restore if it is skipped

@@ -5,14 +5,24 @@ interaction) is computed with ``torchjd.autojac.mtl_backward`` and reduced to on
 torchjd aggregator (UPGrad, MGDA, PCGrad, CAGrad, Nash-MTL ...); each head gets the gradient of its
 own loss only. The engine switches to manual optimisation for these methods. Under DDP the ranks'
 Jacobians and heads' gradients are averaged before aggregating (``average_over_ranks``).
+
+Some aggregators carry state from step to step (torchjd's ``Stateful``: Nash-MTL its last weights
+and step count, GradVac its EMA targets). ``state_for_checkpoint`` takes it apart into tensors and
+plain values that a ``weights_only`` load accepts; objects that cannot be saved so (Nash-MTL's
+cvxpy problem) are rebuilt on loading by torchjd's own code. The aggregator is not pickled: a
+pickle inside the checkpoint would run whatever it holds, which ``weights_only`` is there to stop.
 """
 from __future__ import annotations
 
+import inspect
+import warnings
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torchjd import Stateful
 from torchjd import aggregation as agg
 from torchjd.autojac import jac_to_grad, mtl_backward
 
@@ -28,6 +38,49 @@ AGGREGATORS: dict[str, type[agg.Aggregator]] = {
 #: options torchjd requires, at the papers' MTL settings (CAGrad c = 0.4 as on NYUv2 and
 #: Cityscapes; FairGrad alpha = 1, proportional fairness); config options override them
 AGGREGATOR_DEFAULTS: dict[str, dict[str, Any]] = {"cagrad": {"c": 0.4}, "fairgrad": {"alpha": 1.0}}
+
+
+#: torchjd weighting classes (by name) holding solver objects built from their other state, and
+#: how to build them again once that state is restored; Nash-MTL builds its cvxpy problem at step 0
+_REBUILD: dict[str, Callable[[nn.Module], None]] = {
+    "_NashMTLWeighting": lambda weighting: weighting._init_optim_problem() if weighting.step else None,
+}
+#: what every ``nn.Module`` keeps in its ``__dict__`` (hooks, children ...): not aggregator state
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+_NDARRAY = "__ndarray__"
+
+
+def _encode(value: Any) -> tuple[bool, Any]:
+    """``(True, value)`` as a ``weights_only`` load reads it back (numpy arrays as tagged tensors),
+    or ``(False, None)`` for what cannot be (solver objects, callables ...)."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.dtype)):
+        return True, value
+    if isinstance(value, Tensor):
+        return True, value.detach().clone()  # the aggregator updates its tensors in place
+    if isinstance(value, (np.ndarray, np.generic)):
+        try:
+            array = torch.from_numpy(np.array(value, copy=True))
+        except TypeError:  # object arrays, dtypes torch lacks
+            return False, None
+        return True, {_NDARRAY: array, "scalar": isinstance(value, np.generic)}
+    if isinstance(value, (list, tuple)):
+        items = [_encode(v) for v in value]
+        return all(ok for ok, _ in items), type(value)(v for _, v in items)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _encode(v) for k, v in value.items()}
+        return all(ok for ok, _ in items.values()), {k: v for k, (_, v) in items.items()}
+    return False, None
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and _NDARRAY in value:
+        array = value[_NDARRAY].numpy().copy()
+        return array[()] if value["scalar"] else array
+    if isinstance(value, (list, tuple)):
+        return type(value)(_decode(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    return value
 
 
 def _world_size() -> int:
@@ -58,6 +111,21 @@ def _as_option(value: Any) -> Any:
     return torch.tensor(value, dtype=torch.float32) if isinstance(value, list) else value
 
 
+def _without_aggregator(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """State-dict hook: leaves out the aggregator's entries when saving."""
+    for key in [k for k in state_dict if k.startswith(f"{prefix}aggregator.")]:
+        del state_dict[key]
+
+
+def _aggregator_as_it_is(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load-state-dict hook: the aggregator's buffers load as they are (``load_state_from_checkpoint``
+    restores them, before or after this), and entries of checkpoints written before its state was
+    saved apart (GradVac's, which a fresh module could not load) are ignored."""
+    _without_aggregator(module, state_dict, prefix)
+    buffers = module.aggregator.named_buffers(remove_duplicate=False)  # GradVac holds its weighting twice
+    state_dict.update({f"{prefix}aggregator.{name}": b for name, b in buffers})
+
+
 class GradientAggregation(EqualWeighting):
     """A torchjd aggregator behind the weighting interface.
 
@@ -76,7 +144,78 @@ class GradientAggregation(EqualWeighting):
         options = {**AGGREGATOR_DEFAULTS.get(method, {}), **{k: _as_option(v) for k, v in options.items()}}
         if method == "nashmtl":
             options.setdefault("n_tasks", len(self.tasks))
+        self.method = method
         self.aggregator = AGGREGATORS[method](**options)
+        #: functions the aggregator was built with (torchjd's Gramian or normalisation steps):
+        #: stateless, and built again with it, so not saved while they are the same objects
+        self._built_routines = {(path, name): value for path, module in self.aggregator.named_modules()
+                                for name, value in vars(module).items() if inspect.isroutine(value)}
+        self._warned_unsaved = False
+        # The aggregator's buffers (GradVac's EMA targets, registered as None and filled at the
+        # first step, which a fresh module could not load) go through ``state_for_checkpoint``
+        # with the rest of its state, not through the module's state dict.
+        self.register_state_dict_post_hook(_without_aggregator)
+        self.register_load_state_dict_pre_hook(_aggregator_as_it_is)
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        """A stateful aggregator's state: for each of its modules (itself and the torchjd
+        weightings inside it) every instance attribute and buffer, as tensors and plain values,
+        options included; the names of those that cannot be saved so (but the functions it was
+        built with) are listed to be rebuilt on loading. ``{}`` for the stateless aggregators."""
+        if not isinstance(self.aggregator, Stateful):
+            return {}
+        modules = {}
+        for path, module in self.aggregator.named_modules():
+            values = {k: v for k, v in vars(module).items() if k not in _MODULE_INTERNALS}
+            values.update(module._buffers)
+            saved, unsaved = {}, []
+            for name, value in values.items():
+                if self._built_routines.get((path, name)) is value:
+                    continue
+                ok, encoded = _encode(value)
+                if ok:
+                    saved[name] = encoded
+                else:
+                    unsaved.append(name)
+            modules[path] = {"class": type(module).__name__, "attributes": saved, "rebuilt": unsaved}
+            if unsaved and type(module).__name__ not in _REBUILD and not self._warned_unsaved:
+                self._warned_unsaved = True
+                warnings.warn(f"weighting {self.method!r}: {type(module).__name__}.{', '.join(unsaved)} "
+                              "cannot be saved in a checkpoint; a resume from it will fail", stacklevel=2)
+        return {"aggregator": repr(self.aggregator), "modules": modules}
+
+    def load_state_from_checkpoint(self, state: dict[str, Any]) -> None:
+        """Puts the aggregator back as ``state_for_checkpoint`` found it, or raises a one-line
+        ``ValueError`` naming the weighting when it cannot: another aggregator or other options
+        than the saved run's, or state that can be neither loaded nor rebuilt. ``{}`` leaves it
+        as built."""
+        if not state:
+            return
+
+        def fail(reason: str) -> None:
+            raise ValueError(f"weighting {self.method!r}: cannot restore the aggregator's state from the "
+                             f"checkpoint: {reason}")
+
+        if state.get("aggregator") != repr(self.aggregator):
+            fail(f"it was saved by {state.get('aggregator')}, this run has {self.aggregator!r} "
+                 "(resume with the same weighting and weighting_options)")
+        modules = dict(self.aggregator.named_modules())
+        if set(state["modules"]) != set(modules):
+            fail(f"its parts {sorted(state['modules'])} are not this torchjd version's {sorted(modules)}")
+        for path, saved in state["modules"].items():
+            cls = type(modules[path]).__name__
+            if saved["class"] != cls:
+                fail(f"{path or 'the aggregator'} was a {saved['class']}, here it is a {cls}")
+            if saved["rebuilt"] and cls not in _REBUILD:
+                fail(f"{cls}.{', '.join(saved['rebuilt'])} could not be saved and cannot be rebuilt")
+        self.aggregator.reset()
+        for path, saved in state["modules"].items():
+            module = modules[path]
+            for name, value in saved["attributes"].items():
+                setattr(module, name, _decode(value))  # a registered buffer stays one
+        for path, saved in state["modules"].items():
+            if saved["rebuilt"]:
+                _REBUILD[type(modules[path]).__name__](modules[path])
 
     def backward(self, losses: dict[str, Tensor], features: list[Tensor], shared_params: list[nn.Parameter],
                  task_params: dict[str, list[nn.Parameter]]) -> dict[str, Tensor]:

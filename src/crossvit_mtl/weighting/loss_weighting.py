@@ -1,10 +1,14 @@
 """Loss weighting: methods that turn the task losses into one scalar before a plain backward pass.
 
 Small interchangeable classes in LibMTL's style. Their state is held in parameters (UW) and
-buffers (DWA), so it is trained by the engine's optimiser and saved in and restored from
-checkpoints with the rest of the LightningModule.
+buffers (DWA's loss history and epoch count), so it is trained by the engine's optimiser and saved
+in and restored from checkpoints with the rest of the LightningModule. State that is neither (a
+torchjd aggregator's, ``gradient.py``) goes through ``state_for_checkpoint`` and
+``load_state_from_checkpoint``.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +43,20 @@ class LossWeighting(nn.Module):
 
     def on_epoch_end(self, epoch_losses: dict[str, float]) -> None:
         """Called with each task's average training loss of the epoch that just ended."""
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        """State a bit-exact resume needs that is neither a parameter nor a registered buffer (those
+        are in the module's ``state_dict`` already). Only tensors, numbers, strings, ``None``,
+        dtypes and plain containers, so that ``torch.load(weights_only=True)`` reads it back.
+        The loss weightings have none: ``{}``."""
+        return {}
+
+    def load_state_from_checkpoint(self, state: dict[str, Any]) -> None:
+        """Restores what ``state_for_checkpoint`` gave. ``{}`` (a checkpoint written before these
+        hooks existed, or by a method without such state) leaves the method as built."""
+        if state:
+            raise ValueError(f"weighting {type(self).__name__}: the checkpoint holds state of another "
+                             f"weighting ({', '.join(map(str, state))}); resume with the same weighting")
 
 
 class EqualWeighting(LossWeighting):
