@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader
 
 from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.transforms import build_transforms
-from crossvit_mtl.engine.benchmark import build_model, resolve_precision
+from crossvit_mtl.engine.benchmark import build_model
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
+from crossvit_mtl.engine.precision import PRECISIONS, cpu_autocast, resolve_precision
 from crossvit_mtl.metrics import SegmentationMetric
 from crossvit_mtl.tasks import build_loss
 
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=float, default=0.05, help="warm-up as a fraction of the budget")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between evaluations")
     parser.add_argument("--slice", type=float, default=20.0, help="seconds each model trains per turn")
     parser.add_argument("--train-size", type=int, default=2000, help="scenes rendered on demand (no --root)")
@@ -103,7 +104,7 @@ def main() -> None:
     precision = resolve_precision(args.precision)
 
     def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        return cpu_autocast(precision)
 
     train_set, val_set = datasets(args.root, args.train_size, args.val_size)
     num_classes = train_set.info.num_classes

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from crossvit_mtl.engine.benchmark import ALLOCATORS, DEFAULT_MODELS, PRECISIONS, VARIANTS
+    from crossvit_mtl.engine.benchmark import ALLOCATORS, DEFAULT_MODELS, VARIANTS
+    from crossvit_mtl.engine.precision import PRECISIONS
 
     p = sub.add_parser(
         "bench", help="measure training and inference speed (vs SegFormer-B0)",

@@ -18,13 +18,15 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from crossvit_mtl.engine.precision import PRECISIONS, cpu_autocast, resolve_precision
 
 #: the segmentation and multi-task zoo, the thesis network with the prototype's decoder width,
 #: and the peer
@@ -35,7 +37,6 @@ BASE_SIZE = (128, 256)
 #: the default preset and its peer are also measured at the larger Cityscapes-like sizes
 LARGE_SIZES = ((256, 512), (512, 1024))
 LARGE_SIZE_MODELS = ("crossvit_seg_small", "segformer_b0")
-PRECISIONS = ("auto", "bf16", "fp32")
 VARIANTS = ("eager", "channels_last", "compile")
 #: "kept": freed host memory kept for reuse, the project's default (engine/host_memory.py)
 ALLOCATORS = ("kept", "system")
@@ -170,10 +171,6 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def _timed(fn, runs: int) -> list[float]:
     times = []
     for _ in range(runs):
@@ -190,8 +187,9 @@ def measure_case(case: Case) -> Result:
     from crossvit_mtl.models.flops import count_flops
     from crossvit_mtl.tasks import build_loss
 
-    if not case.system_malloc:
-        keep_host_memory()
+    if not case.system_malloc and not keep_host_memory():
+        # opted out (CROSSVIT_MTL_SYSTEM_MALLOC) or not glibc: label the row as what it measured
+        case = replace(case, system_malloc=True)
     if case.threads:
         torch.set_num_threads(case.threads)
     result = Result(case, load=_load())
@@ -212,7 +210,7 @@ def measure_case(case: Case) -> Result:
     single = images[:1]
 
     def infer():
-        with torch.inference_mode(), _autocast(case.precision):
+        with torch.inference_mode(), cpu_autocast(case.precision):
             runner(single)
 
     model.eval()
@@ -224,7 +222,7 @@ def measure_case(case: Case) -> Result:
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(case.precision):
+        with cpu_autocast(case.precision):
             outputs = runner(images)
         loss = sum(criteria[t](outputs[t], targets[t]) for t in criteria)
         loss.backward()
@@ -305,18 +303,6 @@ def machine_peaks() -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ planning
-def resolve_precision(precision: str) -> str:
-    """``auto`` is the project's default (:func:`auto_precision`): bf16 autocast where the CPU
-    multiplies bf16 natively."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    from crossvit_mtl.engine.precision import auto_precision
-
-    return "bf16" if auto_precision("cpu") == "bf16-mixed" else "fp32"
-
-
 def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_sizes=(8,),
          variants=("eager",), repeats: int = 5, warmup: int = 2, latency_runs: int = 15,
          threads: int | None = None, allocators=("kept",)) -> list[Case]:

@@ -17,3 +17,22 @@ def auto_precision(accelerator: str = "auto") -> str:
     if use_cuda:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if cpu_has_bf16_matmul() else "32-true"
+
+
+#: what ``--precision`` accepts outside training: the project's default, or one forced
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` is the project's default (:func:`auto_precision`): bf16 autocast where the CPU
+    multiplies bf16 natively, fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if auto_precision("cpu") == "bf16-mixed" else "fp32"
+
+
+def cpu_autocast(precision: str) -> torch.autocast:
+    """bf16 autocast on the CPU for ``"bf16"``; a disabled one (plain fp32) for ``"fp32"``."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_precision(precision) == "bf16")
