@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from crossvit_mtl.cli import main
-from crossvit_mtl.cli.predict import predict_slide, window_starts
+from crossvit_mtl.cli.predict import make_forward, predict_slide, window_starts
+from crossvit_mtl.engine.precision import resolve_precision
 from fixtures_run import tiny_run
 
 
@@ -52,9 +53,70 @@ def test_slide_averages_overlapping_windows_exactly():
             return {"segmentation": x * 2, "normal": x, "classification": x.mean((2, 3))}
 
     x = torch.randn(1, 3, 37, 90)
-    out = predict_slide(Echo(), x, (16, 32), 0.5, batch_size=4)
+    out = predict_slide(make_forward(Echo()), x, (16, 32), 0.5, batch_size=4)
     torch.testing.assert_close(out["segmentation"], x * 2)
     torch.testing.assert_close(out["normal"], torch.nn.functional.normalize(x, dim=1))
     assert out["classification"].shape == (1, 3)
     small = torch.randn(1, 3, 10, 12)
-    torch.testing.assert_close(predict_slide(Echo(), small, (16, 32), 0.5, 2)["segmentation"], small * 2)
+    torch.testing.assert_close(predict_slide(make_forward(Echo()), small, (16, 32), 0.5, 2)["segmentation"], small * 2)
+
+
+def test_forward_autocasts_to_the_asked_precision_and_returns_float32():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 4, 1))
+    x = torch.randn(2, 3, 16, 24)
+    with torch.no_grad():
+        reference = net.double()(x.double()).float()
+    net.float()
+    fp32 = make_forward(net, "fp32")(x)["classification"]  # a bare tensor output is named
+    bf16 = make_forward(net, "bf16")(x)["classification"]
+    assert fp32.dtype == bf16.dtype == torch.float32 and not fp32.requires_grad
+    torch.testing.assert_close(fp32, reference, rtol=1e-5, atol=1e-5)
+    error = (bf16 - reference).abs().max()
+    assert 0 < error < 0.02 * reference.abs().max()  # bf16 products: close, but not fp32's
+    auto = make_forward(net, "auto")(x)["classification"]
+    torch.testing.assert_close(auto, bf16 if resolve_precision("auto") == "bf16" else fp32, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, got 'fp16'"):
+        make_forward(net, "fp16")(x)
+
+
+def test_predict_labels_agree_across_precisions(tmp_path_factory, images, tmp_path):
+    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+    labels = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--out", str(out),
+                     "--precision", precision]) == 0
+        with Image.open(out / "wide_labels.png") as img:
+            labels[precision] = np.asarray(img)
+    assert (labels["fp32"] == labels["bf16"]).mean() > 0.9
+
+
+def test_forward_pads_short_batches_to_a_fixed_size_and_drops_the_padding():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)).eval()
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    x = torch.randn(3, 3, 8, 12)
+    padded = make_forward(net, "fp32", batch_size=5)(x)["classification"]
+    plain = make_forward(net, "fp32")(x)["classification"]
+    assert seen == [5, 3] and padded.shape == plain.shape == (3, 8, 8, 12)
+    torch.testing.assert_close(padded, plain)
+
+
+def test_predict_compiled_matches_eager_and_compiles_once(tmp_path_factory, images, tmp_path):
+    """--compile: the same labels as the eager network. Sliding windows come in chunks of 3 and
+    a last, shorter chunk per image; padded to one batch shape, they need one compiled graph."""
+    from torch._dynamo.utils import counters
+
+    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+    torch._dynamo.reset()
+    for flags in ([], ["--compile"]):
+        out = tmp_path / ("compiled" if flags else "eager")
+        assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--out", str(out),
+                     "--mode", "slide", "--precision", "fp32", "--batch-size", "3", *flags]) == 0
+    assert counters["stats"]["unique_graphs"] == 1
+    for stem in ("wide", "small"):
+        with Image.open(tmp_path / "eager" / f"{stem}_labels.png") as a, \
+                Image.open(tmp_path / "compiled" / f"{stem}_labels.png") as b:
+            assert (np.asarray(a) == np.asarray(b)).mean() > 0.99

@@ -89,6 +89,29 @@ def write_outputs(stem: str, rgb: np.ndarray, out: dict[str, torch.Tensor], meta
     return record
 
 
+def make_forward(model: torch.nn.Module, precision: str = "fp32", batch_size: int | None = None):
+    """The network as inference wants it: no autograd, autocast to ``precision`` ("bf16",
+    "fp32" or "auto"), and every task's output as a float32 tensor in a dict.
+
+    With ``batch_size``, smaller batches are padded to it (repeating their last image) and the
+    padding's outputs dropped: a compiled network then sees one shape and compiles once.
+    """
+    from crossvit_mtl.engine.precision import cpu_autocast, resolve_precision
+
+    precision = resolve_precision(precision)  # a bad name fails here, not at the first image
+
+    def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        count = x.shape[0]
+        if batch_size is not None and count < batch_size:
+            x = torch.cat([x, x[-1:].expand(batch_size - count, *x.shape[1:])])
+        with torch.inference_mode(), cpu_autocast(precision):
+            out = model(x)
+        out = out if isinstance(out, dict) else {"classification": out}
+        return {task: value[:count].float() for task, value in out.items()}
+
+    return forward
+
+
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
     """Window offsets covering ``[0, length)`` with at least ``overlap`` shared between
     neighbours; the last window ends at the border."""
@@ -99,9 +122,10 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return starts + [length - window]
 
 
-def predict_slide(model, x: torch.Tensor, window: tuple[int, int], overlap: float,
+def predict_slide(forward, x: torch.Tensor, window: tuple[int, int], overlap: float,
                   batch_size: int) -> dict[str, torch.Tensor]:
-    """Sliding-window prediction of one normalised image (1, 3, H, W) at the training size:
+    """Sliding-window prediction of one normalised image (1, 3, H, W) at the training size, by
+    ``forward`` (see :func:`make_forward`):
     dense outputs (logits, depth, normals) averaged where windows overlap, normals renormalised,
     classification logits averaged over windows. Images smaller than a window are padded with
     the mean colour (zero after normalisation) and the padding is cropped away."""
@@ -113,11 +137,8 @@ def predict_slide(model, x: torch.Tensor, window: tuple[int, int], overlap: floa
     count = x.new_zeros(1, 1, *x.shape[-2:])
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start:start + batch_size]
-        with torch.no_grad():
-            out = model(torch.cat([x[..., t:t + wh, l:l + ww] for t, l in chunk]))
-        out = out if isinstance(out, dict) else {"classification": out}
+        out = forward(torch.cat([x[..., t:t + wh, l:l + ww] for t, l in chunk]))
         for task, value in out.items():
-            value = value.float()
             if task == "classification":
                 sums[task] = sums.get(task, 0) + value.sum(0, keepdim=True)
                 continue
@@ -150,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     size = checked_size(model, tuple(args.size or meta["image_size"]))
+    if args.compile:  # one input shape (partial batches padded), so it compiles once
+        model = torch.compile(model, dynamic=False)
+    forward = make_forward(model, args.precision, args.batch_size if args.compile else None)
     files = find_images(args.input)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,13 +186,11 @@ def run(args: argparse.Namespace) -> int:
             images = [read_image(p) for p in batch_files]
             if args.mode == "resize":
                 x = torch.stack([to_input(img, size, meta["mean"], meta["std"]) for img in images])
-                with torch.no_grad():
-                    out = model(x)
-                out = out if isinstance(out, dict) else {"classification": out}
+                out = forward(x)
                 outs = [resize_outputs({t: v[i:i + 1] for t, v in out.items()}, rgb.shape[:2])
                         for i, rgb in enumerate(images)]
             else:
-                outs = [predict_slide(model, to_input(rgb, rgb.shape[:2], meta["mean"], meta["std"])[None],
+                outs = [predict_slide(forward, to_input(rgb, rgb.shape[:2], meta["mean"], meta["std"])[None],
                                       size, args.overlap, args.batch_size) for rgb in images]
             for path, rgb, single in zip(batch_files, images, outs):
                 records.append(write_outputs(path.stem, rgb, {t: v[0] for t, v in single.items()}, meta, out_dir))
@@ -180,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     from crossvit_mtl.cli.args import parse_size
+    from crossvit_mtl.engine.precision import PRECISIONS
 
     p = sub.add_parser("predict", help="run a trained checkpoint on images",
                        description="Predict every task of a checkpoint on PNG/JPEG images of any size. "
@@ -199,4 +222,10 @@ def add_parser(sub) -> None:
     p.add_argument("--overlap", type=float, default=1 / 3,
                    help="--mode slide: fraction of a window shared with its neighbour (default 1/3)")
     p.add_argument("--batch-size", type=int, default=8, help="images (resize) or windows (slide) per forward")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 autocast where the CPU multiplies bf16 natively, as "
+                   "training does; fp32 for the full-precision network")
+    p.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile: about a minute of compiling first, "
+                   "worth it for large image sets (see the README's Speed section)")
     p.set_defaults(func=run)
