@@ -86,3 +86,11 @@ def test_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
 def test_bench_command_is_registered():
     args = build_parser().parse_args(["bench", "--models", "crossvit_seg_tiny", "--sizes", "64x128", "--quick"])
     assert args.sizes == [(64, 128)] and args.quick and callable(args.func)
+
+
+def test_a_kept_allocator_case_run_with_the_opt_out_is_labelled_system(monkeypatch):
+    monkeypatch.setenv("CROSSVIT_MTL_SYSTEM_MALLOC", "1")
+    case = Case("crossvit_seg_tiny", (32, 64), "fp32", batch_size=1, repeats=1, warmup=1, latency_runs=1)
+    result = bench.measure_case(case)
+    assert not case.system_malloc and result.case.system_malloc
+    assert bench.describe(result.case).endswith("eager, system malloc")
