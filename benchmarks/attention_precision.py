@@ -1,24 +1,30 @@
-"""Forward + backward time of CPU attention in bf16, three ways, at the attention shapes of the
-crossvit_seg_small preset at 128x256 (batch 16), and at longer key sequences.
+"""Forward + backward time of CPU attention in bf16, four ways, at the attention shapes of the
+presets (batch 16) and the thesis network, and at longer sequences.
 
-    python benchmarks/attention_precision.py
+    python benchmarks/attention_precision.py [--system-malloc]
 
 - fused fp32: scaled_dot_product_attention on inputs widened to fp32;
 - fused bf16: scaled_dot_product_attention on the bf16 inputs;
-- project: ``crossvit_mtl.models.layers.attention`` on the bf16 inputs, which takes two bf16
-  matrix products around an fp32 softmax up to ``SHORT_KEYS`` keys and fused fp32 beyond.
+- explicit, whole batch: two bf16 matrix products around an fp32 softmax over all samples at once;
+- project: ``crossvit_mtl.models.layers.attention``: the same products in chunks of samples whose
+  fp32 scores fit ``SCORE_CHUNK_BYTES``, and fused fp32 beyond.
 
-The rows decide ``SHORT_KEYS``: where the explicit products stop beating the fused kernel.
+Host memory is kept for reuse as the command line keeps it (``engine/host_memory.py``);
+``--system-malloc`` leaves glibc as it is, where whole-batch scores above its mmap threshold are
+page-faulted at every call. The rows decide ``SCORE_CHUNK_BYTES``.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from crossvit_mtl.models.layers import SHORT_KEYS, attention
+from crossvit_mtl.engine.host_memory import keep_host_memory
+from crossvit_mtl.models import layers
+from crossvit_mtl.models.layers import SCORE_CHUNK_BYTES, attention
 
 SHAPES = {  # (heads, queries, keys, head_dim)
     "8-px branch over 128 capped keys; 8-px -> 16-px fusion": (2, 513, 129, 48),
@@ -26,11 +32,15 @@ SHAPES = {  # (heads, queries, keys, head_dim)
     "8-px branch over 256 keys": (2, 513, 257, 48),
     "8-px branch, uncapped": (2, 513, 513, 48),
     "thesis_seg 8-px branch": (8, 513, 513, 32),
+    "8-px branch at 256x512 over 512 keys": (2, 2049, 513, 48),
+    "8-px branch at 512x1024 over 128 capped keys": (2, 8193, 129, 48),
+    "8-px branch at 256x512, uncapped (scores beyond a chunk)": (2, 2049, 2049, 48),
 }
 
 WAYS = {
     "fused fp32": lambda q, k, v: F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype),
     "fused bf16": F.scaled_dot_product_attention,
+    "explicit, whole batch": lambda q, k, v: layers._explicit_attention(q, k, v, 0.0),
     "project": attention,
 }
 
@@ -53,7 +63,11 @@ def time_attention(way, heads: int, n: int, m: int, d: int, batch: int = 16, rep
 
 
 def main() -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SHORT_KEYS={SHORT_KEYS}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system-malloc", action="store_true", help="leave glibc's allocator as it is")
+    kept = not parser.parse_args().system_malloc and keep_host_memory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 16, "
+          f"SCORE_CHUNK_BYTES={SCORE_CHUNK_BYTES // 2**20} MiB, host memory {'kept' if kept else 'system'}")
     print("| shape (heads, queries, keys, head dim) | " + " | ".join(f"{w} ms" for w in WAYS)
           + " | fused fp32 / project |")
     print("|---|" + "---:|" * (len(WAYS) + 1))

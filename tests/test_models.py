@@ -143,21 +143,42 @@ def test_cross_attention_matches_explicit_softmax_float64():
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("keys, fused_calls", [(layers.SHORT_KEYS, 0), (layers.SHORT_KEYS + 1, 1)])
-def test_cpu_bf16_attention_matches_float64_forward_and_backward(monkeypatch, keys, fused_calls):
-    """Up to SHORT_KEYS keys, bf16 attention is explicit matrix products; beyond, the fused
-    kernel in fp32. Both must agree with a float64 softmax to bf16 accuracy, gradients included."""
-    calls = []
-    fused = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(layers.F, "scaled_dot_product_attention",
-                        lambda *a, **kw: calls.append(1) or fused(*a, **kw))
+PER_SAMPLE = 3 * 33 * 40 * 4  # fp32 score bytes of one sample below: 3 heads, 33 queries, 40 keys
+
+
+@pytest.mark.parametrize("chunk_bytes, max_bytes, fused_calls, explicit_calls", [
+    (None, None, 0, 1),                      # the defaults: all three samples at once
+    (PER_SAMPLE, None, 0, 3),                # one sample per chunk
+    (2 * PER_SAMPLE, None, 0, 2),            # chunks of 2 and 1
+    (PER_SAMPLE - 1, None, 1, 0),            # one sample's scores too large for a chunk
+    (None, 3 * PER_SAMPLE - 1, 1, 0),        # the call's scores too large to keep
+])
+def test_cpu_bf16_attention_matches_float64_forward_and_backward(monkeypatch, chunk_bytes, max_bytes,
+                                                                 fused_calls, explicit_calls):
+    """bf16 attention runs as explicit matrix products in chunks of samples, or as the fused
+    kernel when the scores are too large; every way must agree with a float64 softmax
+    to bf16 accuracy, gradients included."""
+    calls = {"fused": 0, "explicit": 0}
+    fused, explicit = torch.nn.functional.scaled_dot_product_attention, layers._explicit_attention
+
+    def count(name, fn):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return counted
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", count("fused", fused))
+    monkeypatch.setattr(layers, "_explicit_attention", count("explicit", explicit))
+    if chunk_bytes:
+        monkeypatch.setattr(layers, "SCORE_CHUNK_BYTES", chunk_bytes)
+    if max_bytes:
+        monkeypatch.setattr(layers, "SCORE_MAX_BYTES", max_bytes)
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 3, n, 48).to(torch.bfloat16).requires_grad_()
-               for n in (33, keys, keys))
-    grad_out = torch.randn(2, 3, 33, 48)
+    q, k, v = (torch.randn(3, 3, n, 48).to(torch.bfloat16).requires_grad_() for n in (33, 40, 40))
+    grad_out = torch.randn(3, 3, 33, 48)
     out = layers.attention(q, k, v)
     out.float().backward(grad_out)
-    assert out.dtype == torch.bfloat16 and len(calls) == fused_calls
+    assert out.dtype == torch.bfloat16 and calls == {"fused": fused_calls, "explicit": explicit_calls}
 
     ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
     expected = (ref[0] @ ref[1].transpose(-1, -2) / math.sqrt(48)).softmax(-1) @ ref[2]

@@ -53,29 +53,43 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-#: Most keys for which CPU bf16 attention runs as explicit bf16 matrix products (see attention).
-SHORT_KEYS = 256
+#: fp32 attention scores (bytes) that CPU bf16 attention computes at once: batches with more run
+#: in chunks of samples; a sample with more takes the fused kernel (see :func:`attention`)
+SCORE_CHUNK_BYTES = 16 * 2**20
+#: most fp32 score bytes one attention call keeps for backward on the explicit path
+SCORE_MAX_BYTES = 256 * 2**20
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    scores = torch.matmul(q, k.transpose(-2, -1)).float().mul_(q.shape[-1] ** -0.5)
+    probs = F.dropout(scores.softmax(dim=-1), dropout_p) if dropout_p else scores.softmax(dim=-1)
+    return torch.matmul(probs.to(q.dtype), v)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
     """Softmax attention of (B, h, N, d) queries over (B, h, M, d) keys and values, scaled by
-    1/sqrt(d): scaled_dot_product_attention, except for bf16 on CPU.
+    1/sqrt(d): scaled_dot_product_attention, except for bf16 on CPU at moderate lengths.
 
-    PyTorch's fused CPU kernel is slower in bf16 than in fp32, and at up to ``SHORT_KEYS`` keys
-    (every capped grid attention, CLS exchange) two bf16 matrix products around an fp32 softmax
-    beat the fp32 kernel by 1.2-1.7x forward + backward (``benchmarks/attention_precision.py``;
-    at 257 keys they are level). The scores they keep for backward are then at most SHORT_KEYS
-    values per query and head. Longer key sequences take the fused kernel in fp32, which never
-    materialises them. Scores are rounded to bf16 as autocast rounds any matrix product.
+    There two bf16 matrix products around an fp32 softmax beat PyTorch's fused kernel (in fp32
+    or bf16) by 1.4-2.9x forward + backward at every attention shape of the presets and the
+    thesis network (``benchmarks/attention_precision.py``), provided the scores come in
+    cache-sized blocks: a batch runs in chunks of samples whose fp32 scores fit
+    ``SCORE_CHUNK_BYTES``, which also keeps each block small enough for glibc to reuse rather
+    than page-fault anew. A sample with more scores than a chunk (long sequences), or a call
+    with more than ``SCORE_MAX_BYTES`` to keep for backward, takes the fused kernel, which never
+    materialises them and at such lengths runs faster in bf16 than in fp32. Scores are rounded
+    to bf16 as autocast rounds any matrix product.
     """
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    if k.shape[-2] > SHORT_KEYS:
-        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                              dropout_p=dropout_p).to(q.dtype)
-    scores = torch.matmul(q, k.transpose(-2, -1)).float().mul_(q.shape[-1] ** -0.5)
-    probs = F.dropout(scores.softmax(dim=-1), dropout_p) if dropout_p else scores.softmax(dim=-1)
-    return torch.matmul(probs.to(q.dtype), v)
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        batch, heads, queries, _ = q.shape
+        per_sample = heads * queries * k.shape[-2] * 4
+        if per_sample <= SCORE_CHUNK_BYTES and batch * per_sample <= SCORE_MAX_BYTES:
+            step = SCORE_CHUNK_BYTES // per_sample
+            if step >= batch or not batch == k.shape[0] == v.shape[0]:
+                return _explicit_attention(q, k, v, dropout_p)
+            return torch.cat([_explicit_attention(*chunk, dropout_p)
+                              for chunk in zip(q.split(step), k.split(step), v.split(step))])
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
 
 def kv_pool_factor(grid: tuple[int, int], kv_tokens: int | None, min_factor: int = 1) -> int:
