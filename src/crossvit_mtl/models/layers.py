@@ -71,7 +71,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
     1/sqrt(d): scaled_dot_product_attention, except for bf16 on CPU at moderate lengths.
 
     There two bf16 matrix products around an fp32 softmax beat PyTorch's fused kernel (in fp32
-    or bf16) by 1.4-2.9x forward + backward at every attention shape of the presets and the
+    or bf16) by 1.5-2.9x forward + backward at every attention shape of the presets and the
     thesis network (``benchmarks/attention_precision.py``), provided the scores come in
     cache-sized blocks: a batch runs in chunks of samples whose fp32 scores fit
     ``SCORE_CHUNK_BYTES``, which also keeps each block small enough for glibc to reuse rather
