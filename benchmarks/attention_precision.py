@@ -7,7 +7,7 @@ presets (batch 16) and the thesis network, and at longer sequences.
 - fused bf16: scaled_dot_product_attention on the bf16 inputs;
 - explicit, whole batch: two bf16 matrix products around an fp32 softmax over all samples at once;
 - project: ``crossvit_mtl.models.layers.attention``: the same products in chunks of samples whose
-  fp32 scores fit ``SCORE_CHUNK_BYTES``, and fused fp32 beyond.
+  fp32 scores fit ``SCORE_CHUNK_BYTES``, and fused bf16 for a sample with more.
 
 Host memory is kept for reuse as the command line keeps it (``engine/host_memory.py``);
 ``--system-malloc`` leaves glibc as it is, where whole-batch scores above its mmap threshold are

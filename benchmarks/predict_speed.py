@@ -87,9 +87,8 @@ def main() -> None:
         agree = []
         for batch in batches:
             full, half = ways["fp32"](batch), ways["bf16"](batch)
-            for task in full:
-                if task == "segmentation":
-                    agree.append((full[task].argmax(1) == half[task].argmax(1)).float().flatten())
+            if "segmentation" in full:
+                agree.append((full["segmentation"].argmax(1) == half["segmentation"].argmax(1)).float().flatten())
         if agree:
             print(f"  bf16 labels equal to fp32 labels on {torch.cat(agree).mean().item():.2%} of the "
                   f"pixels of {len(images)} images")

@@ -309,12 +309,10 @@ def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_s
     """The cases to run. Without ``sizes``: every model at 128x256, and the default preset and
     its peer also at 256x512 and 512x1024. Variants and allocators of one model run next to
     each other."""
-    for variant in variants:
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    for allocator in allocators:
-        if allocator not in ALLOCATORS:
-            raise ValueError(f"allocator must be one of {ALLOCATORS}, got {allocator!r}")
+    for what, values, choices in (("variant", variants, VARIANTS), ("allocator", allocators, ALLOCATORS)):
+        for value in values:
+            if value not in choices:
+                raise ValueError(f"{what} must be one of {choices}, got {value!r}")
     resolved = list(dict.fromkeys(resolve_precision(p) for p in precisions))
     cases = []
     for model in models:
