@@ -13,7 +13,7 @@ from fixtures_data import CACHE_INFO, random_sample, write_cache, write_image_fo
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli import data as data_cli
-from crossvit_mtl.data.cache import CacheWriter, CachedDataset, write_synth
+from crossvit_mtl.data.cache import FORMAT_VERSION, CacheWriter, CachedDataset, synth_split_seed, write_synth
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.registry import build_dataset
 
@@ -40,7 +40,7 @@ def test_round_trip(tmp_path):
 def test_arrays_and_meta_on_disk(tmp_path):
     write_cache(tmp_path / "c", {"train": 3})
     meta = json.loads((tmp_path / "c" / "meta.json").read_text())
-    assert meta["splits"] == {"train": 3} and meta["image_size"] == [8, 16] and meta["version"] == 1
+    assert meta["splits"] == {"train": 3} and meta["image_size"] == [8, 16] and meta["version"] == FORMAT_VERSION == 2
     expected = {"images.npy": ((3, 8, 16, 3), np.uint8), "labels.npy": ((3, 8, 16), np.uint8),
                 "depth.npy": ((3, 8, 16), np.float32), "normals.npy": ((3, 8, 16, 3), np.float16),
                 "classes.npy": ((3,), np.int64)}
@@ -158,11 +158,17 @@ def test_write_synth_with_stand_in_renderer(tmp_path, monkeypatch):
     fake.synth_info = lambda: CACHE_INFO
     monkeypatch.setitem(sys.modules, "crossvit_mtl.data.synth", fake)
     monkeypatch.setattr(crossvit_mtl.data, "synth", fake, raising=False)
-    write_synth(tmp_path / "s", train=3, val=2, height=8, width=16, seed=5)
-    train, val = CachedDataset(tmp_path / "s", "train"), CachedDataset(tmp_path / "s", "val")
-    assert (len(train), len(val)) == (3, 2)
+    write_synth(tmp_path / "s", train=3, val=2, test=4, height=8, width=16, seed=5)
+    train, val, test = (CachedDataset(tmp_path / "s", split) for split in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (3, 2, 4)
     np.testing.assert_array_equal(train.load(2)["image"], _fake_render(5, 2, 8, 16)["image"])
+    np.testing.assert_array_equal(test.load(1)["image"], _fake_render(synth_split_seed(5, "test"), 1, 8, 16)["image"])
+    # three streams: no split repeats another's scenes
+    assert len({synth_split_seed(5, s) for s in ("train", "val", "test")}) == 3
     assert not np.array_equal(val.load(0)["image"], train.load(0)["image"])
+    assert not np.array_equal(test.load(0)["image"], val.load(0)["image"])
+    with pytest.raises(ValueError, match="splits train, val, test, not 'extra'"):
+        synth_split_seed(5, "extra")
     with pytest.raises(FileExistsError):
         write_synth(tmp_path / "s", train=1, val=1, height=8, width=16)
 
@@ -200,8 +206,9 @@ def test_cli_synth(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     data_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["data", "synth", "--out", str(tmp_path / "s"), "--train", "2", "--val", "1",
-                              "--size", "16x32"])
+                              "--test", "1", "--size", "16x32"])
     assert args.func(args) == 0 and "wrote" in capsys.readouterr().out
     assert CachedDataset(tmp_path / "s", "val")[0]["image"].shape == (3, 16, 32)
+    assert len(CachedDataset(tmp_path / "s", "test")) == 1
     with pytest.raises(UserError, match="already exists"):
         args.func(args)

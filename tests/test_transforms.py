@@ -225,6 +225,26 @@ def test_reproducible_under_manual_seed():
     assert not all(torch.equal(a[0]["image"], x["image"]) for x in a[1:])
 
 
+def test_scale_crop_drops_a_whole_view_class_only_when_it_crops():
+    sample = make_sample()
+    whole_view = RandomScaleCrop((1.5,), keeps_class=False)
+    cropped = whole_view(sample)
+    assert cropped["classification"].item() == IGNORE_INDEX and cropped["classification"].dtype == torch.int64
+    assert sample["classification"].item() == 1  # the input is left alone
+    assert RandomScaleCrop((1.0,), keeps_class=False)(sample)["classification"].item() == 1  # no crop, no doubt
+    assert RandomScaleCrop((1.5,), keeps_class=True)(sample)["classification"].item() == 1  # object classes
+    # the dense maps are cropped exactly as with an object class
+    torch.manual_seed(3)
+    a = whole_view(sample)
+    torch.manual_seed(3)
+    b = RandomScaleCrop((1.5,))(sample)
+    assert torch.equal(a["segmentation"], b["segmentation"]) and torch.equal(a["depth"], b["depth"])
+    # build_transforms takes the data set's word for it
+    layout = DatasetInfo(name="l", tasks=("classification",), scene_classes=("x", "y"), crop_keeps_class=False)
+    assert not build_transforms(layout, train=True).transforms[0].keeps_class
+    assert build_transforms(INFO, train=True).transforms[0].keeps_class
+
+
 def test_build_transforms_pipelines():
     train = build_transforms(INFO, train=True)
     names = [type(t).__name__ for t in train.transforms]

@@ -24,9 +24,10 @@ def _user_errors(run):
 def run_synth(args: argparse.Namespace) -> int:
     from crossvit_mtl.data.cache import write_synth
 
-    out = write_synth(args.out, train=args.train, val=args.val, height=args.size[0], width=args.size[1],
-                      seed=args.seed, workers=args.workers, overwrite=args.overwrite, progress=True)
-    print(f"wrote {out}: synthetic scenes, train {args.train}, val {args.val}, "
+    out = write_synth(args.out, train=args.train, val=args.val, test=args.test, height=args.size[0],
+                      width=args.size[1], seed=args.seed, workers=args.workers, overwrite=args.overwrite,
+                      progress=True)
+    print(f"wrote {out}: synthetic scenes, train {args.train}, val {args.val}, test {args.test}, "
           f"{args.size[0]}x{args.size[1]}")
     return 0
 
@@ -74,7 +75,8 @@ def add_parser(sub) -> None:
     s = cmds.add_parser("synth", help="render synthetic scenes into a cache")
     s.add_argument("--out", type=Path, required=True, help="cache folder to write")
     s.add_argument("--train", type=int, default=1000, help="training scenes (default 1000)")
-    s.add_argument("--val", type=int, default=200, help="validation scenes (default 200)")
+    s.add_argument("--val", type=int, default=200, help="validation scenes, for model selection (default 200)")
+    s.add_argument("--test", type=int, default=200, help="test scenes, to report on (default 200)")
     s.add_argument("--size", type=parse_size, default=(128, 256), help="HxW (default 128x256)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--workers", type=_positive, default=1, help="rendering processes (default 1)")

@@ -3,7 +3,8 @@
 Layout (``H, W`` the image size, ``N`` the samples of a split)::
 
     {root}/meta.json            name, tasks, class names, palette, depth_kind, scene_classes,
-                                mean, std (of the train images), image_size, split counts, version
+                                crop_keeps_class, mean, std (of the train images), image_size,
+                                split counts, version
     {root}/{split}/images.npy   (N, H, W, 3) uint8
     {root}/{split}/labels.npy   (N, H, W)    uint8, IGNORE_INDEX (255) = not annotated
     {root}/{split}/depth.npy    (N, H, W)    float32, 0 = invalid
@@ -33,9 +34,9 @@ from crossvit_mtl.data.common import IGNORE_INDEX, TASKS, DatasetInfo
 from crossvit_mtl.data.errors import DataError, load_npy
 
 FORMAT = "crossvit-mtl-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_KEYS = ("format", "version", "name", "tasks", "class_names", "palette", "depth_kind",
-             "scene_classes", "mean", "std", "image_size", "splits")
+             "scene_classes", "crop_keeps_class", "mean", "std", "image_size", "splits")
 
 #: sample key -> (file name, stored dtype, per-pixel trailing shape, or None for one value per sample)
 ARRAYS: dict[str, tuple[str, Any, tuple[int, ...] | None]] = {
@@ -157,7 +158,7 @@ class CacheWriter:
         return {"format": FORMAT, "version": FORMAT_VERSION, "name": info.name,
                 "tasks": list(info.tasks), "class_names": list(info.class_names),
                 "palette": [list(c) for c in info.palette], "depth_kind": info.depth_kind,
-                "scene_classes": list(info.scene_classes),
+                "scene_classes": list(info.scene_classes), "crop_keeps_class": bool(info.crop_keeps_class),
                 "mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std],
                 "image_size": list(self.size), "splits": dict(self.splits), "extra": info.extra}
 
@@ -220,6 +221,7 @@ def info_from_meta(meta: dict[str, Any], tasks: Iterable[str] | None = None) -> 
         name=meta["name"], tasks=tuple(meta["tasks"] if tasks is None else tasks),
         class_names=tuple(meta["class_names"]), palette=tuple(tuple(c) for c in meta["palette"]),
         depth_kind=meta["depth_kind"], scene_classes=tuple(meta["scene_classes"]),
+        crop_keeps_class=bool(meta["crop_keeps_class"]),
         mean=tuple(meta["mean"]), std=tuple(meta["std"]), extra=dict(meta.get("extra", {})))
 
 
@@ -283,22 +285,28 @@ class CachedDataset(DenseDataset):
         return raw
 
 
-def write_synth(out: str | os.PathLike, train: int = 1000, val: int = 200, height: int = 128,
+#: The splits of the synthetic scenes, each rendered from its own stream (:func:`synth_split_seed`):
+#: ``val`` selects checkpoints, ``test`` is the held-out split results are reported on.
+SYNTH_SPLITS = ("train", "val", "test")
+
+
+def write_synth(out: str | os.PathLike, train: int = 1000, val: int = 200, test: int = 200, height: int = 128,
                 width: int = 256, seed: int = 0, workers: int = 1, overwrite: bool = False,
                 progress: bool = False) -> Path:
-    """Render the built-in synthetic scenes into a cache (train and val use different seeds).
-
-    Rendering once and reading the cache is what makes long runs on synthetic data cheap.
-    """
+    """Render the built-in synthetic scenes into a cache: train, val and test, each from its own
+    random stream. Rendering once and reading the cache is what makes long runs on synthetic data cheap."""
     from crossvit_mtl.data import synth
 
+    counts = {"train": train, "val": val, "test": test}
     with CacheWriter(out, synth.synth_info(), (height, width), overwrite=overwrite) as writer:
-        for split, count, split_seed in (("train", train, seed), ("val", val, synth_split_seed(seed, "val"))):
-            render = functools.partial(synth.render_sample, split_seed, height=height, width=width)
-            writer.write_split(split, count, parallel_map(render, range(count), workers), progress)
+        for split in SYNTH_SPLITS:
+            render = functools.partial(synth.render_sample, synth_split_seed(seed, split), height=height, width=width)
+            writer.write_split(split, counts[split], parallel_map(render, range(counts[split]), workers), progress)
     return Path(out)
 
 
 def synth_split_seed(seed: int, split: str) -> int:
-    """The seed a split of the synthetic scenes is rendered with, so val never repeats train."""
-    return seed if split == "train" else seed + 1_000_003
+    """The seed a split of the synthetic scenes is rendered with: no split repeats another's scenes."""
+    if split not in SYNTH_SPLITS:
+        raise ValueError(f"the synthetic scenes have splits {', '.join(SYNTH_SPLITS)}, not {split!r}")
+    return seed + 1_000_003 * SYNTH_SPLITS.index(split)

@@ -41,6 +41,11 @@ class DatasetInfo:
     palette: tuple[tuple[int, int, int], ...] = ()
     depth_kind: str = "metric"  # "metric" (metres) or "disparity" (inverse depth)
     scene_classes: tuple[str, ...] = ()  # names of the image-level classes
+    #: Whether a zoomed-in crop keeps the image-level class. True for object classes (a crop of a
+    #: cat is a cat); False where the class is the layout of the whole view (the synthetic
+    #: scenes' road layout: a crop can cut the cross street away), and the training crop then
+    #: marks the class as not annotated (IGNORE_INDEX) instead of keeping a label it may contradict.
+    crop_keeps_class: bool = True
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     extra: dict = field(default_factory=dict)

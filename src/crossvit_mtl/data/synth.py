@@ -253,7 +253,7 @@ class _Prim:
     shape_id: int  # position of the class in _SHAPES
 
     def __init__(self, label: int, material: _Material, bounds: tuple, geometry: tuple):
-        self.label, self.bounds = label, bounds
+        self.label, self.bounds, self.texture = label, bounds, material.kind
         #: Shading-pass group: pixels are sorted by it so every (shape, texture) pair is one slice.
         self.group = _FIRST_GROUP + self.shape_id * len(_TEXTURES) + _TEXTURE_KINDS.index(material.kind)
         #: Geometry padded to 8 numbers, then the material row: one table row per primitive.
@@ -450,6 +450,11 @@ class _Road:
         lat, s = self.coords(x, z)
         return abs(lat) - self.hw if 0 <= s <= self.length else math.inf
 
+    def stretch(self, lateral: float) -> float:
+        """Centreline arc length per metre along the parallel line at ``lateral``: lots of a row
+        of buildings then meet at their facades, on the outside of a bend as on a straight."""
+        return 1.0
+
 
 class _Straight(_Road):
     """Straight road segment from ``start`` along ``heading`` (radians from +z towards +x)."""
@@ -486,6 +491,9 @@ class _Arc(_Road):
         beta = self.turn * (np.arctan2(self.turn * vz, -self.turn * vx) - self.heading)
         beta = (beta + math.pi) % (2 * math.pi) - math.pi  # angle turned since the start
         return self.turn * (self.r - np.sqrt(vx * vx + vz * vz)), beta * self.r
+
+    def stretch(self, lateral: float) -> float:
+        return self.r / max(self.r - self.turn * lateral, 1.0)
 
     def frame(self, s, lateral):
         th = self.heading + self.turn * s / self.r
@@ -560,18 +568,31 @@ class _Builder:
         self.prims.extend(prims)
 
     # -- objects
-    def building(self, road, s, side, width, setback):
+    def building(self, road, s, side, width, setback) -> float:
+        """A building on the lot starting at arc length ``s``; returns the arc length the lot took.
+
+        A lot that would reach onto a road or a sidewalk (at a corner) is narrowed until it fits,
+        so building rows run on without gaps up to the cross street: the only openings in a row
+        are the roads themselves, which is what makes a junction recognisable.
+        """
         rng = self.rng
-        depth, height = rng.uniform(8, 16), rng.pick((rng.uniform(5, 12), rng.uniform(10, 28)))
-        x, z, heading = road.frame(s + width / 2, side * (road.hw + self.sw + setback + depth / 2))
-        if not self.off_road(x, z, width / 2, depth / 2, heading, self.sw):
-            return
+        depth, height = rng.uniform(8, 16), rng.pick((rng.uniform(6, 12), rng.uniform(10, 28)))
+        lateral = side * (road.hw + self.sw + setback + depth / 2)
+        front = side * (road.hw + self.sw + setback)
+        for lot in (width, 0.6 * width, 0.35 * width, 2.5):
+            step = lot * road.stretch(front)
+            x, z, heading = road.frame(s + step / 2, lateral)
+            if self.off_road(x, z, lot / 2, depth / 2, heading, self.sw):
+                break
+        else:
+            return 1.0
         floor = rng.uniform(2.8, 3.6)
         windows = (height, floor, rng.uniform(1.8, 4.0), rng.random(), rng.uniform(0.3, 0.7),
                    rng.uniform(0.35, 0.65), rng.pick((0.0, floor)))
         mat = _Material(_paint(rng, 0.5, 0.3, 0.9), "facade", rng.uniform(0.2, 0.6), rng.uniform(0.05, 0.3),
                         _grey(rng, 0.05, 0.45, 0.3), windows)
-        self.add(_Box(x, z, heading, width / 2, depth / 2, 0.0, height, CONSTRUCTION, mat))
+        self.add(_Box(x, z, heading, lot / 2, depth / 2, 0.0, height, CONSTRUCTION, mat))
+        return step
 
     def tree(self, x, z, margin):
         rng = self.rng
@@ -692,45 +713,51 @@ class _Builder:
 
 
 def _road_network(rng: _Draws, cls: int, hw: float, sw: float) -> list:
-    """The layout that defines the scene class. The camera drives on roads[0] at z = 0."""
+    """The layout that defines the scene class. The camera drives on roads[0] at z = 0.
+
+    Every layout changes what lies 10-35 m ahead, where it covers a large share of the picture:
+    a straight street runs on to the horizon; a curve turns 80-100 degrees, so a building row
+    closes the view; a T-junction ends the street at a cross street (seen from its stem: arms to
+    both sides, buildings ahead); crossroads have the arms and the street running on.
+    """
+    if cls == STRAIGHT:
+        return [_Straight((0.0, -CAM_S), 0.0, 400.0, hw)]
     if cls == CURVE:
-        zc = rng.uniform(8, 22)
-        first = _Straight((0.0, -CAM_S), 0.0, CAM_S + zc, hw)
-        arc = _Arc(first.end()[:2], 0.0, rng.uniform(hw + sw + 8, 40), rng.sign(),
-                   math.radians(rng.uniform(60, 100)), hw)
+        bend = rng.uniform(8, 16)
+        first = _Straight((0.0, -CAM_S), 0.0, CAM_S + bend, hw)
+        arc = _Arc(first.end()[:2], 0.0, rng.uniform(hw + sw + 4, 20), rng.sign(),
+                   math.radians(rng.uniform(80, 100)), hw)
         x, z, heading = arc.end()
         return [first, arc, _Straight((x, z), heading, 300.0, hw)]
-    main = _Straight((0.0, -CAM_S), 0.0, 400.0, hw)
-    if cls == STRAIGHT:
-        return [main]
-    zj, hw2 = rng.uniform(8, 25), hw * rng.uniform(0.7, 1.0)
-    if cls == T_JUNCTION:
-        return [main, _Straight((0.0, zj), rng.sign() * math.pi / 2, 300.0, hw2)]
-    return [main, _Straight((-300.0, zj), math.pi / 2, 600.0, hw2)]
+    hw2 = hw * rng.uniform(0.8, 1.2)
+    zj = rng.uniform(10, 18) + hw2  # the cross street's centre line; its near edge 10-18 m ahead
+    cross = _Straight((-300.0, zj), math.pi / 2, 600.0, hw2)
+    return [_Straight((0.0, -CAM_S), 0.0, CAM_S + zj if cls == T_JUNCTION else 400.0, hw), cross]
 
 
 def _roadside(b: _Builder, rng: _Draws, road, s_lo: float, s_hi: float, side: float):
-    """One side of a road: lots with buildings (or parks with fences), street trees, lamp posts."""
+    """One side of a road: an unbroken row of buildings (set back by a front yard or not), street
+    trees on the sidewalk, lamp posts, and low walls or fences in front of some yards."""
     sw = b.sw
     if rng.random() < 0.4:
         gap = rng.uniform(9, 16)
         for s in np.arange(s_lo + rng.uniform(0, gap), s_hi, gap).tolist():
             x, z, _ = road.frame(s, side * (road.hw + sw * rng.uniform(0.55, 0.8)))
             b.tree(x, z, 0.5)
-    park = rng.random() < 0.15
     s = s_lo + rng.uniform(-8, 0)
     while s < s_hi:
         width = rng.uniform(6, 22)
-        seen = b.in_view(*road.frame(s + width / 2, side * (road.hw + sw + 8))[:2], width / 2 + 10)
-        if seen and (park or rng.random() < 0.1):
-            for _ in range(rng.integers(1, 3)):
-                x, z, _ = road.frame(s + rng.uniform(0, width), side * (road.hw + sw + rng.uniform(1, 10)))
+        setback = rng.uniform(1, 5) * (rng.random() < 0.5)
+        if b.in_view(*road.frame(s + width / 2, side * (road.hw + sw + 8))[:2], width / 2 + 10):
+            step = b.building(road, s, side, width, setback)
+            if setback > 2 and rng.random() < 0.4:
+                b.barrier(road, s, s + step, side, road.hw + sw + rng.uniform(0.2, 0.6 * setback))
+            elif setback > 2 and rng.random() < 0.3:
+                x, z, _ = road.frame(s + step / 2, side * (road.hw + sw + setback / 2))
                 b.tree(x, z, sw + 0.5)
-            if rng.random() < 0.6:
-                b.barrier(road, s, s + width, side, road.hw + sw + rng.uniform(0.2, 1.0))
-        elif seen:
-            b.building(road, s, side, width, rng.uniform(0, 6) * (rng.random() < 0.6))
-        s += width + (rng.uniform(1, 8) if rng.random() < 0.4 else 0.0)
+        else:
+            step = width
+        s += step
     if rng.random() < 0.6:
         gap = rng.uniform(15, 35)
         for s in np.arange(s_lo + rng.uniform(5, gap), s_hi, gap).tolist():
@@ -785,7 +812,7 @@ def _build_scene(rng: _Draws, cls: int) -> _Scene:
     b = _Builder(rng, roads, sw, cam)
     for road in roads:
         for side in (-1.0, 1.0):
-            _roadside(b, rng, road, max(road.s_cam - 60, 0.0), min(road.s_cam + 120, road.length), side)
+            _roadside(b, rng, road, max(road.s_cam - 100, 0.0), min(road.s_cam + 120, road.length), side)
     _traffic(b, rng, cls)
     if rng.random() < 0.4:
         b.bonnet(cam, yaw)
@@ -919,16 +946,13 @@ def _camera_rays(scene: _Scene, height: int, width: int):
     return d, rot
 
 
-def render_sample(seed: int, index: int, height: int = 128, width: int = 256) -> dict[str, Any]:
-    """Render sample ``index`` of stream ``seed``: image, segmentation, depth, normal, classification."""
-    cls = scene_class(seed, index)
-    scene = _build_scene(_Draws(np.random.default_rng([seed, index])), cls)
+def _z_pass(scene: _Scene, height: int, width: int):
+    """Ray directions (3, H, W), the camera rotation, the z-buffer and the id of the surface each
+    pixel sees (sky, ground, or a primitive)."""
     d, rot = _camera_rays(scene, height, width)
     dx, dy, dz = d
     o = scene.cam
-    cam = np.array(o, F32)[:, None]
-
-    # z-pass. Without roll each row has one ground depth, so the ground is a block of rows.
+    # Without roll each row has one ground depth, so the ground is a block of rows.
     zbuf = np.full((height, width), np.inf, F32)
     ids = np.full((height, width), _SKY_ID, np.int16)
     t_row = np.where(dy[:, 0] < 0, -o[1] / np.minimum(dy[:, 0], -1e-9), np.inf)
@@ -936,14 +960,91 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
     zbuf[ground_rows] = t_row[ground_rows, None]
     ids[ground_rows] = _GROUND_ID
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for r0, r1, c0, c1, znear, i in _screen_boxes(scene.prims, cam[:, 0], rot, intrinsics(height, width),
-                                                       height, width):
+        for r0, r1, c0, c1, znear, i in _screen_boxes(scene.prims, np.array(o, F32), rot,
+                                                       intrinsics(height, width), height, width):
             zb = zbuf[r0:r1, c0:c1]
             if znear >= zb.max():
                 continue  # hidden behind what is already drawn
             t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), zb)
             np.copyto(zb, t, where=closer)
             np.copyto(ids[r0:r1, c0:c1], i + _FIRST_PRIM_ID, where=closer)
+    return d, rot, zbuf, ids
+
+
+# ----------------------------------------------------------------------------------- class cues
+
+#: The elements that show a scene's layout, each measured as the share of the picture it covers
+#: (:func:`layout_cues`): ``left`` / ``right`` the surface of the other roads (a cross street's
+#: arms, the road of a bend) beyond the main street's kerbs; ``beyond`` the
+#: main street farther than :data:`ROAD_BEYOND` metres; ``closing`` the buildings standing across
+#: the main street's corridor (road and sidewalks), which close the view.
+CUES = ("left", "right", "beyond", "closing")
+#: Every rendered scene shows each cue its class needs over at least this share of the picture,
+#: measured at :data:`CUE_SIZE`: a draw that does not (a truck hiding an arm, a yaw that turns
+#: one away) is replaced by the next draw of its random stream. What a layout lacks (arms in a
+#: straight street, a closing row at crossroads) is absent by construction, so the cues present
+#: determine the class (:func:`layout_from_cues`).
+MIN_CUE_SHARE = {"left": 0.005, "right": 0.005, "beyond": 0.001, "closing": 0.04}
+CUE_SIZE = (64, 128)
+#: Depth (m) past every junction's far edge, beyond which the main street counts as running on.
+ROAD_BEYOND = 40.0
+
+
+def layout_cues(scene: _Scene, height: int, width: int) -> dict[str, float]:
+    """Share of the picture each of :data:`CUES` covers when ``scene`` is seen at ``height`` x ``width``."""
+    d, _, zbuf, ids = _z_pass(scene, height, width)
+    hit = ids != _SKY_ID
+    t, kind = zbuf[hit], ids[hit]
+    x, z = scene.cam[0] + t * d[0][hit], scene.cam[2] + t * d[2][hit]
+    ground = kind == _GROUND_ID
+    building = np.array([False, False, *(q.texture == "facade" for q in scene.prims)])[kind]
+    main = scene.roads[0]
+    lat = main.coords(x, z)[0]
+    others = [r.project(x, z)[0] <= r.hw for r in scene.roads[1:]]
+    side_roads = ground & np.logical_or.reduce(others) & (np.abs(lat) > main.hw + 0.5) if others \
+        else np.zeros_like(ground)
+    counts = {"left": (side_roads & (lat < 0)).sum(), "right": (side_roads & (lat > 0)).sum(),
+              "beyond": (ground & (main.project(x, z)[0] <= main.hw) & (t >= ROAD_BEYOND)).sum(),
+              "closing": (building & (np.abs(lat) <= main.hw + scene.sidewalk)).sum()}
+    return {name: int(count) / (height * width) for name, count in counts.items()}
+
+
+def layout_from_cues(cues: dict[str, float]) -> int:
+    """The class the visible cues spell: arms on both sides are a junction (a T when buildings close
+    the view, crossroads when the street runs on), a road to one side is a bend, none a straight."""
+    sides = (cues["left"] > 0) + (cues["right"] > 0)
+    if sides == 2:
+        return T_JUNCTION if cues["closing"] > 0 else CROSSROADS
+    return CURVE if sides == 1 else STRAIGHT
+
+
+def shows_its_class(cues: dict[str, float], cls: int) -> bool:
+    """Whether every cue class ``cls`` needs covers its :data:`MIN_CUE_SHARE`."""
+    enough = {name: cues[name] >= MIN_CUE_SHARE[name] for name in CUES}
+    return {STRAIGHT: enough["beyond"],
+            CURVE: (enough["left"] or enough["right"]) and enough["closing"],
+            T_JUNCTION: enough["left"] and enough["right"] and enough["closing"],
+            CROSSROADS: enough["left"] and enough["right"] and enough["beyond"]}[cls]
+
+
+def scene_for(seed: int, index: int) -> tuple[_Scene, int]:
+    """The scene of sample ``index`` of stream ``seed`` and its class: the first draw that shows its
+    class (:func:`shows_its_class`, checked at :data:`CUE_SIZE`, so the scene never depends on the
+    resolution it is rendered at)."""
+    cls = scene_class(seed, index)
+    for attempt in range(100):
+        scene = _build_scene(_Draws(np.random.default_rng([seed, index, 0, attempt])), cls)
+        if shows_its_class(layout_cues(scene, *CUE_SIZE), cls):
+            return scene, cls
+    raise RuntimeError(f"no draw of class {SCENE_CLASSES[cls]!r} shows its cues (seed {seed}, index {index})")
+
+
+def render_sample(seed: int, index: int, height: int = 128, width: int = 256) -> dict[str, Any]:
+    """Render sample ``index`` of stream ``seed``: image, segmentation, depth, normal, classification."""
+    scene, cls = scene_for(seed, index)
+    d, rot, zbuf, ids = _z_pass(scene, height, width)
+    o = scene.cam
+    cam = np.array(o, F32)[:, None]
 
     # Shading pass. Pixels are sorted by group (sky, ground, then shape class x texture kind), so
     # each group is one contiguous slice shaded in one batch; the result is unsorted at the end.
@@ -999,7 +1100,8 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
 def synth_info() -> DatasetInfo:
     """Description of the synthetic scenes for the engine (all four tasks, metric depth)."""
     return DatasetInfo(name="synth", tasks=TASKS, class_names=CATEGORY_NAMES, palette=CATEGORY_PALETTE,
-                       depth_kind="metric", scene_classes=SCENE_CLASSES, mean=MEAN, std=STD)
+                       depth_kind="metric", scene_classes=SCENE_CLASSES, crop_keeps_class=False,
+                       mean=MEAN, std=STD)
 
 
 def measure_stats(n: int = 200, seed: int = 0, height: int = 128, width: int = 256):
@@ -1011,8 +1113,8 @@ def measure_stats(n: int = 200, seed: int = 0, height: int = 128, width: int = 2
 class SynthScenes(DenseDataset):
     """The synthetic scenes as a data set, rendered on demand (no cache).
 
-    ``train`` and ``val`` render from different seeds (:func:`~crossvit_mtl.data.cache.synth_split_seed`,
-    the same streams ``crossvit-mtl data synth`` caches), so validation never repeats training.
+    ``train``, ``val`` and ``test`` render from different seeds (:func:`~crossvit_mtl.data.cache.synth_split_seed`,
+    the same streams ``crossvit-mtl data synth`` caches), so no split repeats another's scenes.
     """
 
     info = synth_info()
@@ -1020,8 +1122,6 @@ class SynthScenes(DenseDataset):
     def __init__(self, split: str = "train", length: int = 2000, seed: int = 0, height: int = 128,
                  width: int = 256, transform=None):
         super().__init__(transform)
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if length < 0 or seed < 0:
             raise ValueError("length and seed must be >= 0")
         self.split, self.length, self.height, self.width = split, length, height, width

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from crossvit_mtl.data.common import DatasetInfo
+from crossvit_mtl.data.common import IGNORE_INDEX, DatasetInfo
 
 Sample = dict[str, torch.Tensor]
 
@@ -160,11 +160,17 @@ class RandomScaleCrop:
     Normals are left unchanged. That is exact for a camera moved along its optical axis
     (a translation does not rotate camera-frame normals); the crop is only an approximation
     of such a move, since it ignores parallax and the off-centre crop's shifted viewing rays.
+
+    An image-level class that describes the whole view (``keeps_class=False``) is not known for a
+    crop, which may cut away what defines it: a crop marks it ``IGNORE_INDEX``, so the
+    classification loss skips that sample while the dense tasks still learn from it.
     """
 
-    def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5), depth_kind: str = "metric"):
+    def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5), depth_kind: str = "metric",
+                 keeps_class: bool = True):
         self.scales = _check_scales("scales", scales)
         self.depth_kind = _check_depth_kind("depth_kind", depth_kind)
+        self.keeps_class = bool(keeps_class)
 
     def __call__(self, sample: Sample) -> Sample:
         size = _spatial_size(sample)
@@ -181,10 +187,13 @@ class RandomScaleCrop:
         if "depth" in result:  # a fresh tensor from _resample, so scaled in place
             depth = result["depth"]
             result["depth"] = depth.div_(s) if self.depth_kind == "metric" else depth.mul_(s)
+        if "classification" in result and not self.keeps_class:
+            result["classification"] = torch.full_like(result["classification"], IGNORE_INDEX)
         return result
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(scales={self.scales}, depth_kind={self.depth_kind!r})"
+        return (f"{type(self).__name__}(scales={self.scales}, depth_kind={self.depth_kind!r}, "
+                f"keeps_class={self.keeps_class})")
 
 
 class RandomHorizontalFlip:
@@ -375,7 +384,7 @@ def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None)
     if train:
         cfg = _validated(config, DEFAULT_TRAIN, "train")
         if any(s != 1.0 for s in cfg["scales"]):
-            steps.append(RandomScaleCrop(cfg["scales"], depth_kind=depth_kind))
+            steps.append(RandomScaleCrop(cfg["scales"], depth_kind=depth_kind, keeps_class=info.crop_keeps_class))
         if cfg["flip_p"] > 0:
             steps.append(RandomHorizontalFlip(cfg["flip_p"]))
         jitter = {k: cfg[k] for k in ("brightness", "contrast", "saturation", "hue")}
