@@ -213,3 +213,79 @@ def test_compile_option_compiles_the_network_forward(monkeypatch):
     assert module.state_dict().keys() == plain.state_dict().keys()
     x = torch.randn(1, 3, 32, 64)
     assert torch.equal(module.eval()(x)["segmentation"], plain.eval()(x)["segmentation"])
+
+
+MTL_DATA = {"dataset": "synth", "options": {"length": 10, "height": 32, "width": 64},
+            "tasks": ["segmentation", "depth", "classification"], "batch_size": 4, "num_workers": 0}
+MTL_OPTIONS = {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]], "decoder_channels": 16,
+               "detail_channels": 8, "decoder_stages": 1}
+
+
+def test_initial_losses_are_measured_without_side_effects_and_divide_each_loss():
+    torch.manual_seed(0)
+    dm = DenseDataModule(**MTL_DATA)
+    module = DenseTaskModule("crossvit_mtl_tiny", MTL_OPTIONS, dataset_meta=dm.meta)
+    batch = dm.calibration_batch(size=6)
+    assert batch["image"].shape == (6, 3, 32, 64) and batch["segmentation"].dtype == torch.uint8
+    assert torch.equal(dm.calibration_batch(size=6)["image"], batch["image"])  # the same samples every time
+    weights = {k: v.clone() for k, v in module.state_dict().items()}
+    rng = torch.get_rng_state()
+    module.eval()
+    measured = module.measure_initial_losses(batch, batch_size=4)
+    assert torch.equal(torch.get_rng_state(), rng) and not module.training
+    assert all(torch.equal(v, weights[k]) for k, v in module.state_dict().items())  # BN statistics too
+    # by hand: training mode, chunks of 4 and 2 weighted by their size, with the same random draws
+    expected = {}
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        module.train()
+        for start in (0, 4):
+            chunk = module.on_after_batch_transfer({k: v[start:start + 4] for k, v in batch.items()}, 0)
+            out = module(chunk["image"])
+            for t in module.tasks:
+                expected[t] = expected.get(t, 0.0) + float(module.criteria[t](out[t], chunk[t])) * len(chunk["image"])
+    module.load_state_dict(weights)
+    assert measured == pytest.approx({t: v / 6 for t, v in expected.items()}, rel=1e-5)
+    # depth in metres starts an order of magnitude above a cross-entropy: what the rule removes
+    assert measured["depth"] > 3 * measured["classification"]
+    module.loss_scale.set_initial(measured)
+    out = module(batch["image"][:2].float())
+    batch2 = module.on_after_batch_transfer({k: v[:2] for k, v in batch.items()}, 0)
+    scaled = module.weighted_losses(out, batch2)
+    for t in module.tasks:
+        raw = module.criteria[t](out[t], batch2[t]).float()
+        assert scaled[t].item() == pytest.approx(raw.item() / measured[t], rel=1e-6)
+
+
+def test_loss_scale_state_round_trip_and_mismatch():
+    from crossvit_mtl.weighting.loss_scale import InitialLossScale
+
+    scale = InitialLossScale(["segmentation", "depth"])
+    assert scale.needs_measuring and scale.as_dict() == {"segmentation": 1.0, "depth": 1.0}
+    scale.set_initial({"segmentation": 2.0, "depth": float("nan")})  # not finite: keeps 1
+    state = scale.state()
+    assert state == {"mode": "initial", "measured": True, "divisors": {"segmentation": 2.0, "depth": 1.0}}
+    again = InitialLossScale(["segmentation", "depth"])
+    again.load_state(state)
+    assert not again.needs_measuring and again.as_dict() == scale.as_dict()
+    assert "divisors" not in again.state_dict()  # saved beside the weights, not in them
+    with pytest.raises(ValueError, match="differs from this run's .'none' over segmentation, depth."):
+        InitialLossScale(["segmentation", "depth"], "none").load_state(state)
+    with pytest.raises(ValueError, match="loss scaling must be one of initial, none"):
+        InitialLossScale(["depth"], "running")
+    assert not InitialLossScale(["depth"], "none").needs_measuring
+
+
+def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", data=MTL_DATA,
+                          model={"model": "crossvit_mtl_tiny", "model_options": MTL_OPTIONS})
+    run_dir = tmp_path / "run"
+    assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--report_samples", "0"]) == 0
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    state = ckpt["loss_scale"]
+    assert state["mode"] == "initial" and state["measured"]
+    assert set(state["divisors"]) == {"segmentation", "depth", "classification"}
+    assert all(v > 0 and v != 1.0 for v in state["divisors"].values())
+    assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--trainer.max_steps", "3",
+                 "--ckpt_path", "last", "--report_samples", "0"]) == 0
+    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["loss_scale"]
+    assert resumed == state  # measured once, at the start of the run, not again on resuming

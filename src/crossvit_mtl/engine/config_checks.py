@@ -12,11 +12,12 @@ from typing import Any
 from crossvit_mtl.engine.optim import OPTIMIZERS, SCHEDULERS
 from crossvit_mtl.models import PRESETS, check_input_size
 from crossvit_mtl.weighting import WEIGHTINGS
+from crossvit_mtl.weighting.loss_scale import LOSS_SCALINGS
 
 
 def check_training_options(*, lr: float, weight_decay: float, betas, min_lr_ratio: float,
                            warmup_epochs: float, optimizer: str, scheduler: str, weighting: str,
-                           max_nonfinite_steps: int) -> None:
+                           loss_scaling: str, max_nonfinite_steps: int) -> None:
     """The optimiser, schedule and balancing settings of ``DenseTaskModule`` (NaN fails too)."""
     finite = math.isfinite
     for key, value, ok, need in (
@@ -28,7 +29,8 @@ def check_training_options(*, lr: float, weight_decay: float, betas, min_lr_rati
             ("max_nonfinite_steps", max_nonfinite_steps, max_nonfinite_steps >= 1, ">= 1"),
             ("optimizer", optimizer, optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("scheduler", scheduler, scheduler in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
-            ("weighting", weighting, weighting in WEIGHTINGS, f"one of {', '.join(WEIGHTINGS)}")):
+            ("weighting", weighting, weighting in WEIGHTINGS, f"one of {', '.join(WEIGHTINGS)}"),
+            ("loss_scaling", loss_scaling, loss_scaling in LOSS_SCALINGS, f"one of {', '.join(LOSS_SCALINGS)}")):
         if not ok:
             raise ValueError(f"model.{key} must be {need}, got {value!r}")
 

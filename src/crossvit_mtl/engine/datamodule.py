@@ -9,7 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from crossvit_mtl.data.base import DenseDataset, Sample
 from crossvit_mtl.data.common import TASKS, DatasetInfo
@@ -37,13 +37,17 @@ class DenseDataModule(pl.LightningDataModule):
         tasks: the tasks to train, a subset of what the data set provides (default: all).
         options: options of the data set's class (e.g. ``void_as_class`` for MTAN Cityscapes,
             ``length`` for on-demand synthetic scenes).
+        train_split / val_split / test_split: ``val`` picks the best checkpoint, ``test`` is
+            where results are reported, a split never used for selection. The MTAN copies of
+            Cityscapes and NYUv2 hold train and val only; their configs set ``test_split: val``
+            and are tested on their last checkpoint, as the literature reports them.
         train_transforms / eval_transforms: settings of the augmentation pipelines
             (``crossvit_mtl.data.transforms.DEFAULT_TRAIN`` / ``DEFAULT_EVAL``).
     """
 
     def __init__(self, dataset: str = "synth", root: str | None = None, tasks: list[str] | None = None,
                  options: dict[str, Any] | None = None, train_split: str = "train",
-                 val_split: str = "val", test_split: str = "val",
+                 val_split: str = "val", test_split: str = "test",
                  train_transforms: dict[str, Any] | None = None,
                  eval_transforms: dict[str, Any] | None = None, batch_size: int = 16,
                  eval_batch_size: int | None = None, num_workers: int = 2,
@@ -71,6 +75,11 @@ class DenseDataModule(pl.LightningDataModule):
         self.tasks = chosen
         self.datasets[train_split] = probe
         self._wrap(probe, train=True)
+        for key, split in (("val_split", val_split), ("test_split", test_split)):
+            try:
+                self.dataset(split)
+            except (ValueError, OSError) as err:  # DataError is a ValueError
+                raise ValueError(f"data.{key}: {err}") from None
 
     def _build(self, split: str) -> DenseDataset:
         hp = self.hparams
@@ -133,6 +142,14 @@ class DenseDataModule(pl.LightningDataModule):
             if self._sampler_state is not None:
                 self._sampler.load_state_dict(self._sampler_state)
         return self._sampler
+
+    def calibration_batch(self, size: int = 64) -> dict[str, torch.Tensor]:
+        """The same ``size`` training samples every time, augmented as in training (each from its
+        own seed): what each task's initial loss is measured on (``model.loss_scaling``)."""
+        dataset = self.dataset(self.hparams.train_split, train=True)
+        generator = torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        chosen = torch.randperm(len(dataset), generator=generator)[:size].tolist()
+        return default_collate([dataset[(index, index)] for index in chosen])
 
     def state_dict(self) -> dict[str, Any]:
         """The training order's position, saved in every checkpoint (also mid-epoch)."""

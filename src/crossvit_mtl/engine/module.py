@@ -4,9 +4,11 @@ The network stays a plain ``nn.Module`` (``self.model``); nothing here changes w
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Callable, ContextManager
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
@@ -17,6 +19,7 @@ from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric
 from crossvit_mtl.models import PRESETS, as_task_dict, create_task_model
 from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
 from crossvit_mtl.weighting import build_weighting
+from crossvit_mtl.weighting.loss_scale import InitialLossScale
 
 STAGES = ("val", "test")
 
@@ -48,6 +51,10 @@ class DenseTaskModule(pl.LightningModule):
             their default loss (segmentation ``ce``, depth ``l1``, normal ``cosine``,
             classification ``ce``) with weight 1. The weight is a fixed scale applied to the
             task's loss before the balancing method sees it.
+        loss_scaling: ``initial`` (default) divides each task's loss by its value for the
+            untrained network, measured once before the first step on a fixed set of training
+            samples, so that every task starts at 1 and ``ew`` means equal contribution
+            (``crossvit_mtl.weighting.loss_scale``); ``none`` takes the losses as they are.
         weighting: how the task losses are balanced (``crossvit_mtl.weighting``): loss weightings
             ``ew`` / ``fixed`` (sum of the weighted losses), ``uw``, ``dwa``, ``rlw``, ``gls``, or a
             torchjd gradient aggregator on the shared network (``upgrad``, ``mgda``, ``pcgrad``,
@@ -75,7 +82,7 @@ class DenseTaskModule(pl.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
                  scheduler: str = "cosine", warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
                  weighting: str = "ew", weighting_options: dict[str, Any] | None = None,
-                 max_nonfinite_steps: int = 10, compile: bool = False,
+                 loss_scaling: str = "initial", max_nonfinite_steps: int = 10, compile: bool = False,
                  dataset_meta: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -85,7 +92,8 @@ class DenseTaskModule(pl.LightningModule):
         # naming the config key and the value (the command line prints it as it is).
         check_training_options(lr=lr, weight_decay=weight_decay, betas=betas, min_lr_ratio=min_lr_ratio,
                                warmup_epochs=warmup_epochs, optimizer=optimizer, scheduler=scheduler,
-                               weighting=weighting, max_nonfinite_steps=max_nonfinite_steps)
+                               weighting=weighting, loss_scaling=loss_scaling,
+                               max_nonfinite_steps=max_nonfinite_steps)
         check_model_fits_data(model, model_options, dataset_meta)
         self.task_channels: dict[str, int] = dict(dataset_meta["task_channels"])
         self.tasks = list(self.task_channels)
@@ -107,6 +115,7 @@ class DenseTaskModule(pl.LightningModule):
                 self.criteria[task] = build_loss(task, spec.pop("name", None), **spec)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"model.losses.{task}: {err}") from None
+        self.loss_scale = InitialLossScale(self.tasks, loss_scaling)
         self.weighting = build_weighting(weighting, self.tasks, weighting_options)
         if self.weighting.gradient_based:
             if not hasattr(self.model, "forward_features"):
@@ -154,8 +163,33 @@ class DenseTaskModule(pl.LightningModule):
         return as_task_dict(self.model(images))
 
     def weighted_losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each task's loss in float32, scaled by its fixed weight."""
-        return {t: self.loss_weights[t] * self.criteria[t](outputs[t], batch[t]).float() for t in self.tasks}
+        """Each task's loss in float32, divided by its initial value (``loss_scaling``) and scaled by
+        its fixed weight."""
+        return {t: self.loss_weights[t] * self.loss_scale(t, self.criteria[t](outputs[t], batch[t]).float())
+                for t in self.tasks}
+
+    @torch.no_grad()
+    def measure_initial_losses(self, batch: dict[str, torch.Tensor], batch_size: int,
+                               context: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, float]:
+        """Each task's mean loss for the network as it is on ``batch``, in training mode and under
+        ``context`` (the run's precision), in chunks of ``batch_size`` as the first step sees them;
+        weights, batch-norm statistics and the random state are left as they were."""
+        was_training, saved = self.training, [b.clone() for b in self.model.buffers()]
+        count = batch["image"].shape[0]
+        sums = dict.fromkeys(self.tasks, 0.0)
+        self.train()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for start in range(0, count, batch_size):
+                chunk = self.on_after_batch_transfer(
+                    {k: v[start:start + batch_size].to(self.device) for k, v in batch.items()}, 0)
+                with context():
+                    outputs = self(chunk["image"])
+                for t in self.tasks:
+                    sums[t] += float(self.criteria[t](outputs[t], chunk[t])) * chunk["image"].shape[0]
+        for buffer, value in zip(self.model.buffers(), saved):
+            buffer.copy_(value)
+        self.train(was_training)
+        return {t: total / count for t, total in sums.items()}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images = batch["image"]
@@ -266,6 +300,7 @@ class DenseTaskModule(pl.LightningModule):
             "epoch_batches": self._epoch_batches, "skipped_steps": self.skipped_steps,
             "nonfinite_in_row": self._nonfinite_in_row}
         checkpoint["weighting_state"] = self.weighting.state_for_checkpoint()
+        checkpoint["loss_scale"] = self.loss_scale.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng_states", {})
@@ -276,6 +311,7 @@ class DenseTaskModule(pl.LightningModule):
         self._nonfinite_in_row = int(progress.get("nonfinite_in_row", 0))
         # absent from checkpoints written before it was saved: the weighting starts as built
         self.weighting.load_state_from_checkpoint(checkpoint.get("weighting_state") or {})
+        self.loss_scale.load_state(checkpoint.get("loss_scale") or {})
 
     def on_train_batch_start(self, batch, batch_idx):
         if self._step_batches == 0:  # a new optimiser step: what to restore if it is skipped
@@ -298,6 +334,13 @@ class DenseTaskModule(pl.LightningModule):
             self.weighting.on_epoch_end(averages)
 
     def on_fit_start(self):
+        datamodule = self.trainer.datamodule
+        if self.loss_scale.needs_measuring and hasattr(datamodule, "calibration_batch"):
+            losses = self.measure_initial_losses(datamodule.calibration_batch(), int(datamodule.hparams.batch_size),
+                                                 self.trainer.precision_plugin.forward_context)
+            self.loss_scale.set_initial(losses)
+            shown = ", ".join(f"{t} {v:.4g}" for t, v in self.loss_scale.as_dict().items())
+            rank_zero_info(f"loss scaling: each task's loss is divided by its initial value ({shown})")
         if self.automatic_optimization:
             return
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
