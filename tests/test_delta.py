@@ -19,6 +19,26 @@ def test_delta_m_hand_case():
         == pytest.approx((25 + 10 - 20) / 3)
 
 
+def test_delta_m_two_conventions_can_disagree_in_sign():
+    """Per metric (Nash-MTL) vs per task first (LibMTL): a task with many metrics dominates the first."""
+    base = {"segmentation": {"miou": 0.5}, "normal": {"mean": 20.0, "median": 10.0, "within_11.25": 0.5,
+                                                      "within_22.5": 0.7, "within_30": 0.8}}
+    new = {"segmentation": {"miou": 0.4}, "normal": {"mean": 19.0, "median": 9.5, "within_11.25": 0.51,
+                                                     "within_22.5": 0.714, "within_30": 0.808}}
+    per_metric = [-20.0, 5.0, 5.0, 2.0, 2.0, 1.0]  # seg -20; normals +5 +5 +2 +2 +1
+    assert delta_m(new, base, average="metrics") == pytest.approx(sum(per_metric) / 6)  # -0.83
+    assert delta_m(new, base, average="tasks") == pytest.approx((-20.0 + 15.0 / 5) / 2)  # -8.5
+    # LibMTL's count_improvement on the same numbers, written out: mean within each task, then over tasks
+    libmtl = sum(sum(v) / len(v) for v in ([-20.0], [5.0, 5.0, 2.0, 2.0, 1.0])) / 2
+    assert delta_m(new, base, average="tasks") == pytest.approx(libmtl)
+    # one metric per task: the conventions agree
+    one = {"segmentation": {"miou": 0.55}, "depth": {"abs_err": 0.09}}
+    ref = {"segmentation": {"miou": 0.5}, "depth": {"abs_err": 0.1}}
+    assert delta_m(one, ref, average="tasks") == pytest.approx(delta_m(one, ref)) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="average must be one of metrics, tasks"):
+        delta_m(one, ref, average="median")
+
+
 def test_delta_m_errors():
     with pytest.raises(ValueError, match="baseline is 0"):
         delta_m(RESULTS, {"depth": {"abs_err": 0.0}})

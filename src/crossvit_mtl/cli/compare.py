@@ -1,104 +1,59 @@
-"""`crossvit-mtl compare RUN... --baselines RUN...`: metrics of runs side by side, with Delta-m.
+"""`crossvit-mtl compare RUN... --baselines RUN...`: runs side by side with their seed noise and Delta-m.
 
-Each run folder holds the ``metrics.json`` the engine writes after fit. Delta-m (%) is the
-multi-task gain against single-task baselines (one baseline run per task) over the metric set
-MTAN / LibMTL report (``crossvit_mtl.tasks.delta``); positive means better than the baselines.
+Each RUN is a run folder or a folder of seed run folders (``crossvit_mtl.comparison``). The table
+gives every metric as mean ± std over seeds, Delta-m in both conventions of the literature, and,
+against a reference run (``ew`` when present), the seed-paired difference with its 95 % interval.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
-from typing import Any
 
 from crossvit_mtl.cli import UserError
-from crossvit_mtl.engine.report import SCALAR_LABELS
-from crossvit_mtl.tasks import METRIC_DIRECTION, delta_m
 
 
-def load_results(run: str | Path) -> dict[str, dict[str, float | None]]:
-    """A run folder's scalar metrics, task -> metric -> value (None where the engine wrote null)."""
-    path = Path(run) / "metrics.json"
-    try:
-        payload = json.loads(path.read_text())
-        results = payload["results"]
-    except FileNotFoundError:
-        raise UserError(f"run folder {str(run)!r} has no metrics.json (has its fit finished?)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UserError(f"run folder {str(run)!r}: metrics.json is not an engine report ({err})") from None
-    return {task: {k: v for k, v in values.items()
-                   if k in METRIC_DIRECTION.get(task, {}) and (v is None or isinstance(v, (int, float)))}
-            for task, values in results.items()}
+def write_outputs(comparison, out: Path) -> None:
+    """``.json`` gives the numbers as data; anything else the markdown tables."""
+    from crossvit_mtl.comparison import summary_columns, to_json, to_markdown
 
-
-def _finite(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    return {t: {k: float(v) for k, v in m.items() if v is not None and math.isfinite(v)} for t, m in results.items()}
-
-
-def compare_runs(runs: list[str | Path], baselines: list[str | Path]) -> list[dict[str, Any]]:
-    """One row per baseline then per run: ``{"run", "baseline", "results", "delta_m"}``."""
-    reference: dict[str, dict[str, float]] = {}
-    rows = []
-    for run in baselines:
-        results = load_results(run)
-        for task in results:
-            if task in reference:
-                raise UserError(f"baseline run folder {str(run)!r}: a second baseline for task {task!r}")
-        reference.update(_finite(results))
-        rows.append({"run": str(run), "baseline": True, "results": results, "delta_m": None})
-    for run in runs:
-        results = load_results(run)
-        missing = [t for t in results if t not in reference]
-        if missing:
-            raise UserError(f"run folder {str(run)!r}: no baseline for task(s) {', '.join(missing)}")
-        try:
-            gain = delta_m(_finite(results), reference)
-        except ValueError as err:
-            raise UserError(f"run folder {str(run)!r}: {err}") from None
-        rows.append({"run": str(run), "baseline": False, "results": results, "delta_m": gain})
-    return rows
-
-
-def format_markdown(rows: list[dict[str, Any]]) -> str:
-    """Every scalar metric any row has, in the engine's order, then Delta-m (%)."""
-    columns = [(task, key) for task, keys in METRIC_DIRECTION.items() for key in keys
-               if any(key in row["results"].get(task, {}) for row in rows)]
-    arrow = {True: "↑", False: "↓"}
-    header = ["run"] + [f"{task} {SCALAR_LABELS.get(key, key)} {arrow[METRIC_DIRECTION[task][key]]}"
-                        for task, key in columns] + ["Δm (%) ↑"]
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    for row in rows:
-        cells = [row["run"] + (" (baseline)" if row["baseline"] else "")]
-        for task, key in columns:
-            value = row["results"].get(task, {}).get(key)
-            cells.append("" if value is None else f"{value:.4f}")
-        cells.append("" if row["delta_m"] is None else f"{row['delta_m']:+.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_report(rows: list[dict[str, Any]], out: Path) -> None:
-    """``.json`` gives the rows as data; anything else the markdown table."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"rows": rows}, indent=2) if out.suffix == ".json" else format_markdown(rows) + "\n"
-    out.write_text(text)
+    if out.suffix == ".json":
+        out.write_text(json.dumps(to_json(comparison), indent=2))
+    else:
+        out.write_text(f"{to_markdown(comparison, summary_columns(comparison))}\n\nEvery metric:\n\n"
+                       f"{to_markdown(comparison)}\n")
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = compare_runs(args.runs, args.baselines)
-    print(format_markdown(rows))
+    from crossvit_mtl.comparison import ComparisonError, compare, summary_columns, to_markdown
+
+    try:
+        comparison = compare(args.runs, args.baselines, split=args.split, reference=args.reference)
+    except ComparisonError as err:
+        raise UserError(str(err)) from None
+    print(to_markdown(comparison, None if args.all_metrics else summary_columns(comparison)))
     if args.out:
-        write_report(rows, Path(args.out))
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise UserError(f"--out {out}: already exists; pass --overwrite to replace it")
+        write_outputs(comparison, out)
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="compare runs' metrics and their multi-task gain Delta-m",
-                       description="Print a markdown table of every scalar metric of each run folder "
-                       "(its metrics.json) and Delta-m (%%) against single-task baseline runs.")
-    p.add_argument("runs", nargs="+", help="run folders to compare")
+    p = sub.add_parser("compare", help="compare runs' metrics over seeds and their multi-task gain Delta-m",
+                       description="Print a markdown table of each run's metrics (mean ± std over its seed "
+                       "folders), Delta-m (%%) in both conventions against single-task baseline runs, and "
+                       "the seed-paired difference to a reference run; * marks what is beyond seed noise "
+                       "(95 %% interval excludes 0).")
+    p.add_argument("runs", nargs="+", help="run folders, or folders of seed run folders")
     p.add_argument("--baselines", nargs="+", required=True,
-                   help="single-task run folders, one per task")
-    p.add_argument("--out", help="also write the table: .json for data, else markdown")
+                   help="single-task run folders (or folders of seeds), one per task")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="metrics_test.json (default; the split never used for selection) or metrics.json (val)")
+    p.add_argument("--reference", help="run the others are tested against (default: the run named ew)")
+    p.add_argument("--all-metrics", action="store_true", help="print every metric, not each task's primary one")
+    p.add_argument("--out", help="also write the tables (.md) or the numbers (.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)

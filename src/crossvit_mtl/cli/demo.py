@@ -18,15 +18,32 @@ def config_path(name: str) -> Path:
     return Path(str(resources.files("crossvit_mtl") / "configs" / name))
 
 
-def ensure_synth(root: Path, train: int, val: int, workers: int) -> None:
-    from crossvit_mtl.data.cache import write_synth
+def ensure_synth(root: Path, train: int, val: int, test: int, workers: int) -> None:
+    """Render the scenes into ``root`` unless a cache of this version is there; a synthetic-scenes
+    cache written by an older version of the format is rendered again."""
+    import json
 
+    from crossvit_mtl.cli import UserError
+    from crossvit_mtl.data.cache import FORMAT_VERSION, write_synth
+
+    overwrite = False
     if (root / "meta.json").is_file():
-        print(f"using the synthetic scenes in {root}")
-        return
+        try:
+            meta = json.loads((root / "meta.json").read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"--data {root}: meta.json is not valid JSON ({err})") from None
+        if not isinstance(meta, dict) or meta.get("name") != "synth":
+            raise UserError(f"--data {root}: holds a cache of another data set; choose another folder")
+        if meta.get("version") == FORMAT_VERSION:
+            print(f"using the synthetic scenes in {root}")
+            return
+        print(f"{root} holds synthetic scenes of cache format version {meta.get('version')}; "
+              f"rendering them again in version {FORMAT_VERSION}")
+        overwrite = True
     start = time.perf_counter()
-    write_synth(root, train=train, val=val, workers=workers, progress=True)
-    print(f"wrote {train} + {val} synthetic scenes to {root} in {time.perf_counter() - start:.0f} s")
+    write_synth(root, train=train, val=val, test=test, workers=workers, overwrite=overwrite, progress=True)
+    print(f"wrote {train} + {val} + {test} synthetic scenes (train, val, test) to {root} "
+          f"in {time.perf_counter() - start:.0f} s")
 
 
 def write_examples(datamodule, out: Path, count: int = 4) -> list[Path]:
@@ -47,17 +64,17 @@ def write_examples(datamodule, out: Path, count: int = 4) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs
+    from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs, test_best
 
     start = time.perf_counter()
     data = Path(args.data)
-    ensure_synth(data, args.train, args.val, args.workers)
+    ensure_synth(data, args.train, args.val, args.test, args.workers)
     run_dir = Path(args.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     cli_args = ["--config", str(config_path(DEMO_CONFIG)), "--data.root", str(data),
                 "--run_dir", str(run_dir), *args.overrides]
     cli = CrossViTCLI(**cli_kwargs(), args=cli_args, run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+    test_best(cli.trainer, cli.model, cli.datamodule)
     best = run_dir / "checkpoints" / "best.ckpt"
     examples = write_examples(cli.datamodule, run_dir / "examples")
     minutes = (time.perf_counter() - start) / 60
@@ -75,7 +92,8 @@ def add_parser(sub) -> None:
                        "the demo config, evaluate the best checkpoint, print the metric table.")
     p.add_argument("--data", default="data/synth", help="cache folder of the synthetic scenes")
     p.add_argument("--train", type=int, default=2000, help="training scenes to write if absent")
-    p.add_argument("--val", type=int, default=250, help="validation scenes to write if absent")
+    p.add_argument("--val", type=int, default=250, help="validation scenes (model selection) to write if absent")
+    p.add_argument("--test", type=int, default=250, help="test scenes (reported) to write if absent")
     p.add_argument("--workers", type=int, default=2, help="rendering processes")
     p.add_argument("--run_dir", default=None, help="run folder (default: runs/demo-<time>)")
     p.set_defaults(func=run, takes_overrides=True)

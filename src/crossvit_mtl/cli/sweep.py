@@ -1,10 +1,13 @@
-"""`crossvit-mtl sweep CONFIG [--dry-run]`: several fits one after another, then their comparison.
+"""`crossvit-mtl sweep CONFIG`: several fits over several seeds, each tested, then their comparison.
 
-A sweep config holds ``sweep_dir``, a ``base`` fit config (model:, data:, trainer: as for
-`crossvit-mtl fit`) and ``runs``: name -> overrides merged into the base, with ``baseline: true``
-on the single-task runs Delta-m is measured against. Each run gets its own folder
-``{sweep_dir}/{name}`` (its resolved config is written to ``{sweep_dir}/configs/{name}.yaml``);
-the table goes to the screen and to ``{sweep_dir}/compare.md`` and ``compare.json``.
+A sweep config holds ``sweep_dir``, ``seeds`` (default ``[0, 1, 2]``), a ``base`` fit config
+(model:, data:, trainer: as for `crossvit-mtl fit`) and ``runs``: name -> overrides merged into the
+base, with ``baseline: true`` on the single-task runs Delta-m is measured against. Every run is fit
+once per seed in ``{sweep_dir}/{name}/seed{seed}`` (its resolved config in
+``{sweep_dir}/configs/{name}.yaml``): the best checkpoint on val is then evaluated on the test split.
+A sweep that stops part-way continues where it stopped: finished runs are skipped and an
+interrupted one resumes from its last checkpoint. The comparison (``crossvit_mtl.comparison``)
+goes to the screen and to ``{sweep_dir}/compare.md`` and ``compare.json``.
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ import yaml
 
 from crossvit_mtl.cli import UserError
 
+DEFAULT_SEEDS = (0, 1, 2)
+SWEEP_KEYS = ("sweep_dir", "seeds", "base", "runs")
+
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Nested dicts merged key by key; any other value in ``override`` replaces the base's."""
@@ -28,61 +34,119 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plan(config_path: str | Path) -> tuple[Path, list[dict[str, Any]]]:
-    """The sweep folder and, per run, ``{"name", "baseline", "config", "config_path", "run_dir"}``."""
+def _seeds(value: Any, where: str) -> list[int]:
+    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                     for s in value) and len(set(value)) == len(value)):
+        raise UserError(f"{where}: seeds must be a list of distinct integers >= 0, got {value!r}")
+    return list(value)
+
+
+def plan(config_path: str | Path, seeds: list[int] | None = None,
+         only: list[str] | None = None) -> tuple[Path, list[dict[str, Any]]]:
+    """The sweep folder and, per run and seed, ``{"name", "seed", "baseline", "config", "config_path",
+    "run_dir"}``; ``seeds`` and ``only`` (run names) narrow the config's."""
+    path = Path(config_path)
     try:
-        spec = yaml.safe_load(Path(config_path).read_text()) or {}
+        spec = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise UserError(f"no sweep config {str(config_path)!r}") from None
-    unknown = sorted(set(spec) - {"sweep_dir", "base", "runs"})
-    if unknown or not spec.get("runs"):
-        raise UserError(f"sweep config {str(config_path)!r} needs `runs:` (and may have `sweep_dir:`, "
+        raise UserError(f"no sweep config {str(path)!r}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"sweep config {str(path)!r} is not readable YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"sweep config {str(path)!r} must be a mapping with `runs:`")
+    unknown = sorted(set(spec) - set(SWEEP_KEYS))
+    if unknown or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
+        raise UserError(f"sweep config {str(path)!r} needs `runs:` (and may have `sweep_dir:`, `seeds:`, "
                         f"`base:`); unknown keys: {unknown}")
+    seeds = _seeds(seeds, "--seeds") if seeds is not None else _seeds(spec.get("seeds", list(DEFAULT_SEEDS)),
+                                                                       f"sweep config {str(path)!r}")
+    names = list(spec["runs"])
+    if only:
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise UserError(f"--runs: no run {missing[0]!r} in {str(path)!r} (it has: {', '.join(names)})")
     sweep_dir = Path(spec.get("sweep_dir") or "runs/sweep")
     runs = []
     for name, override in spec["runs"].items():
         override = dict(override or {})
         baseline = bool(override.pop("baseline", False))
-        runs.append({"name": name, "baseline": baseline, "config": merge(spec.get("base") or {}, override),
-                     "config_path": sweep_dir / "configs" / f"{name}.yaml", "run_dir": sweep_dir / name})
-    if not any(r["baseline"] for r in runs) or all(r["baseline"] for r in runs):
-        raise UserError(f"sweep config {str(config_path)!r} needs baseline runs (`baseline: true`) "
+        if only and name not in only:
+            continue
+        config = merge(spec.get("base") or {}, override)
+        for seed in seeds:
+            runs.append({"name": name, "seed": seed, "baseline": baseline, "config": config,
+                         "config_path": sweep_dir / "configs" / f"{name}.yaml",
+                         "run_dir": sweep_dir / name / f"seed{seed}"})
+    if not only and (not any(r["baseline"] for r in runs) or all(r["baseline"] for r in runs)):
+        raise UserError(f"sweep config {str(path)!r} needs baseline runs (`baseline: true`) "
                         "and runs to compare with them")
     return sweep_dir, runs
 
 
 def fit_args(run: dict[str, Any]) -> list[str]:
-    return ["fit", "--config", str(run["config_path"]), "--run_dir", str(run["run_dir"])]
+    """The `fit` of one run and seed; it resumes a run folder left with a last checkpoint."""
+    run_dir = Path(run["run_dir"])
+    args = ["fit", "--config", str(run["config_path"]), "--run_dir", str(run_dir),
+            "--seed_everything", str(run["seed"]), "--test_after_fit", "true"]
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        args += ["--ckpt_path", "last"]
+    elif run_dir.exists():
+        args += ["--overwrite", "true"]
+    return args
+
+
+def finished(run: dict[str, Any]) -> bool:
+    return (Path(run["run_dir"]) / "metrics_test.json").is_file()
 
 
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli import main
-    from crossvit_mtl.cli.compare import compare_runs, format_markdown, write_report
+    from crossvit_mtl.cli.compare import write_outputs
+    from crossvit_mtl.comparison import ComparisonError, compare, summary_columns, to_markdown
 
-    sweep_dir, runs = plan(args.config)
+    sweep_dir, runs = plan(args.config, args.seeds, args.runs)
     for item in runs:
-        print(shlex.join(["crossvit-mtl", *fit_args(item)]) + ("   # baseline" if item["baseline"] else ""))
+        label = f"{item['name']} seed {item['seed']}" + (" (baseline)" if item["baseline"] else "")
+        if finished(item):
+            print(f"{label}: finished, skipped ({item['run_dir']})")
+            continue
+        print(f"{label}: " + shlex.join(["crossvit-mtl", *fit_args(item)]))
         if args.dry_run:
             continue
         item["config_path"].parent.mkdir(parents=True, exist_ok=True)
         item["config_path"].write_text(yaml.safe_dump(item["config"], sort_keys=False))
         code = main(fit_args(item))
-        if code:
-            raise UserError(f"run {item['name']!r} failed (exit code {code}); its folder: {item['run_dir']}")
+        if code or not finished(item):
+            raise UserError(f"run {item['name']!r} seed {item['seed']} failed (exit code {code}); "
+                            f"its folder: {item['run_dir']}")
     if args.dry_run:
         return 0
-    rows = compare_runs([r["run_dir"] for r in runs if not r["baseline"]],
-                        [r["run_dir"] for r in runs if r["baseline"]])
-    print(format_markdown(rows))
+    _, runs = plan(args.config, args.seeds)  # the comparison is over the whole sweep
+    waiting = [r for r in runs if not finished(r)]
+    if waiting:
+        print(f"{len(waiting)} run(s) of the sweep are not finished (e.g. {waiting[0]['run_dir']}); "
+              "the comparison follows once they are")
+        return 0
+    names = {r["name"]: r["baseline"] for r in runs}
+    try:
+        comparison = compare([sweep_dir / n for n, b in names.items() if not b],
+                             [sweep_dir / n for n, b in names.items() if b])
+    except ComparisonError as err:
+        raise UserError(str(err)) from None
+    print(to_markdown(comparison, summary_columns(comparison)))
     for suffix in (".md", ".json"):
-        write_report(rows, sweep_dir / f"compare{suffix}")
+        write_outputs(comparison, sweep_dir / f"compare{suffix}")
+    print(f"tables: {sweep_dir / 'compare.md'}, numbers: {sweep_dir / 'compare.json'}")
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="fit several configs in turn, then compare them (Delta-m)",
-                       description="Run every run of a sweep config as a `fit`, each in its own run "
-                       "folder, then print the comparison table against the baseline runs.")
+    p = sub.add_parser("sweep", help="fit several configs over several seeds, then compare them (Delta-m)",
+                       description="Fit every run of a sweep config once per seed, each in its own run "
+                       "folder, test each best checkpoint, then print the comparison against the "
+                       "baseline runs. Finished runs are skipped, an interrupted one resumes.")
     p.add_argument("config", help="sweep YAML (see configs/sweep_synth.yaml)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the config's, else 0 1 2)")
+    p.add_argument("--runs", nargs="+", help="only these runs of the config")
     p.add_argument("--dry-run", action="store_true", help="print the planned commands, run nothing")
     p.set_defaults(func=run)

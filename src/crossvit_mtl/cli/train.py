@@ -51,6 +51,9 @@ class CrossViTCLI(LightningCLI):
         parser.add_argument("--checkpoint_every_n_steps", type=int, default=0,
                             help="also write checkpoints/last.ckpt every N optimiser steps, mid-epoch "
                             "(0: only at epoch ends); `--ckpt_path last` resumes bit-exactly from it")
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="after `fit`, evaluate the best checkpoint (chosen on val) on the test "
+                            "split: metrics_test.json")
         parser.add_argument("--report_samples", type=int, default=6,
                             help="samples drawn in the prediction grid after fit/test (0: none)")
         parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
@@ -80,6 +83,10 @@ class CrossViTCLI(LightningCLI):
             raise UserError(f"run folder {run_dir} already holds a run; resume it with --ckpt_path last, "
                             "choose another --run_dir, or pass --overwrite true to start afresh")
         shutil.rmtree(run_dir)
+
+    def after_fit(self) -> None:
+        if self._get(self.config, "test_after_fit") and not getattr(self.model, "stop_reason", None):
+            test_best(self.trainer, self.model, self.datamodule)
 
     def instantiate_classes(self) -> None:
         # Bad values in a config (a task the data lacks, a negative lr, a missing folder) are the
@@ -122,6 +129,16 @@ class CrossViTCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         kwargs.update(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=plugins)
         return super().instantiate_trainer(**kwargs)
+
+
+def test_best(trainer, model, datamodule) -> None:
+    """Evaluate the checkpoint chosen on val on the test split; without one (validation never ran,
+    e.g. ``max_steps`` within the first epoch) the weights as they are, saying so."""
+    callback = trainer.checkpoint_callback
+    best = "best" if callback is not None and callback.best_model_path else None
+    if best is None:
+        print("no best checkpoint (validation never ran): testing the last weights", file=sys.stderr)
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
 
 
 def cli_kwargs() -> dict:

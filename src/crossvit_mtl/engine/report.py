@@ -11,16 +11,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from crossvit_mtl.tasks import METRIC_LABELS
+
 #: the training log of a run folder (the CSV logger's `fit` version), where curves are drawn from
 FIT_LOG = Path("csv") / "fit" / "metrics.csv"
-
-SCALAR_LABELS = {
-    "miou": "mIoU", "pixel_acc": "pixel acc", "thesis_iou": "thesis pooled IoU",
-    "abs_err": "abs err", "rel_err": "rel err", "rmse": "RMSE", "log_rmse": "log RMSE",
-    "delta1": "delta<1.25", "delta2": "delta<1.25^2", "delta3": "delta<1.25^3",
-    "mean": "mean angle (deg)", "median": "median angle (deg)", "within_11.25": "<11.25 deg",
-    "within_22.5": "<22.5 deg", "within_30": "<30 deg", "top1": "top-1 acc", "top5": "top-5 acc",
-}
 
 
 def _plain(value: Any) -> Any:
@@ -57,7 +51,7 @@ def format_results(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> 
         for key, value in values.items():
             if isinstance(value, float):
                 shown = f"{value:.4f}" if not math.isnan(value) else "n/a"
-                lines.append(f"  {SCALAR_LABELS.get(key, key):<22} {shown}")
+                lines.append(f"  {METRIC_LABELS.get(key, key):<22} {shown}")
         if "iou_per_class" in values:
             lines.append(f"  {'class':<22} {'IoU':>7} {'acc':>7}")
             for name, iou, acc in zip(meta["class_names"], values["iou_per_class"].tolist(),

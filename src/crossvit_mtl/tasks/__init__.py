@@ -16,6 +16,15 @@ METRIC_DIRECTION: dict[str, dict[str, bool]] = {
     "classification": {"top1": True, "top5": True},
 }
 
+#: How tables and reports name each metric.
+METRIC_LABELS = {
+    "miou": "mIoU", "pixel_acc": "pixel acc", "thesis_iou": "thesis pooled IoU",
+    "abs_err": "abs err", "rel_err": "rel err", "rmse": "RMSE", "log_rmse": "log RMSE",
+    "delta1": "delta<1.25", "delta2": "delta<1.25^2", "delta3": "delta<1.25^3",
+    "mean": "mean angle (deg)", "median": "median angle (deg)", "within_11.25": "<11.25 deg",
+    "within_22.5": "<22.5 deg", "within_30": "<30 deg", "top1": "top-1 acc", "top5": "top-5 acc",
+}
+
 #: The one metric per task that checkpoints and model selection monitor.
 PRIMARY_METRIC: dict[str, str] = {
     "segmentation": "miou",
@@ -25,7 +34,7 @@ PRIMARY_METRIC: dict[str, str] = {
 }
 
 from crossvit_mtl.tasks.classification import ClassificationMetric, build_classification_loss  # noqa: E402
-from crossvit_mtl.tasks.delta import DELTA_M_METRICS, delta_m  # noqa: E402
+from crossvit_mtl.tasks.delta import DELTA_M_CONVENTIONS, DELTA_M_METRICS, delta_m  # noqa: E402
 from crossvit_mtl.tasks.depth import DepthMetric, build_depth_loss  # noqa: E402
 from crossvit_mtl.tasks.normal import NormalMetric, build_normal_loss  # noqa: E402
 from crossvit_mtl.tasks.segmentation import SegmentationMetric, build_segmentation_loss  # noqa: E402
@@ -47,7 +56,7 @@ def build_loss(task: str, name: str | None = None, **kwargs) -> nn.Module:
 
 
 __all__ = [
-    "METRIC_DIRECTION", "PRIMARY_METRIC", "DELTA_M_METRICS", "delta_m", "build_loss",
+    "METRIC_DIRECTION", "METRIC_LABELS", "PRIMARY_METRIC", "DELTA_M_CONVENTIONS", "DELTA_M_METRICS", "delta_m", "build_loss",
     "SegmentationMetric", "DepthMetric", "NormalMetric", "ClassificationMetric",
     "build_segmentation_loss", "build_depth_loss", "build_normal_loss", "build_classification_loss",
 ]

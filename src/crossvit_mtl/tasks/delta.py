@@ -1,8 +1,15 @@
-"""Multi-task gain Delta-m (Maninis et al. 2019; Vandenhende et al. 2021), in percent:
+"""Multi-task gain Delta-m against single-task baselines, in percent, in its two conventions.
 
-    Delta-m = mean over (task, metric) of (-1)^l * (M - M_b) / M_b * 100,   l = 1 if lower is better
+Each (task, metric) pair gives a relative change ``(-1)^l * (M - M_b) / M_b * 100`` (l = 1 where
+lower is better); positive means better than the baseline. The literature averages them two ways:
 
-Positive means the multi-task model beats the single-task baselines on average.
+* ``metrics``: the mean over all (task, metric) pairs (Maninis et al. 2019, Vandenhende et al.
+  2021; Nash-MTL, CAGrad, FAMO and the MTAN-protocol tables that follow them);
+* ``tasks``: the mean over each task's metrics first, then over tasks (LibMTL's
+  ``count_improvement``, and the papers that report LibMTL's figures).
+
+With many metrics on one task (normals report five) the two can disagree even in sign, so the
+project prints both, named.
 """
 from __future__ import annotations
 
@@ -43,19 +50,29 @@ def _as_names(keys: str | Iterable[str]) -> list[str]:
     return [keys] if isinstance(keys, str) else list(keys)
 
 
+#: the two averaging conventions, by name, and who uses them
+DELTA_M_CONVENTIONS: dict[str, str] = {
+    "metrics": "mean over (task, metric) pairs: Nash-MTL, CAGrad, FAMO, MTAN-protocol tables",
+    "tasks": "mean over each task's metrics, then over tasks: LibMTL",
+}
+
+
 def delta_m(results: Mapping[str, Mapping[str, float]], baselines: Mapping[str, Mapping[str, float]],
-            metrics: None | str | Mapping[str, str | Iterable[str]] = None) -> float:
+            metrics: None | str | Mapping[str, str | Iterable[str]] = None, average: str = "metrics") -> float:
     """Delta-m in percent of ``results`` against single-task ``baselines`` (task -> metric -> value).
 
     ``metrics`` chooses the pairs: None -> ``DELTA_M_METRICS`` pairs present in both dicts;
     "all" -> every scalar metric of ``METRIC_DIRECTION`` present in both; a mapping
-    task -> names -> exactly those (each must be present in both). A zero or non-finite
-    baseline, a non-finite result, or an empty selection raises ``ValueError``.
+    task -> names -> exactly those (each must be present in both). ``average`` is the convention
+    (:data:`DELTA_M_CONVENTIONS`): ``metrics`` or ``tasks``. A zero or non-finite baseline, a
+    non-finite result, or an empty selection raises ``ValueError``.
     """
+    if average not in DELTA_M_CONVENTIONS:
+        raise ValueError(f"average must be one of {', '.join(DELTA_M_CONVENTIONS)}, got {average!r}")
     pairs = _selected_pairs(results, baselines, metrics)
     if not pairs:
         raise ValueError("no (task, metric) pair is present in both results and baselines")
-    terms = []
+    terms: dict[str, list[float]] = {}
     for task, key in pairs:
         value, base = float(results[task][key]), float(baselines[task][key])
         if not (math.isfinite(value) and math.isfinite(base)):
@@ -64,5 +81,8 @@ def delta_m(results: Mapping[str, Mapping[str, float]], baselines: Mapping[str, 
             raise ValueError(f"{task}/{key}: baseline is 0, the relative change is undefined; "
                              "leave this metric out via `metrics=`")
         sign = 1.0 if METRIC_DIRECTION[task][key] else -1.0
-        terms.append(sign * (value - base) / base * 100.0)
-    return sum(terms) / len(terms)
+        terms.setdefault(task, []).append(sign * (value - base) / base * 100.0)
+    if average == "metrics":
+        flat = [term for values in terms.values() for term in values]
+        return sum(flat) / len(flat)
+    return sum(sum(values) / len(values) for values in terms.values()) / len(terms)

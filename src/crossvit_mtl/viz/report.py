@@ -113,7 +113,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     Draws ``plots/curves.png`` from the run's training log when the run has the log but no plot.
     """
-    from crossvit_mtl.engine.report import FIT_LOG, SCALAR_LABELS
+    from crossvit_mtl.engine.report import FIT_LOG
+    from crossvit_mtl.tasks import METRIC_LABELS
     from crossvit_mtl.viz import plots
 
     run_dir = Path(run_dir)
@@ -133,7 +134,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if curves.is_file():
         body += ["<h2>Training curves</h2>", _figure(curves, "losses and validation metrics per step")]
     for stage, payload, title in stages:
-        section, seen = _stage_section(title, payload, plot_dir, stage, SCALAR_LABELS)
+        section, seen = _stage_section(title, payload, plot_dir, stage, METRIC_LABELS)
         body.append(section)
         used |= seen
     others = sorted(p for p in plot_dir.glob("*.png") if p.name not in used) if plot_dir.is_dir() else []
