@@ -9,12 +9,14 @@ from torch import nn
 
 from crossvit_mtl.models.decoders import LightDecoder
 from crossvit_mtl.models.encoders import DualBranchEncoder
-from crossvit_mtl.models.heads import DENSE_TASKS, ClsHead, DenseHead
+from crossvit_mtl.models.heads import DENSE_TASKS, ClsHead, DenseHead, MapClsHead
 from crossvit_mtl.models.task_attention import CrossTaskAttention
 
 ALL_TASKS = DENSE_TASKS + ("classification",)
 #: how the dense tasks' features meet before their heads (``DenseCrossViT(task_interaction=...)``)
 TASK_INTERACTIONS = ("none", "cross_attention")
+#: what the classification head reads: the shared dense map (``map``) or the two CLS tokens (``cls``)
+CLASSIFIERS = ("map", "cls")
 
 
 def _check_tasks(tasks: Mapping[str, int]) -> dict[str, int]:
@@ -42,6 +44,9 @@ class DenseCrossViT(nn.Module):
     ``kv_tokens`` caps the keys/values every encoder attention takes from a patch grid (the
     branches' self-attention and token fusion) by pooling that grid, so the encoder's cost grows
     linearly with the image area instead of quadratically (``DualBranchEncoder``); None: no cap.
+
+    ``classifier="map"`` classifies from the decoder's shared map over a coarse grid of regions
+    (``MapClsHead``), ``"cls"`` from the two CLS tokens as CrossViT does (``ClsHead``).
     """
 
     def __init__(self, tasks: Mapping[str, int], img_size: Sequence[int] = (128, 256),
@@ -52,11 +57,13 @@ class DenseCrossViT(nn.Module):
                  decoder_channels: int = 96, decoder_stages: int = 2, detail_channels: int = 32,
                  in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, task_interaction: str = "none"):
+                 drop_path_rate: float = 0.1, task_interaction: str = "none", classifier: str = "map"):
         super().__init__()
         self.tasks = _check_tasks(tasks)
         if task_interaction not in TASK_INTERACTIONS:
             raise ValueError(f"task_interaction must be one of {TASK_INTERACTIONS}, got {task_interaction!r}")
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
         if not 1 <= decoder_stages <= len(stages):
             raise ValueError(f"decoder_stages must be in [1, {len(stages)}], got {decoder_stages}")
         self.encoder = DualBranchEncoder(
@@ -65,11 +72,14 @@ class DenseCrossViT(nn.Module):
             kv_tokens=kv_tokens, in_chans=in_chans, qkv_bias=qkv_bias, drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
         dense = [t for t in self.tasks if t in DENSE_TASKS]
+        self.classifier = classifier if "classification" in self.tasks else None
         self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans)
-                        if dense else None)
+                        if dense or self.classifier == "map" else None)
         self.heads = nn.ModuleDict(
             {t: DenseHead(t, decoder_channels, self.tasks[t]) for t in dense})
-        if "classification" in self.tasks:
+        if self.classifier == "map":
+            self.heads["classification"] = MapClsHead(decoder_channels, self.tasks["classification"], drop=drop_rate)
+        elif self.classifier == "cls":
             self.heads["classification"] = ClsHead(tuple(dims), self.tasks["classification"], drop_rate)
         self.task_interaction = None
         if task_interaction == "cross_attention":
@@ -78,7 +88,8 @@ class DenseCrossViT(nn.Module):
                 dense, decoder_channels, num_heads=max(1, decoder_channels // 32), pool=max(1, 8 // stride))
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """What each head reads: a dense map per dense task, the two CLS tokens for classification.
+        """What each head reads: a dense map per dense task; for classification the shared map
+        (``classifier="map"``) or the two CLS tokens (``"cls"``).
 
         Split from the heads so gradient methods can tell shared from task-specific computation.
         """
@@ -88,7 +99,9 @@ class DenseCrossViT(nn.Module):
             out: dict = self.task_interaction(feats)
         else:
             out = {t: feats for t in self.heads if t != "classification"}
-        if "classification" in self.heads:
+        if self.classifier == "map":
+            out["classification"] = feats
+        elif self.classifier == "cls":
             out["classification"] = enc.cls_tokens()
         return out
 
