@@ -1,7 +1,7 @@
 """Forward + backward time of CPU attention in bf16, four ways, at the attention shapes of the
 presets (batch 16) and the thesis network, and at longer sequences.
 
-    python benchmarks/attention_precision.py [--system-malloc]
+    python benchmarks/attention_precision.py [--system-malloc] [--device cuda]
 
 - fused fp32: scaled_dot_product_attention on inputs widened to fp32;
 - fused bf16: scaled_dot_product_attention on the bf16 inputs;
@@ -11,7 +11,8 @@ presets (batch 16) and the thesis network, and at longer sequences.
 
 Host memory is kept for reuse as the command line keeps it (``engine/host_memory.py``);
 ``--system-malloc`` leaves glibc as it is, where whole-batch scores above its mmap threshold are
-page-faulted at every call. The rows decide ``SCORE_CHUNK_BYTES``.
+page-faulted at every call. The rows decide ``SCORE_CHUNK_BYTES``. On CUDA (``--device``) the
+project's way is the fused kernel, so the rows show what the explicit products would cost there.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.models import layers
+from crossvit_mtl.engine.precision import DEVICES, resolve
 from crossvit_mtl.models.layers import SCORE_CHUNK_BYTES, attention
 
 SHAPES = {  # (heads, queries, keys, head_dim)
@@ -45,13 +47,16 @@ WAYS = {
 }
 
 
-def time_attention(way, heads: int, n: int, m: int, d: int, batch: int = 16, repeats: int = 7) -> float:
-    q, k, v = (torch.randn(batch, heads, length, d, dtype=torch.bfloat16, requires_grad=True)
+def time_attention(way, heads: int, n: int, m: int, d: int, batch: int = 16, repeats: int = 7,
+                   device: torch.device = torch.device("cpu")) -> float:
+    q, k, v = (torch.randn(batch, heads, length, d, dtype=torch.bfloat16, device=device, requires_grad=True)
                for length in (n, m, m))
-    grad = torch.randn(batch, heads, n, d, dtype=torch.bfloat16)
+    grad = torch.randn(batch, heads, n, d, dtype=torch.bfloat16, device=device)
 
     def step():
         torch.autograd.grad(way(q, k, v), (q, k, v), grad)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     step()
     times = []
@@ -65,14 +70,20 @@ def time_attention(way, heads: int, n: int, m: int, d: int, batch: int = 16, rep
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system-malloc", action="store_true", help="leave glibc's allocator as it is")
-    kept = not parser.parse_args().system_malloc and keep_host_memory()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 16, "
+    parser.add_argument("--device", default="cpu", help=f"{DEVICES} (default cpu, the case the rows decide)")
+    args = parser.parse_args()
+    try:
+        where = resolve(args.device, "bf16")
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    kept = not args.system_malloc and keep_host_memory()
+    print(f"torch {torch.__version__}, {where.device} ({where.name}), {torch.get_num_threads()} threads, batch 16, "
           f"SCORE_CHUNK_BYTES={SCORE_CHUNK_BYTES // 2**20} MiB, host memory {'kept' if kept else 'system'}")
     print("| shape (heads, queries, keys, head dim) | " + " | ".join(f"{w} ms" for w in WAYS)
           + " | fused fp32 / project |")
     print("|---|" + "---:|" * (len(WAYS) + 1))
     for name, shape in SHAPES.items():
-        ms = {w: time_attention(fn, *shape) for w, fn in WAYS.items()}
+        ms = {w: time_attention(fn, *shape, device=where.device) for w, fn in WAYS.items()}
         cells = " | ".join(f"{t:.1f}" for t in ms.values())
         print(f"| {name} {shape} | {cells} | {ms['fused fp32'] / ms['project']:.2f} |", flush=True)
 

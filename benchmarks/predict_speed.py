@@ -1,9 +1,12 @@
-"""Inference speed of `crossvit-mtl predict`'s network call, side by side: fp32, bf16 autocast,
-and (with ``--compile``) bf16 through torch.compile, on synthetic validation scenes; with a
-checkpoint, how often the bf16 labels agree with the fp32 ones there.
+"""Inference speed of `crossvit-mtl predict`'s network call, side by side: fp32, the device's
+default autocast (bf16, or fp16 on GPUs without bf16) and (with ``--compile``) that through
+torch.compile, on synthetic validation scenes; with a checkpoint, how often the autocast labels
+agree with the fp32 ones there. Batches go to the device as `predict` sends them (pinned,
+non-blocking on CUDA) and outputs come back to the CPU, so each time includes both copies.
 
     python benchmarks/predict_speed.py --checkpoint RUN/checkpoints/best.ckpt [--scenes 64] [--compile]
     python benchmarks/predict_speed.py --model crossvit_mtl_small          # random weights
+    python benchmarks/predict_speed.py --model crossvit_mtl_small --device cuda
 
 The ways take turns (``--rounds``), each timing ``--runs`` batches after one warm-up batch, so
 load from other jobs falls on all alike; the report gives each way's median batch time. The
@@ -19,6 +22,7 @@ import torch
 
 from crossvit_mtl.cli.predict import make_forward
 from crossvit_mtl.engine.host_memory import keep_host_memory
+from crossvit_mtl.engine.precision import DEVICES, resolve
 
 
 def load(args) -> tuple[torch.nn.Module, tuple[int, int]]:
@@ -53,19 +57,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--runs", type=int, default=8, help="timed batches per way and round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also time bf16 through torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also time the autocast way through torch.compile")
+    parser.add_argument("--device", default="auto", help=f"{DEVICES} (default auto: CUDA when there is one)")
     args = parser.parse_args()
+    try:
+        fast, full = resolve(args.device), resolve(args.device, "fp32")
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    print(f"predict_speed on {fast}")
 
     model, size = load(args)
+    model.to(fast.device)
     images = scenes(args.scenes, size)
     batches = images.split(args.batch_size)
-    ways = {"fp32": make_forward(model, "fp32"), "bf16": make_forward(model, "bf16")}
+    half = fast.precision  # the device's default: bf16, fp16, or fp32 where it has neither
+    ways = {"fp32": make_forward(model, full), half: make_forward(model, fast)}
     first_s = {}
     if args.compile:
-        ways["bf16 compiled"] = make_forward(torch.compile(model, dynamic=False), "bf16", args.batch_size)
+        compiled = f"{half} compiled"
+        ways[compiled] = make_forward(torch.compile(model, dynamic=False), fast, args.batch_size)
         start = time.perf_counter()
-        ways["bf16 compiled"](batches[0])
-        first_s["bf16 compiled"] = time.perf_counter() - start
+        ways[compiled](batches[0])
+        first_s[compiled] = time.perf_counter() - start
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(args.rounds):
         for name, forward in ways.items():
@@ -75,7 +88,8 @@ def main() -> None:
                 forward(batches[i % len(batches)])
                 times[name].append(time.perf_counter() - start)
     source = args.checkpoint or f"{args.model} (random weights)"
-    print(f"{source}, {size[0]}x{size[1]}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+    print(f"{source}, {size[0]}x{size[1]}, batch {args.batch_size}, {fast.device} ({fast.name}), "
+          f"{torch.get_num_threads()} threads, "
           f"{args.rounds} x {args.runs} batches per way")
     base = statistics.median(times["fp32"])
     for name, values in times.items():
@@ -83,14 +97,14 @@ def main() -> None:
         extra = f", first batch (compiling) {first_s[name]:.1f} s" if name in first_s else ""
         print(f"  {name:14s} {median * 1e3:8.1f} ms/batch  {args.batch_size / median:7.1f} img/s  "
               f"{base / median:5.2f}x fp32{extra}")
-    if args.checkpoint:  # random weights give near-ties everywhere: no agreement to speak of
+    if args.checkpoint and half != "fp32":  # random weights give near-ties everywhere: no agreement to speak of
         agree = []
         for batch in batches:
-            full, half = ways["fp32"](batch), ways["bf16"](batch)
-            if "segmentation" in full:
-                agree.append((full["segmentation"].argmax(1) == half["segmentation"].argmax(1)).float().flatten())
+            exact, rounded = ways["fp32"](batch), ways[half](batch)
+            if "segmentation" in exact:
+                agree.append((exact["segmentation"].argmax(1) == rounded["segmentation"].argmax(1)).float().flatten())
         if agree:
-            print(f"  bf16 labels equal to fp32 labels on {torch.cat(agree).mean().item():.2%} of the "
+            print(f"  {half} labels equal to fp32 labels on {torch.cat(agree).mean().item():.2%} of the "
                   f"pixels of {len(images)} images")
 
 

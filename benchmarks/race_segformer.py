@@ -10,7 +10,10 @@ The two models train in alternating time slices (``--slice`` seconds) rather tha
 other, so load from other jobs on a shared machine falls on both alike.
 
     crossvit-mtl data synth --out CACHE --train 2000 --val 200   # optional: else rendered on demand
-    python benchmarks/race_segformer.py --root CACHE [--minutes 5] [--out race.json]
+    python benchmarks/race_segformer.py --root CACHE [--minutes 5] [--device cuda] [--out race.json]
+
+On CUDA, batches come from pinned memory without blocking, and the clock reads after the GPU
+has finished each step.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.benchmark import build_model
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
-from crossvit_mtl.engine.precision import PRECISIONS, cpu_autocast, resolve_precision
+from crossvit_mtl.engine.precision import DEVICES, PRECISIONS, resolve
 from crossvit_mtl.metrics import SegmentationMetric
 from crossvit_mtl.tasks import build_loss
 
@@ -70,13 +73,13 @@ def datasets(root: str | None, size: int, val_size: int):
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int, autocast) -> dict:
+def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int, placement) -> dict:
     model.eval()
-    metric = SegmentationMetric(num_classes)
+    metric = SegmentationMetric(num_classes).to(placement.device)
     for batch in loader:
-        with autocast():
-            logits = model(batch["image"])["segmentation"]
-        metric.update(logits.float(), batch["segmentation"].long())
+        with placement.autocast():
+            logits = model(batch["image"].to(placement.device, non_blocking=True))["segmentation"]
+        metric.update(logits.float(), batch["segmentation"].to(placement.device, non_blocking=True).long())
     model.train()
     values = metric.compute()
     return {"miou": values["miou"], "pixel_acc": values["pixel_acc"]}
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=float, default=0.05, help="warm-up as a fraction of the budget")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--device", default="auto", help=f"{DEVICES} (default auto: CUDA when there is one)")
     parser.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between evaluations")
     parser.add_argument("--slice", type=float, default=20.0, help="seconds each model trains per turn")
     parser.add_argument("--train-size", type=int, default=2000, help="scenes rendered on demand (no --root)")
@@ -101,23 +105,30 @@ def main() -> None:
     args = parser.parse_args()
 
     budget = args.minutes * 60
-    precision = resolve_precision(args.precision)
+    try:
+        placement = resolve(args.device, args.precision)
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    device, precision, cuda = placement.device, placement.precision, placement.device.type == "cuda"
+    print(f"race on {placement}")
 
-    def autocast():
-        return cpu_autocast(precision)
+    def clock() -> float:  # on CUDA, once the queued work is done
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
 
     train_set, val_set = datasets(args.root, args.train_size, args.val_size)
     num_classes = train_set.info.num_classes
     size = tuple(train_set[0]["image"].shape[-2:])
-    val_loader = DataLoader(val_set, batch_size=args.batch_size)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, pin_memory=cuda)
     criterion = build_loss("segmentation")
     schedule = warmup_cosine(SCHEDULE_STEPS, int(args.warmup * SCHEDULE_STEPS))
     runners = []
     for name in args.models:
         torch.manual_seed(0)
         spec = f"{name}{',' if ':' in name else ':'}num_classes={num_classes}"
-        model = build_model(spec, size)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+        model = build_model(spec, size).to(device)
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, pin_memory=cuda,
                             generator=torch.Generator().manual_seed(0))  # same data order for all
         runners.append(Runner(name, model.train(), build_optimizer(model, "adamw", args.lr, 0.05), loader))
     print(f"race: {', '.join(args.models)}; {args.minutes} min each at {size[0]}x{size[1]}, batch "
@@ -125,7 +136,7 @@ def main() -> None:
 
     def record(runner: Runner) -> None:
         point = {"time_s": round(runner.train_s, 1), "images": runner.images, "steps": runner.steps,
-                 **evaluate(runner.model, val_loader, num_classes, autocast)}
+                 **evaluate(runner.model, val_loader, num_classes, placement)}
         runner.curve.append(point)
         print(f"  {runner.name}: {point['time_s']:7.1f} s {point['images']:7d} images  "
               f"mIoU {100 * point['miou']:.2f}  pixel acc {100 * point['pixel_acc']:.2f}", flush=True)
@@ -137,18 +148,19 @@ def main() -> None:
         for runner in runners:
             turn_end = min(runner.train_s + args.slice, budget)
             while runner.train_s < turn_end:
-                start = time.perf_counter()
+                start = clock()
                 for group in runner.optimizer.param_groups:
                     group["lr"] = args.lr * schedule(int(runner.train_s / budget * SCHEDULE_STEPS))
                 batch = runner.next_batch()
+                image, labels = (batch[k].to(device, non_blocking=True) for k in ("image", "segmentation"))
                 runner.optimizer.zero_grad(set_to_none=True)
-                with autocast():
+                with placement.autocast():
                     # training batches hand the image over in float16 (DatasetInfo)
-                    logits = runner.model(batch["image"].float())["segmentation"]
-                criterion(logits, batch["segmentation"].long()).backward()
+                    logits = runner.model(image.float())["segmentation"]
+                criterion(logits, labels.long()).backward()
                 runner.optimizer.step()
-                runner.train_s += time.perf_counter() - start
-                runner.images += batch["image"].shape[0]
+                runner.train_s += clock() - start
+                runner.images += image.shape[0]
                 runner.steps += 1
                 if runner.train_s >= runner.next_eval and runner.train_s < budget:
                     record(runner)
@@ -162,7 +174,7 @@ def main() -> None:
             print(f"| {runner.name} | {p['time_s']:.0f} | {p['images']} | {100 * p['miou']:.2f} "
                   f"| {100 * p['pixel_acc']:.2f} |")
     report = {"minutes": args.minutes, "batch_size": args.batch_size, "lr": args.lr,
-              "precision": precision, "size": size, "root": args.root, "threads": torch.get_num_threads(),
+              "precision": precision, "device": str(device), "device_name": placement.name, "size": size, "root": args.root, "threads": torch.get_num_threads(),
               "curves": {r.name: r.curve for r in runners},
               "images_per_s": {r.name: r.images / max(r.train_s, 1e-9) for r in runners}}
     with open(args.out, "w") as f:

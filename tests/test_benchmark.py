@@ -66,7 +66,7 @@ def test_segformer_peer_predicts_at_full_resolution():
 
 
 def test_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "machine_peaks", lambda: PEAKS)
+    monkeypatch.setattr(bench, "machine_peaks", lambda device: PEAKS)
     cases = [Case("crossvit_seg_tiny", (32, 64), "fp32", batch_size=2, repeats=1, warmup=1, latency_runs=1),
              Case("crossvit_seg_tiny:no_such_option=1", (32, 64), "fp32", repeats=1)]
     report = bench.benchmark(cases, tmp_path, progress=None)
@@ -94,3 +94,33 @@ def test_a_kept_allocator_case_run_with_the_opt_out_is_labelled_system(monkeypat
     result = bench.measure_case(case)
     assert not case.system_malloc and result.case.system_malloc
     assert bench.describe(result.case).endswith("eager, system malloc")
+
+
+def test_cuda_plan_and_report_name_the_gpu_and_its_measures(monkeypatch):
+    from test_precision import fake_cuda
+
+    fake_cuda(monkeypatch, (7, 5), name="Old GPU")
+    cases = bench.plan([bench.THESIS_TARGET], precisions=("auto", "fp32"), device="cuda:0")
+    # fp16 by the device's rule; no system-allocator baseline, which is about host memory
+    assert [(c.precision, c.system_malloc, c.device) for c in cases] == [("fp16", False, "cuda:0"),
+                                                                          ("fp32", False, "cuda:0")]
+    results = [bench.Result(c, gflops_train=2.0, train_img_s=10.0, train_img_s_best=11.0) for c in cases]
+    peaks = {"fp32": 0.05, "fp32 torch.mm": 0.04, "fp32 cuDNN": 0.05, "fp32 torch.mm TF32": 0.04}
+    report = bench.make_report(results, peaks, None, None, "cuda:0")
+    assert report["machine"]["device"] == "cuda:0" and report["machine"]["device_name"] == "Old GPU"
+    assert report["default_precision"] == "fp16" and "compute capability 7.5" in report["default_precision_reason"]
+    fp16, fp32 = report["results"]
+    assert fp16["fraction_of_peak"] is None and fp32["fraction_of_peak"] == pytest.approx(20 / 50)
+    lines = report["markdown"].splitlines()
+    assert "| train peak CUDA +MB |" in lines[0] and "| - |" in lines[2] and "| 40.0 |" in lines[3]
+    text = report["markdown"]
+    assert "Device: cuda:0 (Old GPU)" in text and "timed between CUDA events" in text
+    assert "fp32 0.05 TFLOP/s (torch.mm 0.04, cuDNN 0.05, torch.mm TF32 0.04)" in text
+    assert "torch.cuda.max_memory_allocated" in report["memory_method"]
+    with pytest.raises(ValueError, match="one bench runs on one device"):
+        bench.benchmark([Case("crossvit_seg_tiny"), Case("crossvit_seg_tiny", device="cuda:0")])
+
+
+def test_cpu_matrix_peaks_name_both_libraries():
+    peaks = bench.matmul_peaks(torch.float32, n=128, runs=1)
+    assert set(peaks) == {"torch.mm", "oneDNN"} and min(peaks.values()) > 0

@@ -134,6 +134,18 @@ def test_single_task_model_refuses_other_tasks():
         DenseTaskModule(model="crossvit_mtl_tiny", dataset_meta=dm.meta, losses={"normal": {}})
 
 
+def test_loaders_pin_memory_only_when_training_on_cuda():
+    """Page-locked batches let Lightning copy them to a GPU without blocking; on the CPU they
+    would only cost a copy."""
+    from types import SimpleNamespace
+
+    dm = DenseDataModule(**TINY_DATA)
+    assert not dm.train_dataloader().pin_memory  # no trainer yet
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        assert dm.train_dataloader().pin_memory == dm.val_dataloader().pin_memory == pinned, device
+
+
 def test_no_weight_decay_on_norms_biases_positions_and_cls():
     model = create_model("crossvit_seg_tiny")
     decay, no_decay = param_groups(model, 0.05)

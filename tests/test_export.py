@@ -38,6 +38,7 @@ def test_checkpoint_exports_every_format(tmp_path_factory, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(onnx_path)]) == 0
     out = capsys.readouterr().out
     assert "outputs: segmentation, depth, normal, classification" in out and "onnxruntime vs PyTorch" in out
+    assert "export: traced on cpu (CPU) in fp32" in out
     diffs = check_onnx(reference, onnx_path, (32, 64), batch=3)  # batch 3: the batch axis is dynamic
     assert set(diffs) == {"segmentation", "depth", "normal", "classification"} and max(diffs.values()) <= 1e-4
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from crossvit_mtl.cli import main
 from crossvit_mtl.cli.predict import make_forward, predict_slide, window_starts
-from crossvit_mtl.engine.precision import resolve_precision
+from crossvit_mtl.engine.precision import resolve
 from fixtures_run import tiny_run
 
 
@@ -26,7 +26,10 @@ def test_predict_writes_every_task_at_the_image_size(tmp_path_factory, images, t
     ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
     assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--out", str(tmp_path),
                  "--mode", mode, "--batch-size", "3"]) == 0
-    assert f"predict ({mode})" in capsys.readouterr().err  # the progress bar
+    captured = capsys.readouterr()
+    assert f"predict ({mode})" in captured.err  # the progress bar
+    # the device and precision chosen, and why
+    assert any(line.startswith("predict on cpu (CPU), ") for line in captured.out.splitlines())
     for stem, size in (("wide", (150, 40)), ("small", (30, 20))):
         for suffix in ("seg", "overlay", "labels", "depth", "depth_mm", "normal"):
             with Image.open(tmp_path / f"{stem}_{suffix}.png") as img:
@@ -75,8 +78,8 @@ def test_forward_autocasts_to_the_asked_precision_and_returns_float32():
     error = (bf16 - reference).abs().max()
     assert 0 < error < 0.02 * reference.abs().max()  # bf16 products: close, but not fp32's
     auto = make_forward(net, "auto")(x)["classification"]
-    torch.testing.assert_close(auto, bf16 if resolve_precision("auto") == "bf16" else fp32, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, got 'fp16'"):
+    torch.testing.assert_close(auto, bf16 if resolve("cpu").precision == "bf16" else fp32, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="--precision fp16: fp16 autocast is for CUDA devices"):
         make_forward(net, "fp16")(x)
 
 

@@ -9,14 +9,18 @@ from crossvit_mtl.cli.args import parse_size
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli import UserError
     from crossvit_mtl.engine.benchmark import benchmark, plan
+    from crossvit_mtl.engine.precision import resolve
 
     repeats = args.repeats or (3 if args.quick else 5)
     try:
+        placement = resolve(args.device)
         cases = plan(args.models, args.sizes, args.precision, args.batch_size, args.variants,
                      repeats=repeats, latency_runs=5 if args.quick else 15, threads=args.threads,
-                     allocators=args.allocators)
+                     allocators=args.allocators, device=str(placement.device))
     except ValueError as err:
         raise UserError(err) from None
+    print(f"bench on {placement.device} ({placement.name}); --precision auto is {placement.precision}: "
+          f"{placement.reason}")
     if "segformer_b0" in args.models:
         try:
             import transformers  # noqa: F401
@@ -32,22 +36,25 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     from crossvit_mtl.engine.benchmark import ALLOCATORS, DEFAULT_MODELS, VARIANTS
-    from crossvit_mtl.engine.precision import PRECISIONS
+    from crossvit_mtl.engine.precision import DEVICES, PRECISIONS
 
     p = sub.add_parser(
         "bench", help="measure training and inference speed (vs SegFormer-B0)",
         description="Training images/s (forward + loss + backward + AdamW, batch 8), batch-1 latency, "
-        "peak memory, GFLOPs and the fraction of this machine's matrix-product peak, per model, in "
-        "the project's default precision and fp32. Each case runs in a fresh process; times are "
-        "medians after warm-up. Prints a markdown table; --out also writes bench.json and bench.md.")
+        "peak memory, GFLOPs and the fraction of the device's matrix-product peak, per model, in "
+        "the project's default precision and fp32, on the CPU or a GPU. Each case runs in a fresh "
+        "process; times are medians after warm-up (on CUDA between CUDA events). Prints a markdown "
+        "table; --out also writes bench.json and bench.md.")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL",
                    help="presets, with overrides as name:key=value,... ; 'segformer_b0' is the peer "
                    "(needs transformers). Default: the segmentation and multi-task zoo and the peer")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=None, metavar="HxW",
                    help="input sizes for every model (default: 128x256, plus 256x512 and 512x1024 "
                    "for crossvit_seg_small and segformer_b0)")
+    p.add_argument("--device", default="auto", help=f"{DEVICES} (default auto: CUDA when there is one)")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto", "fp32"],
-                   help="auto = the project's default (bf16 autocast on bf16-capable CPUs); default: auto fp32")
+                   help="auto = the device's default (bf16 autocast where it multiplies bf16 natively, "
+                   "fp16 on GPUs without bf16); default: auto fp32")
     p.add_argument("--batch-size", nargs="+", type=int, default=[8], help="training batch sizes (default 8)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["eager"],
                    help="run the model eager, in channels_last memory format, or torch.compile'd "

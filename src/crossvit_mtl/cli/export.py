@@ -6,6 +6,7 @@ from pathlib import Path
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli.args import checked_size
+from crossvit_mtl.engine.precision import DEVICES, resolve
 
 FORMATS = ("onnx", "safetensors", "torchscript")
 
@@ -53,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--checkpoint already names the model; drop --model/--weights/--model-option")
     if not args.checkpoint and not args.model:
         raise UserError("name the model: --checkpoint CKPT, or --model PRESET [--weights FILE]")
+    try:
+        placement = resolve(args.device, "fp32")
+    except ValueError as err:
+        raise UserError(str(err)) from None
     model, meta = load_model(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "safetensors":
@@ -60,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}; load it with crossvit_mtl.export.model_from_weights({str(out)!r})")
         return 0
     size = checked_size(model, input_size(model, meta, args.size))
+    print(f"export: traced on {placement.device} ({placement.name}) in fp32, the weights' precision")
+    model.to(placement.device)
     if args.format == "torchscript":
         tasks = export_torchscript(model, out, size)
         print(f"wrote {out} (TorchScript, input fixed at {size[0]}x{size[1]}, outputs: {', '.join(tasks)})")
@@ -67,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = export_onnx(model, out, size, args.opset)
     print(f"wrote {out} (ONNX opset {args.opset}, input 'image' Bx3x{size[0]}x{size[1]}, "
           f"outputs: {', '.join(tasks)})")
-    if args.check:
-        diffs = check_onnx(model, out, size)
+    if args.check:  # onnxruntime runs on the CPU: PyTorch's reference does too
+        diffs = check_onnx(model.cpu(), out, size)
         worst = max(diffs.values())
         print("onnxruntime vs PyTorch, max abs difference: "
               + ", ".join(f"{t} {d:.2e}" for t, d in diffs.items()))
@@ -95,6 +102,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--size", type=parse_size, default=None,
                    help="input HxW for onnx/torchscript (default: training size, else the preset's)")
+    p.add_argument("--device", default="auto",
+                   help=f"where onnx/torchscript trace the model: {DEVICES} (default auto: CUDA when "
+                   "there is one); the onnxruntime check runs on the CPU")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 14 for attention)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="skip the onnxruntime comparison after an ONNX export")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli.args import checked_size
+from crossvit_mtl.engine.precision import Placement, resolve
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -89,25 +90,28 @@ def write_outputs(stem: str, rgb: np.ndarray, out: dict[str, torch.Tensor], meta
     return record
 
 
-def make_forward(model: torch.nn.Module, precision: str = "fp32", batch_size: int | None = None):
-    """The network as inference wants it: no autograd, autocast to ``precision`` ("bf16",
-    "fp32" or "auto"), and every task's output as a float32 tensor in a dict.
+def make_forward(model: torch.nn.Module, precision: str | Placement = "fp32", batch_size: int | None = None):
+    """The network as inference wants it: no autograd, autocast as ``precision`` says (a
+    :class:`Placement`, or "bf16", "fp32" or "auto" on the CPU), inputs copied to its device
+    (from pinned memory, without blocking, on CUDA) and every task's output as a float32 CPU
+    tensor in a dict. The model must already be on that device.
 
     With ``batch_size``, smaller batches are padded to it (repeating their last image) and the
     padding's outputs dropped: a compiled network then sees one shape and compiles once.
     """
-    from crossvit_mtl.engine.precision import cpu_autocast, resolve_precision
-
-    precision = resolve_precision(precision)  # a bad name fails here, not at the first image
+    placement = precision if isinstance(precision, Placement) else resolve("cpu", precision)
+    cuda = placement.device.type == "cuda"
 
     def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
         count = x.shape[0]
         if batch_size is not None and count < batch_size:
             x = torch.cat([x, x[-1:].expand(batch_size - count, *x.shape[1:])])
-        with torch.inference_mode(), cpu_autocast(precision):
+        if cuda:
+            x = x.pin_memory().to(placement.device, non_blocking=True)
+        with torch.inference_mode(), placement.autocast():
             out = model(x)
         out = out if isinstance(out, dict) else {"classification": out}
-        return {task: value[:count].float() for task, value in out.items()}
+        return {task: value[:count].float().cpu() for task, value in out.items()}
 
     return forward
 
@@ -171,9 +175,15 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     size = checked_size(model, tuple(args.size or meta["image_size"]))
+    try:
+        placement = resolve(args.device, args.precision)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(f"predict on {placement}")
+    model.to(placement.device)
     if args.compile:  # one input shape (partial batches padded), so it compiles once
         model = torch.compile(model, dynamic=False)
-    forward = make_forward(model, args.precision, args.batch_size if args.compile else None)
+    forward = make_forward(model, placement, args.batch_size if args.compile else None)
     files = find_images(args.input)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     from crossvit_mtl.cli.args import parse_size
-    from crossvit_mtl.engine.precision import PRECISIONS
+    from crossvit_mtl.engine.precision import DEVICES, PRECISIONS
 
     p = sub.add_parser("predict", help="run a trained checkpoint on images",
                        description="Predict every task of a checkpoint on PNG/JPEG images of any size. "
@@ -222,9 +232,11 @@ def add_parser(sub) -> None:
     p.add_argument("--overlap", type=float, default=1 / 3,
                    help="--mode slide: fraction of a window shared with its neighbour (default 1/3)")
     p.add_argument("--batch-size", type=int, default=8, help="images (resize) or windows (slide) per forward")
+    p.add_argument("--device", default="auto", help=f"{DEVICES}; auto (default): CUDA when there is one")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto (default): bf16 autocast where the CPU multiplies bf16 natively, as "
-                   "training does; fp32 for the full-precision network")
+                   help="auto (default): the device's rule, as training's: bf16 autocast where it "
+                   "multiplies bf16 natively, fp16 on GPUs without bf16, else fp32; fp32 for the "
+                   "full-precision network")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile: about a minute of compiling first, "
                    "worth it for large image sets (see the README's Speed section)")

@@ -128,7 +128,13 @@ class CrossViTCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         kwargs.update(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=plugins)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        try:  # fp16 by default on GPUs without bf16 (engine/precision.py) meets gradient weightings here
+            if self.subcommand == "fit":
+                self.model.check_precision(trainer)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        return trainer
 
 
 def test_best(trainer, model, datamodule) -> None:

@@ -1,11 +1,12 @@
-"""Speed of the zoo on this machine: training images/s, batch-1 latency, peak memory, FLOPs and
-the fraction of the machine's matrix-product peak that training reaches, with SegFormer-B0 (HF
-transformers) as the peer a user would otherwise pick.
+"""Speed of the zoo on this machine's CPU or GPU: training images/s, batch-1 latency, peak
+memory, FLOPs and the fraction of the device's matrix-product peak that training reaches, with
+SegFormer-B0 (HF transformers) as the peer a user would otherwise pick.
 
 Every case (model, size, precision, batch size, variant) runs in a fresh process, so one case's
 allocator state, compiled kernels and thread pools never leak into the next, and the process's
-peak resident set (``resource.ru_maxrss``) measures that case alone. Times are medians of single
-steps after warm-up; on a shared machine only ratios measured in one run mean much.
+peak resident set (``resource.ru_maxrss``; on CUDA ``torch.cuda.max_memory_allocated``)
+measures that case alone. Times are medians of single steps after warm-up, on CUDA between
+CUDA events after synchronising; on a shared machine only ratios measured in one run mean much.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossvit_mtl.engine.precision import PRECISIONS, cpu_autocast, resolve_precision
+from crossvit_mtl.engine.precision import resolve
 
 #: the segmentation and multi-task zoo, the thesis network with the prototype's decoder width,
 #: and the peer
@@ -53,7 +54,7 @@ class Case:
 
     model: str
     size: tuple[int, int] = BASE_SIZE
-    precision: str = "bf16"  # resolved: "bf16" or "fp32"
+    precision: str = "bf16"  # resolved: "bf16", "fp16" or "fp32"
     batch_size: int = 8
     variant: str = "eager"
     repeats: int = 5
@@ -61,6 +62,7 @@ class Case:
     latency_runs: int = 15
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     system_malloc: bool = False  # leave glibc's allocator as it is (engine/host_memory.py)
+    device: str = "cpu"  # "cpu" or "cuda:N"
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Result:
     latency_ms: float = 0.0  # median
     latency_ms_best: float = 0.0
     latency_runs_ms: list[float] = field(default_factory=list)
-    mem_train_mb: float = 0.0  # peak RSS growth over the built model, during training
+    mem_train_mb: float = 0.0  # peak RSS (CUDA: allocated) growth over the built model, during training
     mem_infer_mb: float = 0.0  # the same up to the end of batch-1 inference (measured first)
     load: float | None = None  # 1-minute load average when the case started
     error: str | None = None
@@ -148,11 +150,11 @@ def build_model(spec: str, size: tuple[int, int]) -> nn.Module:
 
 
 def synthetic_batch(model: nn.Module, size: tuple[int, int], batch_size: int) -> tuple[torch.Tensor, dict]:
-    """A random image batch and targets of every task the model predicts."""
-    gen = torch.Generator().manual_seed(0)
+    """A random image batch and targets of every task the model predicts, on its device."""
+    gen, device = torch.Generator().manual_seed(0), next(model.parameters()).device
     images = torch.randn(batch_size, 3, *size, generator=gen)
     with torch.no_grad():
-        shapes = {t: tuple(v.shape) for t, v in model.eval()(images[:1]).items()}
+        shapes = {t: tuple(v.shape) for t, v in model.eval()(images[:1].to(device)).items()}
     model.train()
     targets: dict[str, torch.Tensor] = {}
     for task, shape in shapes.items():
@@ -162,7 +164,7 @@ def synthetic_batch(model: nn.Module, size: tuple[int, int], batch_size: int) ->
             targets[task] = torch.rand(batch_size, *shape[1:], generator=gen) + 0.1
         else:  # normal: unit vectors
             targets[task] = F.normalize(torch.randn(batch_size, *shape[1:], generator=gen), dim=1)
-    return images, targets
+    return images.to(device), {task: value.to(device) for task, value in targets.items()}
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -171,12 +173,28 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def _timed(fn, runs: int) -> list[float]:
+def _peak_mb(device: torch.device) -> float:
+    """The process's peak resident set, or on CUDA the peak of memory allocated on the device."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _maxrss_mb()
+
+
+def _timed(fn, runs: int, device: torch.device = torch.device("cpu")) -> list[float]:
+    """Seconds of each of ``runs`` calls; on CUDA between two CUDA events, queued work finished
+    before the first."""
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
     return times
 
 
@@ -193,11 +211,19 @@ def measure_case(case: Case) -> Result:
     if case.threads:
         torch.set_num_threads(case.threads)
     result = Result(case, load=_load())
+    placement = resolve(case.device, case.precision)
+    device = placement.device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # the CUDA events' stream
     torch.manual_seed(0)
-    model = build_model(case.model, case.size)
+    model = build_model(case.model, case.size).to(device)
     result.params_m = sum(p.numel() for p in model.parameters()) / 1e6
     optimizer = build_optimizer(model, "adamw", 1e-3, 0.05)
-    baseline = _maxrss_mb()  # growth from here on includes the input batch and its targets
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        baseline = _maxrss_mb()  # growth from here on includes the input batch and its targets
     images, targets = synthetic_batch(model, case.size, case.batch_size)
     criteria = {t: build_loss(t) for t in targets}
     runner = model
@@ -210,34 +236,34 @@ def measure_case(case: Case) -> Result:
     single = images[:1]
 
     def infer():
-        with torch.inference_mode(), cpu_autocast(case.precision):
+        with torch.inference_mode(), placement.autocast():
             runner(single)
 
     model.eval()
-    result.first_infer_s = _timed(infer, 1)[0]
-    result.latency_runs_ms = [t * 1e3 for t in _timed(infer, 2 + case.latency_runs)][2:]
+    result.first_infer_s = _timed(infer, 1, device)[0]
+    result.latency_runs_ms = [t * 1e3 for t in _timed(infer, 2 + case.latency_runs, device)][2:]
     result.latency_ms = statistics.median(result.latency_runs_ms)
     result.latency_ms_best = min(result.latency_runs_ms)
-    result.mem_infer_mb = _maxrss_mb() - baseline
+    result.mem_infer_mb = _peak_mb(device) - baseline
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        with cpu_autocast(case.precision):
+        with placement.autocast():
             outputs = runner(images)
         loss = sum(criteria[t](outputs[t], targets[t]) for t in criteria)
         loss.backward()
         optimizer.step()
 
     model.train()
-    first, *_ = _timed(train_step, max(case.warmup, 1))
+    first, *_ = _timed(train_step, max(case.warmup, 1), device)
     result.first_step_s = first
-    steps = _timed(train_step, case.repeats)
+    steps = _timed(train_step, case.repeats, device)
     result.train_step_ms = [t * 1e3 for t in steps]
     result.train_img_s = case.batch_size / statistics.median(steps)
     result.train_img_s_best = case.batch_size / min(steps)
-    result.mem_train_mb = _maxrss_mb() - baseline
+    result.mem_train_mb = _peak_mb(device) - baseline
 
-    model.to(memory_format=torch.contiguous_format)
+    model.to("cpu", memory_format=torch.contiguous_format)  # FLOPs are counted on the CPU
     result.gflops_fwd = count_flops(model, case.size) / 1e9
     result.gflops_train = count_flops(model, case.size, backward=True) / 1e9
     return result
@@ -271,49 +297,71 @@ def run_cases(cases: list[Case], progress=print, on_result=None) -> list[Result]
     return results
 
 
-#: how :func:`matmul_peaks` multiplies: MKL's ``torch.mm`` and oneDNN's 1x1 convolution
-MATMUL_ROUTES = ("torch.mm", "oneDNN")
+def matmul_peaks(dtype: torch.dtype, n: int | None = None, runs: int = 5, device: str = "cpu") -> dict[str, float]:
+    """TFLOP/s of one n x n x n matrix product in ``dtype`` through each of PyTorch's matrix
+    libraries: ``torch.mm`` and a channels-last 1x1 convolution (oneDNN on the CPU, cuDNN on
+    CUDA).
 
-
-def matmul_peaks(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> dict[str, float]:
-    """TFLOP/s of one n x n x n matrix product in ``dtype`` through each of PyTorch's CPU matrix
-    libraries: ``torch.mm`` (MKL for fp32 on x86) and a channels-last 1x1 convolution (oneDNN,
-    which convolutions and bf16 products use). On AMD CPUs MKL's fp32 path reaches about half
-    of oneDNN's, so ``torch.mm`` alone understates the fp32 peak. n=2048: at 4096 both fall off
-    in bf16 on this class of machine.
+    CPU: MKL's fp32 ``torch.mm`` reaches about half of oneDNN's on AMD CPUs, so ``torch.mm``
+    alone understates the fp32 peak; n=2048, as at 4096 both fall off in bf16 on this class of
+    machine. CUDA: n=8192, and fp32 also as TF32 products (``torch.mm TF32``), which PyTorch's
+    default gives cuDNN's convolutions but not ``torch.mm``.
     """
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    image = torch.randn(1, n, n, 1).to(dtype).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(n, n, 1, 1).to(dtype)  # n pixels x n channels -> n channels
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    n = n or (8192 if cuda else 2048)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    image = torch.randn(1, n, n, 1, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(n, n, 1, 1, device=device).to(dtype)  # n pixels x n channels -> n channels
+    routes = {"torch.mm": lambda: torch.mm(a, b), "cuDNN" if cuda else "oneDNN": lambda: F.conv2d(image, weight)}
     peaks = {}
-    for route, product in zip(MATMUL_ROUTES, (lambda: torch.mm(a, b), lambda: F.conv2d(image, weight))):
+    for route, product in routes.items():
         product()
-        peaks[route] = 2 * n**3 / min(_timed(product, runs)) / 1e12
+        peaks[route] = 2 * n**3 / min(_timed(product, runs, device)) / 1e12
+    if cuda and dtype == torch.float32:
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")  # TF32 products
+        try:
+            torch.mm(a, b)
+            peaks["torch.mm TF32"] = 2 * n**3 / min(_timed(lambda: torch.mm(a, b), runs, device)) / 1e12
+        finally:
+            torch.set_float32_matmul_precision(before)
     return peaks
 
 
-def machine_peaks() -> dict[str, float]:
-    """Per precision, the best route's TFLOP/s (``fp32``, ``bf16``), and each route's."""
+#: the precisions whose matrix-product peak is measured, per device type
+PEAK_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def machine_peaks(device: str = "cpu") -> dict[str, float]:
+    """Per precision, the best route's TFLOP/s (``fp32``, ``bf16``, on CUDA ``fp16``), and each
+    route's (``"fp32 torch.mm"``). A precision the device cannot multiply in is left out."""
     out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        routes = matmul_peaks(dtype)
+    for name in PEAK_PRECISIONS[torch.device(device).type]:
+        try:
+            routes = matmul_peaks(_DTYPES[name], device=device)
+        except RuntimeError:  # e.g. bf16 products on a GPU older than compute capability 8.0
+            continue
         out[name] = max(routes.values())
         out.update({f"{name} {route}": value for route, value in routes.items()})
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()  # the measuring cases run in processes of their own
     return out
 
 
 # ------------------------------------------------------------------------------ planning
 def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_sizes=(8,),
          variants=("eager",), repeats: int = 5, warmup: int = 2, latency_runs: int = 15,
-         threads: int | None = None, allocators=("kept",)) -> list[Case]:
-    """The cases to run. Without ``sizes``: every model at 128x256, and the default preset and
-    its peer also at 256x512 and 512x1024. Variants and allocators of one model run next to
-    each other."""
+         threads: int | None = None, allocators=("kept",), device: str = "cpu") -> list[Case]:
+    """The cases to run on ``device``. Without ``sizes``: every model at 128x256, and the default
+    preset and its peer also at 256x512 and 512x1024. Variants and allocators of one model run
+    next to each other."""
     for what, values, choices in (("variant", variants, VARIANTS), ("allocator", allocators, ALLOCATORS)):
         for value in values:
             if value not in choices:
                 raise ValueError(f"{what} must be one of {choices}, got {value!r}")
-    resolved = list(dict.fromkeys(resolve_precision(p) for p in precisions))
+    resolved = list(dict.fromkeys(resolve(device, p).precision for p in precisions))
     cases = []
     for model in models:
         model_sizes = sizes or [BASE_SIZE] + (list(LARGE_SIZES) if model in LARGE_SIZE_MODELS else [])
@@ -322,10 +370,11 @@ def plan(models=DEFAULT_MODELS, sizes=None, precisions=("auto", "fp32"), batch_s
                 for batch in batch_sizes:
                     for variant in variants:
                         chosen = list(allocators)
-                        if (model, tuple(size), precision, variant) == (THESIS_TARGET, BASE_SIZE, "fp32", "eager"):
+                        target = (THESIS_TARGET, BASE_SIZE, "fp32", "eager", "cpu")
+                        if (model, tuple(size), precision, variant, device) == target:
                             chosen = list(dict.fromkeys(chosen + ["system"]))
                         cases += [Case(model, tuple(size), precision, batch, variant, repeats, warmup,
-                                       latency_runs, threads, system_malloc=a == "system") for a in chosen]
+                                       latency_runs, threads, a == "system", device) for a in chosen]
     return cases
 
 
@@ -358,7 +407,9 @@ def _find(results: list[Result], model: str, size=BASE_SIZE, precision: str = "b
 def summarize(results: list[Result], default_precision: str, peaks: dict[str, float]) -> dict[str, Any]:
     """The project's speed targets as ratios of figures measured in this run (None if a case
     was not run), beside the bf16/fp32 matrix-peak ratio that bounds what bf16 can buy."""
-    p, out = default_precision, {"matmul_peak_bf16_over_fp32": peaks["bf16"] / peaks["fp32"]}
+    p, out = default_precision, {}
+    if "bf16" in peaks:
+        out["matmul_peak_bf16_over_fp32"] = peaks["bf16"] / peaks["fp32"]
     fast = _find(results, THESIS_TARGET, precision=p)
     baselines = {"fp32_eager": _find(results, THESIS_TARGET, precision="fp32", system_malloc=True),
                  "fp32": _find(results, THESIS_TARGET, precision="fp32")}  # same allocator: precision alone
@@ -392,24 +443,27 @@ def result_row(result: Result, peaks: dict[str, float]) -> dict[str, Any]:
     if result.error is None:
         achieved = result.gflops_train * result.train_img_s
         row["achieved_gflop_s"] = achieved
-        row["fraction_of_peak"] = achieved / (peaks[result.case.precision] * 1e3)
+        peak = peaks.get(result.case.precision)
+        row["fraction_of_peak"] = achieved / (peak * 1e3) if peak else None
     return row
 
 
 def _peaks_text(peaks: dict[str, float]) -> str:
     parts = []
-    for precision in ("fp32", "bf16"):
-        routes = [f"{route} {peaks[f'{precision} {route}']:.2f}" for route in MATMUL_ROUTES
-                  if f"{precision} {route}" in peaks]
+    for precision in (p for p in _DTYPES if p in peaks):
+        routes = [f"{key.partition(' ')[2]} {value:.2f}" for key, value in peaks.items()
+                  if key.startswith(f"{precision} ")]
         parts.append(f"{precision} {peaks[precision]:.2f} TFLOP/s" + (f" ({', '.join(routes)})" if routes else ""))
     return ", ".join(parts)
 
 
 def markdown(rows: list[dict], report: dict[str, Any]) -> str:
-    peaks = report["machine"]["matmul_peak_tflop_s"]
+    m = report["machine"]
+    peaks, cuda = m["matmul_peak_tflop_s"], m["device"].startswith("cuda")
     lines = [
         "| model | size | precision | batch | variant | params (M) | GFLOPs fwd/img | train img/s (best) "
-        "| batch-1 ms (best) | train peak RSS +MB | train GFLOP/s | % of matmul peak | first step s | load |",
+        f"| batch-1 ms (best) | train peak {'CUDA' if cuda else 'RSS'} +MB | train GFLOP/s | % of matmul peak "
+        "| first step s | load |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         head = (f"| {model_label(r['model'])} | {r['size'][0]}x{r['size'][1]} | {r['precision']} | {r['batch_size']} "
@@ -417,20 +471,22 @@ def markdown(rows: list[dict], report: dict[str, Any]) -> str:
         if r["error"]:
             lines.append(head + f"| failed: {r['error'][:80]} |" + " |" * 8)
             continue
+        share = "-" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.1f}"
         lines.append(head + (
             f"| {r['params_m']:.2f} | {r['gflops_fwd']:.2f} | {r['train_img_s']:.2f} ({r['train_img_s_best']:.2f}) "
             f"| {r['latency_ms']:.1f} ({r['latency_ms_best']:.1f}) | {r['mem_train_mb']:.0f} "
-            f"| {r['achieved_gflop_s']:.0f} | {100 * r['fraction_of_peak']:.1f} | {r['first_step_s']:.1f} "
-            f"| {r['load']} |"))
-    m = report["machine"]
-    lines += ["", f"Matrix-product peak measured in this run (2048^2 product, best of torch.mm and a 1x1 "
-              f"oneDNN convolution, of start and end): "
-              f"{_peaks_text(peaks)}. "
+            f"| {r['achieved_gflop_s']:.0f} | {share} | {r['first_step_s']:.1f} | {r['load']} |"))
+    routes = ("8192^2 product, best of torch.mm, torch.mm in TF32 (fp32) and a 1x1 cuDNN convolution" if cuda
+              else "2048^2 product, best of torch.mm and a 1x1 oneDNN convolution")
+    memory = ("growth of torch.cuda.max_memory_allocated over the built model" if cuda
+              else "peak RSS growth over the built model (resource.ru_maxrss)")
+    lines += ["", f"Device: {m['device']} ({m['device_name']}). Matrix-product peak measured in this run "
+              f"({routes}, of start and end): {_peaks_text(peaks)}. "
               f"torch {m['torch']}, {'/'.join(map(str, m['threads']))} threads; 1-minute load average {m['load_before']} "
               f"before, {m['load_after']} after (load column: at each case's start).",
-              "Train: forward + loss + backward + AdamW step, median (fastest) of single steps after "
-              "warm-up; GFLOP/s and % of peak use the median and counted forward+backward FLOPs. Memory: peak RSS growth over the built "
-              "model (resource.ru_maxrss, fresh process per case), including optimiser state."]
+              "Train: forward + loss + backward + AdamW step, median (fastest) of single steps after warm-up"
+              f"{', timed between CUDA events' if cuda else ''}; GFLOP/s and % of peak use the median and "
+              f"counted forward+backward FLOPs. Memory: {memory}, fresh process per case, including optimiser state."]
     if report["summary"]:
         lines += ["", "| target | measured |", "|---|---:|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in report["summary"].items()]
@@ -442,18 +498,22 @@ def _load() -> float | None:
 
 
 def make_report(results: list[Result], peaks_start: dict[str, float],
-                peaks_end: dict[str, float] | None, load_before: float | None) -> dict[str, Any]:
-    peaks = {k: max(peaks_start[k], (peaks_end or peaks_start)[k]) for k in peaks_start}
-    default_precision = resolve_precision("auto")
+                peaks_end: dict[str, float] | None, load_before: float | None, device: str = "cpu") -> dict[str, Any]:
+    peaks = {k: max(v, (peaks_end or {}).get(k, v)) for k, v in peaks_start.items()}
+    placement = resolve(device)
+    cuda = placement.device.type == "cuda"
     report = {
-        "machine": {"torch": torch.__version__,
+        "machine": {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(placement.device),
+                    "device_name": placement.name,
                     "threads": sorted({r.case.threads or torch.get_num_threads() for r in results}),
                     "matmul_peak_tflop_s": peaks, "matmul_peak_start": peaks_start,
                     "matmul_peak_end": peaks_end, "load_before": load_before, "load_after": _load()},
-        "default_precision": default_precision,
-        "memory_method": "peak RSS growth over the built model, resource.ru_maxrss, fresh process per case",
+        "default_precision": placement.precision,
+        "default_precision_reason": placement.reason,
+        "memory_method": ("growth of torch.cuda.max_memory_allocated over the built model" if cuda else
+                          "peak RSS growth over the built model, resource.ru_maxrss") + ", fresh process per case",
         "results": [result_row(r, peaks) for r in results],
-        "summary": summarize(results, default_precision, peaks),
+        "summary": summarize(results, placement.precision, peaks),
     }
     report["markdown"] = markdown(report["results"], report)
     return report
@@ -467,14 +527,18 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
 
 
 def benchmark(cases: list[Case], out: str | os.PathLike | None = None, progress=print) -> dict[str, Any]:
-    """Run ``cases``; return (and with ``out``, write ``bench.json`` and ``bench.md``, updated
-    after every case) the report."""
+    """Run ``cases``, all on one device; return (and with ``out``, write ``bench.json`` and
+    ``bench.md``, updated after every case) the report."""
+    devices = {case.device for case in cases} or {"cpu"}
+    if len(devices) > 1:
+        raise ValueError(f"one bench runs on one device, got cases on {', '.join(sorted(devices))}")
+    device = devices.pop()
     load_before = _load()
-    peaks_start = machine_peaks()
+    peaks_start = machine_peaks(device)
     partial = None if out is None else (
-        lambda results: write_report(make_report(results, peaks_start, None, load_before), out))
+        lambda results: write_report(make_report(results, peaks_start, None, load_before, device), out))
     results = run_cases(cases, progress, partial)
-    report = make_report(results, peaks_start, machine_peaks(), load_before)
+    report = make_report(results, peaks_start, machine_peaks(device), load_before, device)
     if out is not None:
         write_report(report, out)
     return report

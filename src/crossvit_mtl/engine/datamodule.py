@@ -129,10 +129,16 @@ class DenseDataModule(pl.LightningDataModule):
             dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
             sampler=sampler, drop_last=train and len(sampler) > hp.batch_size,
             num_workers=workers, persistent_workers=hp.persistent_workers and workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self._on_cuda(),
             # workers' base seed from a generator of its own, not from the global RNG, whose
             # state a resumed run restores and must find untouched
             generator=torch.Generator().manual_seed(0))
+
+    def _on_cuda(self) -> bool:
+        """Batches in page-locked memory when training runs on CUDA: Lightning then copies them
+        to the GPU without blocking (``non_blocking=True``), overlapping the next step's work."""
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _train_sampler(self, dataset: DenseDataset) -> ResumableSampler:
         """One sampler for the whole fit, created when Lightning first asks for the loader (after

@@ -333,7 +333,14 @@ class DenseTaskModule(pl.LightningModule):
                         for t, total in self._epoch_losses.items()}
             self.weighting.on_epoch_end(averages)
 
+    def check_precision(self, trainer) -> None:
+        """Gradient aggregation takes its own backward passes, which fp16 loss scaling cannot reach."""
+        if not self.automatic_optimization and getattr(trainer.precision_plugin, "scaler", None) is not None:
+            raise ValueError(f"model.weighting {self.hparams.weighting!r} cannot use fp16 loss scaling "
+                             f"(trainer.precision {trainer.precision}); use bf16-mixed or 32-true")
+
     def on_fit_start(self):
+        self.check_precision(self.trainer)
         datamodule = self.trainer.datamodule
         if self.loss_scale.needs_measuring and hasattr(datamodule, "calibration_batch"):
             losses = self.measure_initial_losses(datamodule.calibration_batch(), int(datamodule.hparams.batch_size),
@@ -343,9 +350,6 @@ class DenseTaskModule(pl.LightningModule):
             rank_zero_info(f"loss scaling: each task's loss is divided by its initial value ({shown})")
         if self.automatic_optimization:
             return
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            raise ValueError(f"weighting {self.hparams.weighting!r} cannot use fp16 loss scaling; "
-                             "use precision bf16-mixed or 32-true")
         if self.trainer.world_size > 1:
             # The ranks' Jacobians and heads' gradients are averaged in ``GradientAggregation.backward``;
             # no step calls ``backward()`` through the DDP wrapper, so its reducer must not expect one

@@ -30,10 +30,15 @@ class TaskOutputs(nn.Module):
         return tuple(out[t] for t in self.tasks)
 
 
+def _example(model: nn.Module, size: tuple[int, int]) -> torch.Tensor:
+    """One image on the model's device, to trace with."""
+    return torch.zeros(1, 3, *size, device=next(model.parameters()).device)
+
+
 def task_names(model: nn.Module, size: tuple[int, int]) -> list[str]:
     """The tasks a model predicts, in its output order (one dry run at batch 1)."""
     with torch.no_grad():
-        return list(as_task_dict(model.eval()(torch.zeros(1, 3, *size))))
+        return list(as_task_dict(model.eval()(_example(model, size))))
 
 
 def _traceable(model: nn.Module, size: tuple[int, int]) -> TaskOutputs:
@@ -52,7 +57,7 @@ def export_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], opset
     dynamic = {name: {0: "batch"} for name in ["image", *wrapper.tasks]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings about the legacy path
-        torch.onnx.export(wrapper, (torch.zeros(1, 3, *size),), str(path), input_names=["image"],
+        torch.onnx.export(wrapper, (_example(model, size),), str(path), input_names=["image"],
                           output_names=wrapper.tasks, dynamic_axes=dynamic, opset_version=opset,
                           dynamo=False)
     return wrapper.tasks
@@ -60,16 +65,17 @@ def export_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], opset
 
 def check_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], batch: int = 2,
                seed: int = 0) -> dict[str, float]:
-    """Max absolute difference per output between onnxruntime and PyTorch on random images."""
+    """Max absolute difference per output between onnxruntime (on the CPU) and PyTorch on random
+    images."""
     import onnxruntime as ort
 
     x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     got = session.run(names, {"image": x.numpy()})
-    with torch.no_grad():
-        ref = as_task_dict(model.eval()(x))
-    return {n: float(np.abs(g - ref[n].float().numpy()).max()) for n, g in zip(names, got)}
+    with torch.no_grad():  # on the model's device
+        ref = as_task_dict(model.eval()(x.to(next(model.parameters()).device)))
+    return {n: float(np.abs(g - ref[n].float().cpu().numpy()).max()) for n, g in zip(names, got)}
 
 
 def export_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int]) -> list[str]:
@@ -78,6 +84,6 @@ def export_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int]
     wrapper = _traceable(model, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(wrapper, torch.zeros(1, 3, *size), check_trace=False)
+        traced = torch.jit.trace(wrapper, _example(model, size), check_trace=False)
     traced.save(str(path))
     return wrapper.tasks
