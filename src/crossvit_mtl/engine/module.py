@@ -14,7 +14,7 @@ from crossvit_mtl.engine.config_checks import check_model_fits_data, check_train
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
 from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
-from crossvit_mtl.models import PRESETS, as_task_dict, create_task_model
+from crossvit_mtl.models import as_task_dict, create_task_model, get_preset
 from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
 from crossvit_mtl.weighting import build_weighting
 
@@ -135,7 +135,7 @@ class DenseTaskModule(pl.LightningModule):
     def build_network(model: str, model_options: dict[str, Any] | None, dataset_meta: dict[str, Any]) -> nn.Module:
         """The zoo network sized for the data: its tasks' channels and its image size."""
         options = dict(model_options or {})
-        if PRESETS.get(model, {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
+        if (get_preset(model) or {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
             options.setdefault("img_size", tuple(dataset_meta["image_size"]))  # positions fit the data
         return create_task_model(model, dataset_meta["task_channels"], **options)
 
