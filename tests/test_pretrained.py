@@ -1,5 +1,6 @@
 """Published CrossViT weights (IBM / timm naming) into the zoo, checked against an independent
 forward pass written here from the published architecture and input protocol."""
+import logging
 import math
 import re
 
@@ -221,7 +222,7 @@ def test_dense_model_takes_the_encoder_and_reports_the_rest():
     assert model(torch.randn(1, 3, 48, 96))["segmentation"].shape == (1, 8, 48, 96)
 
     token_fusion = create_model("crossvit_seg_tiny", **common)
-    with pytest.raises(PretrainedError, match=r"missing \d+: .*; unexpected \d+: blocks.0.fusion.0.attn"):
+    with pytest.raises(PretrainedError, match=r"left as initialised \d+: .*; unused \d+: blocks.0.fusion.0.attn"):
         load_crossvit_pretrained(token_fusion, state)
     report = load_crossvit_pretrained(token_fusion, state, strict=False)
     assert any(".fusion.blocks." in k for k in report.missing)
@@ -238,3 +239,92 @@ def test_other_class_count_is_reported_by_name():
     assert not report.missing and not report.unexpected and len(report.mismatched) == 4
     assert torch.equal(model.head.heads[0].weight, before)
     assert torch.equal(model.encoder.cls_token[0], state["cls_token_0"])
+
+
+# --------------------------------------------------------------- one way in: create_model(weights=)
+SMALL = dict(dims=(32, 64), heads=(2, 4), depth=(1, 2, 0), stages=2, img=(36, 32), patches=(12, 16))
+SMALL_OPTIONS = dict(dims=(32, 64), heads=(2, 4), stages=((1, 2, 0),) * 2, mlp_ratios=(3.0, 2.0, 1.0),
+                     img_size=(36, 32))
+
+
+def small_release(style="timm", num_classes=5):
+    return random_state(published_shapes(SMALL["dims"], SMALL["heads"], SMALL["depth"], (3, 2), stages=2,
+                                         img=SMALL["img"], num_classes=num_classes, style=style))
+
+
+def test_create_model_recognises_a_release_file_in_either_naming(tmp_path):
+    from safetensors.torch import save_file
+
+    state = small_release("timm")
+    save_file(state, tmp_path / "timm.safetensors")  # timm's names, as its hub files are
+    ibm = {k.replace("cls_token_", "cls_token.").replace("pos_embed_", "pos_embed."): v for k, v in state.items()}
+    torch.save({"model": ibm}, tmp_path / "ibm.pth")  # IBM's names, inside {"model": ...}
+    x = torch.randn(2, 3, 36, 36, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = reference_forward(state, x, **SMALL)
+        for file in ("timm.safetensors", "ibm.pth"):
+            model = create_model("crossvit_9_240", weights=str(tmp_path / file), num_classes=5, **SMALL_OPTIONS)
+            torch.testing.assert_close(model.eval()(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_create_model_with_another_class_count_keeps_the_encoder_and_reports_the_head(tmp_path, caplog):
+    torch.save(small_release(num_classes=1000), tmp_path / "release.pth")
+    with caplog.at_level("INFO", logger="crossvit_mtl"):
+        model = create_model("crossvit_9_240", weights=str(tmp_path / "release.pth"), num_classes=7, **SMALL_OPTIONS)
+    message = caplog.records[-1].getMessage()
+    assert re.search(r"release\.pth: loaded \d+ tensors; shape mismatch 4: head\.heads\.0\.weight \(1000, 32\) vs "
+                     r"\(7, 32\)", message), message
+    state = torch.load(tmp_path / "release.pth")
+    assert torch.equal(model.encoder.pos_embed[1], state["pos_embed_1"])
+
+
+def test_create_model_refuses_a_release_of_another_network(tmp_path):
+    from crossvit_mtl.engine.checkpoint import CheckpointError
+
+    torch.save(small_release(), tmp_path / "release.pth")
+    with pytest.raises(CheckpointError, match=r"release\.pth: weights do not fit crossvit_9_240: loaded 0 tensors; "
+                                              r"left as initialised \d+: .*shape mismatch \d+: encoder\.cls_token\.0 "
+                                              r"\(1, 1, 32\) vs \(1, 1, 128\)"):
+        create_model("crossvit_9_240", weights=str(tmp_path / "release.pth"))
+
+
+def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplog):
+    """`model.pretrained: PATH`: the encoder from the release, positions interpolated to the data's
+    grid, decoder and heads as initialised, and the report printed."""
+    from crossvit_mtl.cli import main
+
+    state = small_release()
+    torch.save(state, tmp_path / "release.pth")
+    options = dict(SMALL_OPTIONS, patch_sizes=[12, 16], fusion="cls", kv_pool=[1, 1], detail_channels=8,
+                   decoder_channels=16, decoder_stages=1)
+    options.pop("img_size")
+    config = {"model": {"model": "crossvit_seg_tiny", "model_options": options, "pretrained": str(tmp_path / "release.pth"),
+                        "lr": 1e-3, "warmup_epochs": 0.0},
+              "data": {"dataset": "synth", "options": {"length": 2, "height": 48, "width": 96},
+                       "tasks": ["segmentation"], "batch_size": 2, "num_workers": 0},
+              "trainer": {"max_steps": 1, "limit_val_batches": 1, "num_sanity_val_steps": 0, "logger": False,
+                          "enable_progress_bar": False, "enable_model_summary": False, "precision": "32-true"},
+              "report_samples": 0}
+    import yaml
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    lightning_log = logging.getLogger("lightning.pytorch")  # where the command line prints it; not propagated
+    lightning_log.addHandler(caplog.handler)
+    try:
+        assert main(["fit", "--config", str(tmp_path / "config.yaml"), "--run_dir", str(tmp_path / "run")]) == 0
+    finally:
+        lightning_log.removeHandler(caplog.handler)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("model.pretrained"))
+    assert re.search(r"release\.pth: loaded \d+ tensors; interpolated 2: encoder\.pos_embed\.0 3x3->4x8, "
+                     r"encoder\.pos_embed\.1 2x2->3x6; left as initialised \d+: decoder\.", line), line
+    assert line.endswith("unused 8: head.0.bias, head.0.weight, head.1.bias, head.1.weight, norm.0.bias (+3 more)")
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["pretrained"] == str(tmp_path / "release.pth")
+
+    from crossvit_mtl.engine.datamodule import DenseDataModule
+    from crossvit_mtl.engine.module import DenseTaskModule
+
+    module = DenseTaskModule(model="crossvit_seg_tiny", model_options=options, pretrained=str(tmp_path / "release.pth"),
+                             dataset_meta=DenseDataModule(**config["data"]).meta)
+    fc1 = module.model.encoder.stages[1].blocks[1][1].mlp.fc1.weight
+    assert torch.equal(fc1, state["blocks.1.blocks.1.1.mlp.fc1.weight"])

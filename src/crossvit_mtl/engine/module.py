@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from crossvit_mtl.engine.config_checks import check_model_fits_data, check_training_options
@@ -62,6 +63,10 @@ class DenseTaskModule(pl.LightningModule):
         max_nonfinite_steps: a step whose loss or gradient is not finite is skipped (the weights
             and the optimiser's state stay as they were) and counted in ``train/skipped_steps``;
             after this many in a row the run stops with a message, its weights still finite.
+        pretrained: a weights file to start the network from: a published CrossViT file (IBM's
+            release, timm's ``crossvit_*``) or one of this library's (safetensors, a training
+            checkpoint). What fits by name and shape is loaded, positions interpolated to the
+            model's grid; what was loaded, interpolated and left as initialised is printed.
         compile: run the network's forward through ``torch.compile`` (``nn.Module.compile``: the
             state dict keeps its names). Off by default: on the 2-core CPU it compiled for ~2 min
             and then trained at 0.99x eager (``crossvit-mtl bench --variants compile``).
@@ -75,7 +80,7 @@ class DenseTaskModule(pl.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
                  scheduler: str = "cosine", warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
                  weighting: str = "ew", weighting_options: dict[str, Any] | None = None,
-                 max_nonfinite_steps: int = 10, compile: bool = False,
+                 max_nonfinite_steps: int = 10, pretrained: str | None = None, compile: bool = False,
                  dataset_meta: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -95,6 +100,8 @@ class DenseTaskModule(pl.LightningModule):
             raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
                              f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
         self.model = self.build_network(model, model_options, dataset_meta)
+        if pretrained:
+            self._load_pretrained(pretrained)
         self.loss_weights: dict[str, float] = {}
         self.criteria = nn.ModuleDict()
         for task in self.tasks:
@@ -138,6 +145,16 @@ class DenseTaskModule(pl.LightningModule):
         if (get_preset(model) or {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
             options.setdefault("img_size", tuple(dataset_meta["image_size"]))  # positions fit the data
         return create_task_model(model, dataset_meta["task_channels"], **options)
+
+    def _load_pretrained(self, path: str) -> None:
+        from crossvit_mtl.engine.checkpoint import CheckpointError
+        from crossvit_mtl.export.weights import load_weights
+
+        try:
+            report = load_weights(self.model, path, partial=True)
+        except CheckpointError as err:
+            raise ValueError(f"model.pretrained {err}") from None
+        rank_zero_info(f"model.pretrained {path}: {report}")
 
     # ------------------------------------------------------------------ steps
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
