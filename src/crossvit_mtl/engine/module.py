@@ -285,6 +285,15 @@ class DenseTaskModule(pl.LightningModule):
         checkpoint["weighting_state"] = self.weighting.state_for_checkpoint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from crossvit_mtl.engine.checkpoint import CheckpointError, state_mismatch
+
+        mine, theirs = ({k: v for k, v in state.items() if k.startswith("model.")}
+                        for state in (self.state_dict(), checkpoint["state_dict"]))
+        problem = state_mismatch(mine, theirs)
+        if problem:  # another network: one line naming the keys before Lightning's many-line error
+            io = getattr(getattr(self._trainer, "strategy", None), "checkpoint_io", None)
+            raise CheckpointError(f"{getattr(io, 'last_path', None) or 'checkpoint'}: weights do not fit "
+                                  f"model {self.hparams.model!r}; {problem}")
         self._rng_to_restore = checkpoint.get("rng_states", {})
         progress = checkpoint.get("train_progress") or {}
         self._epoch_losses = dict(progress.get("epoch_losses", {}))

@@ -60,7 +60,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+        raise CheckpointError(f"{path}: {'is a folder, expected a' if path.is_dir() else 'no such'} weights file")
     if path.suffix != ".safetensors":
         return _state_of(read_checkpoint(path), path), {}
     from safetensors import SafetensorError, safe_open
