@@ -166,7 +166,7 @@ def test_fit_refuses_an_existing_run_folder(fitted_run, capsys):
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
     assert main(["fit", "--config", config, "--run_dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert f"run folder {run_dir} already holds a run" in err and "--ckpt_path last" in err
+    assert f"--run_dir {run_dir}: already holds a run" in err and "--ckpt_path last" in err
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
 
 

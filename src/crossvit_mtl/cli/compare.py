@@ -17,16 +17,15 @@ from crossvit_mtl.engine.report import SCALAR_LABELS
 from crossvit_mtl.tasks import METRIC_DIRECTION, delta_m
 
 
-def load_results(run: str | Path) -> dict[str, dict[str, float | None]]:
+def load_results(run: str | Path, argument: str = "RUN") -> dict[str, dict[str, float | None]]:
     """A run folder's scalar metrics, task -> metric -> value (None where the engine wrote null)."""
-    path = Path(run) / "metrics.json"
+    from crossvit_mtl.cli.args import input_folder, named
+    from crossvit_mtl.engine.report import read_metrics
+
     try:
-        payload = json.loads(path.read_text())
-        results = payload["results"]
-    except FileNotFoundError:
-        raise UserError(f"run folder {str(run)!r} has no metrics.json (has its fit finished?)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UserError(f"run folder {str(run)!r}: metrics.json is not an engine report ({err})") from None
+        results = read_metrics(input_folder(argument, run) / "metrics.json")["results"]
+    except ValueError as err:
+        raise named(argument, err) from None
     return {task: {k: v for k, v in values.items()
                    if k in METRIC_DIRECTION.get(task, {}) and (v is None or isinstance(v, (int, float)))}
             for task, values in results.items()}
@@ -41,21 +40,21 @@ def compare_runs(runs: list[str | Path], baselines: list[str | Path]) -> list[di
     reference: dict[str, dict[str, float]] = {}
     rows = []
     for run in baselines:
-        results = load_results(run)
+        results = load_results(run, "--baselines")
         for task in results:
             if task in reference:
-                raise UserError(f"baseline run folder {str(run)!r}: a second baseline for task {task!r}")
+                raise UserError(f"--baselines {run}: a second baseline for task {task!r}")
         reference.update(_finite(results))
         rows.append({"run": str(run), "baseline": True, "results": results, "delta_m": None})
     for run in runs:
         results = load_results(run)
         missing = [t for t in results if t not in reference]
         if missing:
-            raise UserError(f"run folder {str(run)!r}: no baseline for task(s) {', '.join(missing)}")
+            raise UserError(f"RUN {run}: no baseline for task(s) {', '.join(missing)}")
         try:
             gain = delta_m(_finite(results), reference)
         except ValueError as err:
-            raise UserError(f"run folder {str(run)!r}: {err}") from None
+            raise UserError(f"RUN {run}: {err}") from None
         rows.append({"run": str(run), "baseline": False, "results": results, "delta_m": gain})
     return rows
 
@@ -86,10 +85,13 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvit_mtl.cli.args import output_path
+
+    out = output_path("--out", args.out, folder=False, overwrite=args.overwrite) if args.out else None
     rows = compare_runs(args.runs, args.baselines)
     print(format_markdown(rows))
-    if args.out:
-        write_report(rows, Path(args.out))
+    if out:
+        write_report(rows, out)
     return 0
 
 
@@ -97,8 +99,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="compare runs' metrics and their multi-task gain Delta-m",
                        description="Print a markdown table of every scalar metric of each run folder "
                        "(its metrics.json) and Delta-m (%%) against single-task baseline runs.")
-    p.add_argument("runs", nargs="+", help="run folders to compare")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders to compare")
     p.add_argument("--baselines", nargs="+", required=True,
                    help="single-task run folders, one per task")
     p.add_argument("--out", help="also write the table: .json for data, else markdown")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)

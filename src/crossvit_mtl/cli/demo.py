@@ -19,11 +19,19 @@ def config_path(name: str) -> Path:
 
 
 def ensure_synth(root: Path, train: int, val: int, workers: int) -> None:
-    from crossvit_mtl.data.cache import write_synth
+    from crossvit_mtl.cli.args import named, output_path
+    from crossvit_mtl.data.cache import read_meta, write_synth
+    from crossvit_mtl.data.errors import DataError
 
-    if (root / "meta.json").is_file():
+    if (root / "meta.json").exists():
+        try:
+            read_meta(root)
+        except DataError as err:
+            raise named("--data", err) from None
         print(f"using the synthetic scenes in {root}")
         return
+    # never written over if it holds anything
+    output_path("--data", root, folder=True, overwrite=False, hint="not a cache of scenes; choose another --data")
     start = time.perf_counter()
     write_synth(root, train=train, val=val, workers=workers, progress=True)
     print(f"wrote {train} + {val} synthetic scenes to {root} in {time.perf_counter() - start:.0f} s")
@@ -47,12 +55,14 @@ def write_examples(datamodule, out: Path, count: int = 4) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvit_mtl.cli.args import output_path
     from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs
 
     start = time.perf_counter()
+    run_dir = output_path("--run_dir", args.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), folder=True,
+                          overwrite=False, hint="choose another --run_dir")
     data = Path(args.data)
     ensure_synth(data, args.train, args.val, args.workers)
-    run_dir = Path(args.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     cli_args = ["--config", str(config_path(DEMO_CONFIG)), "--data.root", str(data),
                 "--run_dir", str(run_dir), *args.overrides]
     cli = CrossViTCLI(**cli_kwargs(), args=cli_args, run=False)

@@ -30,23 +30,24 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def plan(config_path: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     """The sweep folder and, per run, ``{"name", "baseline", "config", "config_path", "run_dir"}``."""
-    try:
-        spec = yaml.safe_load(Path(config_path).read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"no sweep config {str(config_path)!r}") from None
+    from crossvit_mtl.cli.args import read_yaml_mapping
+
+    spec = read_yaml_mapping("CONFIG", config_path)
     unknown = sorted(set(spec) - {"sweep_dir", "base", "runs"})
-    if unknown or not spec.get("runs"):
-        raise UserError(f"sweep config {str(config_path)!r} needs `runs:` (and may have `sweep_dir:`, "
-                        f"`base:`); unknown keys: {unknown}")
+    if unknown or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
+        raise UserError(f"CONFIG {config_path}: needs `runs:` mapping run names to overrides (and may have "
+                        f"`sweep_dir:`, `base:`); unknown keys: {unknown}")
     sweep_dir = Path(spec.get("sweep_dir") or "runs/sweep")
     runs = []
     for name, override in spec["runs"].items():
+        if not isinstance(override or {}, dict):
+            raise UserError(f"CONFIG {config_path}: runs.{name} must map keys to overrides, got {override!r}")
         override = dict(override or {})
         baseline = bool(override.pop("baseline", False))
         runs.append({"name": name, "baseline": baseline, "config": merge(spec.get("base") or {}, override),
                      "config_path": sweep_dir / "configs" / f"{name}.yaml", "run_dir": sweep_dir / name})
     if not any(r["baseline"] for r in runs) or all(r["baseline"] for r in runs):
-        raise UserError(f"sweep config {str(config_path)!r} needs baseline runs (`baseline: true`) "
+        raise UserError(f"CONFIG {config_path}: needs baseline runs (`baseline: true`) "
                         "and runs to compare with them")
     return sweep_dir, runs
 
@@ -60,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli.compare import compare_runs, format_markdown, write_report
 
     sweep_dir, runs = plan(args.config)
+    for item in [] if args.dry_run else runs:  # every run starts afresh: none may find its folder taken
+        taken = next((p for p in (item["run_dir"], *item["run_dir"].parents)
+                      if p.exists() and (not p.is_dir() or p == item["run_dir"] and any(p.iterdir()))), None)
+        if taken is not None:
+            raise UserError(f"CONFIG {args.config}: run {item['name']!r} would write into {item['run_dir']}, but "
+                            f"{taken} already exists; choose another sweep_dir")
     for item in runs:
         print(shlex.join(["crossvit-mtl", *fit_args(item)]) + ("   # baseline" if item["baseline"] else ""))
         if args.dry_run:
@@ -83,6 +90,6 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="fit several configs in turn, then compare them (Delta-m)",
                        description="Run every run of a sweep config as a `fit`, each in its own run "
                        "folder, then print the comparison table against the baseline runs.")
-    p.add_argument("config", help="sweep YAML (see configs/sweep_synth.yaml)")
+    p.add_argument("config", metavar="CONFIG", help="sweep YAML (see configs/sweep_synth.yaml)")
     p.add_argument("--dry-run", action="store_true", help="print the planned commands, run nothing")
     p.set_defaults(func=run)

@@ -23,6 +23,26 @@ SCALAR_LABELS = {
 }
 
 
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """A metrics JSON file as ``RunReport`` writes it; ValueError naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        payload = json.loads(data.decode("utf-8")) if data else None
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing (has the run's fit finished?)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, expected a file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not data:
+        raise ValueError(f"{path}: empty file")
+    results = payload.get("results") if isinstance(payload, dict) else None
+    if not (isinstance(results, dict) and all(isinstance(v, dict) for v in results.values())):
+        raise ValueError(f"{path}: not a metrics file of crossvit-mtl (no results per task)")
+    return payload
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
