@@ -73,7 +73,7 @@ class CrossViTCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """The run folder is a folder (or can become one); a new `fit` never writes into an
         existing run unless resuming or told to overwrite."""
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # the demo runs no subcommand
         output_path("--run_dir", config.run_dir, folder=True, overwrite=True)
         if self.subcommand != "fit":
             return
