@@ -203,6 +203,9 @@ def test_old_preset_names_are_aliases():
     model = create_model("crossvit_9_224", num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),))
     assert model.preset_name == "crossvit_9_240"
     assert model.encoder.branch_sizes == ((240, 240), (224, 224))
+    with pytest.raises(ValueError, match=r"img_size 250x250 is not divisible by the patch size 12 of model "
+                                         r"'crossvit_9_224' \(patch_sizes \[12, 16\]\)"):
+        create_model("crossvit_9_224", img_size=(250, 224))
 
 
 def test_dense_model_takes_the_encoder_and_reports_the_rest():

@@ -88,7 +88,11 @@ def _check_config(name: str, config: dict, overrides: dict) -> None:
 
 
 def create_model(name: str, weights: str | None = None, **overrides) -> nn.Module:
-    """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused)."""
+    """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused).
+
+    ``weights``: a file to fill it from, this library's own (which must fit exactly) or a
+    published CrossViT release, recognised by its tensor names (``export.weights.load_weights``).
+    """
     config = model_config(name, **overrides)
     _check_config(name, config, overrides)
     model = ARCHITECTURES[get_preset(name)["arch"]](**config)
