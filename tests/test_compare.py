@@ -43,7 +43,7 @@ def test_compare_prints_every_scalar_and_delta_m_both_ways(runs, tmp_path, capsy
     assert main(["compare", mtl, "--baselines", seg, depth, "--out", str(md)]) == 0
     assert "every metric" in md.read_text().lower()
     assert main(["compare", mtl, "--baselines", seg, depth, "--out", str(md)]) == 2  # no silent overwrite
-    assert "already exists" in capsys.readouterr().err
+    assert "table.md: exists; pass --overwrite" in capsys.readouterr().err
 
 
 def test_compare_reads_the_test_split_by_default(tmp_path, capsys):
@@ -172,7 +172,11 @@ def test_shipped_sweep_config_plans_baselines_and_methods():
     assert sorted(t for r in baselines for t in r["config"]["data"]["tasks"]) == sorted(
         ["segmentation", "depth", "normal", "classification"])
     methods = {r["config"]["model"].get("weighting") for r in planned if not r["baseline"]}
-    assert {"ew", "uw", "dwa", "rlw", "gls", "upgrad"} <= methods
+    assert {"ew", "uw", "dwa", "rlw", "gls", "upgrad", "nashmtl"} <= methods
+    assert {r["seed"] for r in planned} == {0, 1, 2}
+    variants = {r["name"]: r["config"]["model"].get("model_options", {}) for r in planned}
+    assert variants["ew_cls_fusion"] == {"fusion": "cls"}
+    assert variants["ew_cross_task_attention"] == {"task_interaction": "cross_attention"}
 
 
 @pytest.mark.parametrize("name", ["synth_mtl.yaml", "cityscapes_mtan_seg_depth.yaml", "nyuv2_mtan.yaml"])

@@ -96,7 +96,7 @@ def test_interrupted_write_leaves_nothing(tmp_path):
 def test_writer_rejects_bad_samples(tmp_path):
     bad = random_sample(np.random.default_rng(0), (8, 16))
     bad["segmentation"][1, 1] = 9
-    with pytest.raises(ValueError, match="sample 0: label values outside 0..7"):
+    with pytest.raises(ValueError, match="sample 0: segmentation values outside 0..7"):
         with CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
             writer.write_split("train", 1, [bad])
     with pytest.raises(ValueError, match=r"depth has shape \(4, 4\)"):
@@ -149,7 +149,7 @@ def test_missing_split_task_and_folder(tmp_path):
 
 def _fake_render(seed, index, height=128, width=256):
     rng = np.random.default_rng([seed, index])
-    return random_sample(rng, (height, width), scene_classes=4)
+    return random_sample(rng, (height, width), scene_classes=3)
 
 
 def test_write_synth_with_stand_in_renderer(tmp_path, monkeypatch):

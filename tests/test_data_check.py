@@ -7,6 +7,7 @@ from fixtures_data import (cityscapes_stem, write_cache, write_cityscapes, write
                            write_mtan_nyuv2)
 from PIL import Image
 
+from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli import data as data_cli
 from crossvit_mtl.data.check import check_dataset, detect_kind, scan
 
@@ -102,5 +103,5 @@ def test_unknown_and_missing(tmp_path, capsys):
     assert scan(tmp_path / "empty").problems == [f"{tmp_path / 'empty'}: not a recognised data set layout "
                                                  "(one of: cache, cityscapes, cityscapes_mtan, nyuv2_mtan, folder)"]
     assert check_dataset(tmp_path / "absent") == [f"{tmp_path / 'absent'}: folder not found"]
-    assert _run([str(tmp_path / "absent")]) == 1
-    assert "1 problem(s) found" in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"^PATH \S+/absent: no such folder$"):  # the argument is wrong, not the data
+        _run([str(tmp_path / "absent")])

@@ -178,7 +178,7 @@ def test_fit_refuses_an_existing_run_folder(fitted_run, capsys):
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
     assert main(["fit", "--config", config, "--run_dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert f"run folder {run_dir} already holds a run" in err and "--ckpt_path last" in err
+    assert f"--run_dir {run_dir}: already holds a run" in err and "--ckpt_path last" in err
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
@@ -225,6 +225,19 @@ def test_compile_option_compiles_the_network_forward(monkeypatch):
     assert module.state_dict().keys() == plain.state_dict().keys()
     x = torch.randn(1, 3, 32, 64)
     assert torch.equal(module.eval()(x)["segmentation"], plain.eval()(x)["segmentation"])
+
+
+def test_the_cli_without_a_subcommand_as_the_demo_builds_it(tmp_path):
+    from crossvit_mtl.cli import UserError
+    from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs
+
+    config = write_config(tmp_path / "config.yaml")
+    cli = CrossViTCLI(**cli_kwargs(), args=["--config", config, "--run_dir", str(tmp_path / "run")], run=False)
+    assert cli.trainer.default_root_dir == str(tmp_path / "run") and cli.model.hparams.model == "crossvit_seg_tiny"
+    (tmp_path / "taken").write_text("keep me")
+    with pytest.raises(UserError, match=r"^--run_dir \S+/taken: is a file, expected a folder$"):
+        CrossViTCLI(**cli_kwargs(), args=["--config", config, "--run_dir", str(tmp_path / "taken")], run=False)
+    assert (tmp_path / "taken").read_text() == "keep me"
 
 
 MTL_DATA = {"dataset": "synth", "options": {"length": 10, "height": 32, "width": 64},

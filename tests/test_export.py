@@ -59,7 +59,7 @@ def test_checkpoint_exports_every_format(tmp_path_factory, tmp_path, capsys):
 
 def test_classifier_onnx_matches_pytorch(tmp_path):
     """Published-style branch sizes (the 12-px branch sees a larger image than the 16-px one)."""
-    model = create_model("crossvit_9_224", num_classes=10, dims=(32, 64), heads=(2, 4),
+    model = create_model("crossvit_9_240", num_classes=10, dims=(32, 64), heads=(2, 4),
                          stages=((1, 2, 0),) * 2, img_size=(36, 32)).eval()
     assert export_onnx(model, tmp_path / "cls.onnx", (32, 32)) == ["classification"]
     assert check_onnx(model, tmp_path / "cls.onnx", (32, 32), batch=3)["classification"] <= 1e-4
@@ -68,17 +68,17 @@ def test_classifier_onnx_matches_pytorch(tmp_path):
 def test_preset_with_weights_from_elsewhere(tmp_path, capsys):
     options = ["--model-option", "num_classes=5", "--model-option", "img_size=[36, 32]",
                "--model-option", "dims=[32, 64]", "--model-option", "heads=[2, 2]"]
-    source = create_model("crossvit_9_224", num_classes=5, img_size=[36, 32], dims=[32, 64], heads=[2, 2])
+    source = create_model("crossvit_9_240", num_classes=5, img_size=[36, 32], dims=[32, 64], heads=[2, 2])
     save_weights(source, tmp_path / "w.safetensors")
     out = tmp_path / "again.safetensors"
-    assert main(["export", "--model", "crossvit_9_224", "--weights", str(tmp_path / "w.safetensors"), *options,
+    assert main(["export", "--model", "crossvit_9_240", "--weights", str(tmp_path / "w.safetensors"), *options,
                  "--format", "safetensors", "--out", str(out)]) == 0
     model, meta = model_from_weights(out)
     assert meta is None and model.preset_overrides["num_classes"] == 5
     for name, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[name], value)
     # weights of another shape: one line naming the keys
-    assert main(["export", "--model", "crossvit_9_224", "--weights", str(tmp_path / "w.safetensors"),
+    assert main(["export", "--model", "crossvit_9_240", "--weights", str(tmp_path / "w.safetensors"),
                  "--format", "safetensors", "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "shape mismatch: encoder.cls_token.0 (1, 1, 32) vs (1, 1, 128)" in err
@@ -91,7 +91,7 @@ def test_load_weights_refuses_what_it_cannot_read_safely(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    model = create_model("crossvit_9_224", num_classes=5, dims=(32, 64), heads=(2, 2))
+    model = create_model("crossvit_9_240", num_classes=5, dims=(32, 64), heads=(2, 2))
     torch.save({"weights": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="refused to load"):
         load_weights(model, tmp_path / "evil.pt")

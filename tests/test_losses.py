@@ -122,3 +122,17 @@ def test_build_loss_dispatch_and_errors():
         build_loss("edges")
     with pytest.raises(ValueError, match="unknown depth loss 'l2'"):
         build_loss("depth", "l2")
+
+
+@pytest.mark.parametrize("name", ["ce", "dice", "ce_dice"])
+def test_a_loss_never_sees_a_target_outside_the_classes(name):
+    from crossvit_mtl.tasks.segmentation import TargetError, build_segmentation_loss
+
+    loss = build_segmentation_loss(name)
+    logits = torch.randn(2, 8, 4, 4, requires_grad=True)
+    target = torch.randint(0, 8, (2, 4, 4))
+    target[0, 0, 0] = 255  # not annotated: fine
+    assert torch.isfinite(loss(logits, target))
+    target[1, 2, 3] = 77
+    with pytest.raises(TargetError, match=r"targets hold class 77, outside 0\.\.7 and the ignore index 255"):
+        loss(logits, target)

@@ -9,8 +9,11 @@ offending file, key or value. ``{tmp}`` in a command is the case's ``tmp_path``.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
+import io
+import json
 import logging
 import re
 import shlex
@@ -25,7 +28,8 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from fixtures_data import cityscapes_stem, write_cityscapes, write_image_folder, write_mtan_cityscapes, write_mtan_nyuv2
+from fixtures_data import (cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes,
+                           write_mtan_nyuv2)
 
 from crossvit_mtl.cli import main
 
@@ -223,9 +227,12 @@ class Case:
     build: Callable[[Path], None]
     #: the command line, or a Python call taking tmp_path (for weights loaded from Python)
     command: str | Callable[[Path], object]
-    #: pattern(s) the message must match; a list for ``data check``: each matches its own line
+    #: pattern(s) the message must match; a list: each matches its own line (``data check`` on
+    #: stdout, a partly failed ``predict`` on stderr)
     expect: str | list[str]
     rc: int = 2
+    #: checks of what the command did write (beyond: every file that existed is unchanged)
+    after: Callable[[Path], None] | None = None
 
 
 CASES = [
@@ -285,7 +292,8 @@ CASES = [
     Case("config_wrong_type", config(model={"lr": "fast"}), FIT,
          r'Parser key "model\.lr": Expected a <class .float.>\. Got value: fast'),
     Case("config_yaml_syntax", raw_config("model:\n  lr: [1e-3\n"), FIT,
-         r"Problems parsing config: while parsing a flow sequence; in \S+/config\.yaml, line 2, column 7"),
+         r"--config \S+/config\.yaml: not valid YAML \(while parsing a flow sequence in \S+/config\.yaml\", line 2, "
+         r"column 7"),
     Case("config_lr_not_positive", config(model={"lr": -0.001}), FIT, r"model\.lr must be > 0, got -0\.001"),
     Case("config_lr_nan", config(model={"lr": float("nan")}), FIT, r"model\.lr must be > 0, got nan"),
     Case("config_weight_decay_negative", config(model={"weight_decay": -0.05}), FIT,
@@ -348,7 +356,7 @@ CASES = [
          r"run\.ckpt: not a readable checkpoint"),
     Case("checkpoint_random_bytes", random_bytes("noise.ckpt"),
          "export --checkpoint {tmp}/noise.ckpt --format safetensors --out {tmp}/o.safetensors",
-         r"noise\.ckpt: (not a readable checkpoint|refused to load)"),
+         r"--checkpoint \S+/noise\.ckpt: not a PyTorch checkpoint"),
     Case("checkpoint_not_a_training_checkpoint",
          lambda tmp: torch.save({"weight": torch.zeros(2)}, tmp / "plain.ckpt"),
          "predict --checkpoint {tmp}/plain.ckpt --input {tmp} --out {tmp}/pred",
@@ -376,13 +384,310 @@ CASES = [
 ]
 
 
+# ---------------------------------------------- every file and folder argument, every way to break it
+# Each argument gets a missing, an empty, a truncated, a random-bytes and a wrong-kind file (for
+# folders: missing, a file, an empty folder, and the same damage to the file read inside them),
+# and each output argument an existing output. Expected: one line "ARG FILE: what is wrong".
+RANDOM = np.random.default_rng(0).bytes(4096)
+#: a pickle header followed by noise: torch.load itself fails on it (IndexError: pop from empty list)
+PICKLE_NOISE = b"\x80\x02" + np.random.default_rng(17).bytes(4094)
+
+
+@functools.cache
+def valid_bytes(kind: str) -> bytes:
+    """A good file of each kind the commands read, whose damaged copies the cases write."""
+    buffer = io.BytesIO()
+    if kind == "checkpoint":
+        torch.save(_trained_state("crossvit_seg_tiny", SEG_OPTIONS, 8), buffer)
+    elif kind == "png":
+        Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(buffer, format="png")
+    elif kind == "safetensors":
+        from safetensors.torch import save
+        from crossvit_mtl.models import create_model
+
+        return save(create_model("crossvit_seg_tiny", **dict(SEG_OPTIONS)).state_dict())
+    elif kind == "config":  # flow style: cut anywhere, it is not YAML any more
+        return yaml.safe_dump({"model": TINY_MODEL, "data": TINY_DATA, "trainer": TINY_TRAINER},
+                              default_flow_style=True).encode()
+    elif kind == "sweep":
+        return yaml.safe_dump({"base": {"model": TINY_MODEL, "data": TINY_DATA},
+                               "runs": {"seg": {"baseline": True}, "again": {}}}, default_flow_style=True).encode()
+    elif kind == "metrics":
+        return json.dumps({"stage": "val", "results": {"segmentation": {"miou": 0.5, "pixel_acc": 0.8}}}).encode()
+    return buffer.getvalue()
+
+
+#: what a file of another kind is, for each kind expected
+OTHER_KIND = {"checkpoint": "png", "png": "checkpoint", "safetensors": "png", "config": "png", "sweep": "checkpoint",
+              "metrics": "png"}
+
+
+def damaged(path: str, kind: str, damage: str, setup: Callable[[Path], object] | None = None):
+    """Builder: ``setup`` (what the rest of the command needs), then ``path`` (relative to tmp)
+    written as ``damage`` of a ``kind`` file."""
+    def build(tmp: Path) -> None:
+        if setup:
+            setup(tmp)
+        target = tmp / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if damage == "folder":
+            target.mkdir()
+        elif damage != "missing":
+            good = valid_bytes(kind)
+            target.write_bytes({"valid": good, "empty": b"", "truncated": good[:len(good) // 2], "random": RANDOM,
+                                "pickle_noise": PICKLE_NOISE, "wrong_kind": valid_bytes(OTHER_KIND[kind])}[damage])
+    return build
+
+
+def image(tmp: Path) -> None:
+    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(tmp / "a.png")
+
+
+def with_checkpoint(tmp: Path) -> None:
+    checkpoint()(tmp)
+    image(tmp)
+
+
+def existing(*paths: str, folder_with_file: bool = False):
+    """Builder of outputs already there: files holding "keep me" (or folders holding one)."""
+    def build(tmp: Path) -> None:
+        for path in paths:
+            target = tmp / path
+            if folder_with_file:
+                target.mkdir(parents=True)
+                target = target / "kept.txt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("keep me")
+    return build
+
+
+def both(*builders):
+    def build(tmp: Path) -> None:
+        for builder in builders:
+            builder(tmp)
+    return build
+
+
+FILE_DAMAGE = ("missing", "empty", "truncated", "random", "wrong_kind", "folder")
+#: why each damage fails, per kind of file (missing and folder are the same for all)
+REASONS = {
+    "checkpoint": {"truncated": r"not a readable checkpoint \(truncated or corrupt", "random": "not a PyTorch checkpoint",
+                   "wrong_kind": "not a PyTorch checkpoint", "pickle_noise": r"not a readable checkpoint"},
+    "safetensors": {"truncated": "not a readable safetensors file", "random": "not a readable safetensors file",
+                    "wrong_kind": "not a readable safetensors file"},
+    "config": {"truncated": "not valid YAML", "random": "not a text file", "wrong_kind": "not a text file"},
+    "sweep": {"truncated": "not valid YAML", "random": "not a text file", "wrong_kind": "not a text file"},
+    "png": {"truncated": "not a readable image", "random": "not a readable image", "wrong_kind": "not a readable image"},
+    "metrics": {"truncated": "not valid JSON", "random": "not valid JSON", "wrong_kind": "not valid JSON"},
+}
+COMMON_REASONS = {"missing": "no such (checkpoint |weights )?file", "empty": "empty file",
+                  "folder": "is a folder, expected a (checkpoint |weights )?file"}
+
+PREDICT = "predict --checkpoint {tmp}/run.ckpt --input {tmp}/a.png --out {tmp}/pred"
+TEST = "test --config {tmp}/config.yaml --run_dir {tmp}/run --ckpt_path {tmp}/run.ckpt"
+
+#: (command, argument) -> (command line with the damaged file as {tmp}/FILE, FILE, kind, setup, damages)
+FILE_ARGUMENTS = {
+    ("predict", "--checkpoint"): (PREDICT.replace("run.ckpt", "in.ckpt"), "in.ckpt", "checkpoint", image,
+                                  FILE_DAMAGE + ("pickle_noise",)),
+    ("predict", "--input"): (PREDICT.replace("a.png", "in.png"), "in.png", "png", with_checkpoint, FILE_DAMAGE),
+    ("export", "--checkpoint"): ("export --checkpoint {tmp}/in.ckpt --format safetensors --out {tmp}/o.safetensors",
+                                 "in.ckpt", "checkpoint", None, FILE_DAMAGE + ("pickle_noise",)),
+    ("export", "--weights"): ("export --model crossvit_seg_tiny --weights {tmp}/in.safetensors --format safetensors "
+                              "--out {tmp}/o.safetensors " + SEG_OPTION_ARGS, "in.safetensors", "safetensors", None,
+                              FILE_DAMAGE),
+    ("fit", "--config"): ("fit --config {tmp}/in.yaml --run_dir {tmp}/run", "in.yaml", "config", None, FILE_DAMAGE),
+    ("test", "--ckpt_path"): (TEST.replace("run.ckpt", "in.ckpt"), "in.ckpt", "checkpoint", config(),
+                              FILE_DAMAGE + ("pickle_noise",)),
+    ("sweep", "CONFIG"): ("sweep {tmp}/in.yaml", "in.yaml", "sweep", None, FILE_DAMAGE),
+    ("report", "RUN"): ("report {tmp}/run", "run/metrics.json", "metrics", None, FILE_DAMAGE),
+    ("compare", "RUN"): ("compare {tmp}/run --baselines {tmp}/base", "run/metrics_test.json", "metrics",
+                         damaged("base/metrics_test.json", "metrics", "valid"), FILE_DAMAGE),
+    ("compare", "--baselines"): ("compare {tmp}/run --baselines {tmp}/base", "base/metrics_test.json", "metrics",
+                                 damaged("run/metrics_test.json", "metrics", "valid"), FILE_DAMAGE),
+}
+
+
+def _file_reason(kind: str, damage: str, file: str) -> str:
+    if file.endswith("metrics_test.json") and damage == "missing":
+        return r"no metrics_test.json \(evaluate its best checkpoint"
+    if file.endswith("metrics.json") and damage == "missing":
+        return r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)"
+    if file.endswith(".json") and damage == "folder":
+        return "is a folder, expected a file"
+    return REASONS[kind].get(damage) or COMMON_REASONS[damage]
+
+
+def _hostile_file_cases() -> list[Case]:
+    cases = []
+    for (command, argument), (line, file, kind, setup, damages) in FILE_ARGUMENTS.items():
+        for damage in damages:
+            # a single unreadable image is named and skipped like any other: exit code 1, not 2
+            rc = 1 if argument == "--input" and damage not in ("missing", "folder") else 2
+            where = re.escape(file.split("/")[0])
+            reason = ("no PNG/JPEG images found" if argument == "--input" and damage in ("missing", "folder")
+                      else _file_reason(kind, damage, file))
+            cases.append(Case(f"{command}_{argument.strip('-').lower()}_{damage}", damaged(file, kind, damage, setup),
+                              line, rf"^{re.escape(argument)} \S*{where}\S*: .*({reason})", rc=rc))
+    return cases
+
+
+def _predicted(*stems: str):
+    def check(tmp: Path) -> None:
+        records = json.loads((tmp / "pred" / "predictions.json").read_text())
+        assert [r["image"] for r in records] == list(stems)
+        for stem in stems:
+            assert (tmp / "pred" / f"{stem}_labels.png").is_file()
+    return check
+
+
+def _folder_with_unreadable(tmp: Path) -> None:
+    checkpoint()(tmp)
+    (tmp / "in").mkdir()
+    for name in ("a", "c", "e"):
+        Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(tmp / "in" / f"{name}.png")
+    (tmp / "in" / "b.png").write_bytes(b"")
+    (tmp / "in" / "d.png").write_bytes(RANDOM)
+
+
+#: every output argument: already there (a file, a folder holding files, a file in the way)
+OUTPUT_ARGUMENTS = {
+    ("predict", "--out"): [
+        Case("predict_out_is_a_file", both(with_checkpoint, existing("pred")), PREDICT,
+             r"^--out \S+/pred: is a file, expected a folder$"),
+        Case("predict_out_holds_files", both(with_checkpoint, existing("pred", folder_with_file=True)), PREDICT,
+             r"^--out \S+/pred: already holds files; pass --overwrite to write into it$")],
+    ("export", "--out"): [
+        Case("export_out_exists", both(checkpoint(), existing("o.safetensors")),
+             "export --checkpoint {tmp}/run.ckpt --format safetensors --out {tmp}/o.safetensors",
+             r"^--out \S+/o\.safetensors: exists; pass --overwrite to replace it$"),
+        Case("export_out_under_a_file", both(checkpoint(), existing("o")),
+             "export --checkpoint {tmp}/run.ckpt --format onnx --out {tmp}/o/model.onnx --overwrite",
+             r"^--out \S+/o/model\.onnx: cannot be created, \S+/o is a file$")],
+    ("report", "--out"): [
+        Case("report_out_exists", both(damaged("run/metrics.json", "metrics", "valid"), existing("report.html")),
+             "report {tmp}/run --out {tmp}/report.html", r"^--out \S+/report\.html: exists; pass --overwrite")],
+    ("compare", "--out"): [
+        Case("compare_out_exists", both(damaged("run/metrics_test.json", "metrics", "valid"),
+                                        damaged("base/metrics_test.json", "metrics", "valid"), existing("table.md")),
+             "compare {tmp}/run --baselines {tmp}/base --out {tmp}/table.md",
+             r"^--out \S+/table\.md: exists; pass --overwrite")],
+    ("data synth", "--out"): [
+        Case("data_synth_out_exists", existing("cache", folder_with_file=True),
+             "data synth --out {tmp}/cache --train 2 --val 1 --size 16x32",
+             r"^--out \S+/cache: already exists; pass overwrite=True \(--overwrite\)"),
+        Case("data_synth_out_not_a_cache", existing("cache", folder_with_file=True),
+             "data synth --out {tmp}/cache --train 2 --val 1 --size 16x32 --overwrite",
+             r"^--out \S+/cache: exists and is not a cache; refusing to replace it"),
+        Case("data_synth_out_under_a_file", existing("cache"), "data synth --out {tmp}/cache/x --train 2 --val 1",
+             r"^--out \S+/cache/x: cannot be created, \S+/cache is a file$")],
+    ("data cityscapes", "--out"): [
+        Case("data_cityscapes_out_is_a_file", both(cityscapes(lambda r: None), existing("out")),
+             "data cityscapes --root {tmp}/cs --out {tmp}/out --size 8x16",
+             r"^--out \S+/out: is a file, expected a folder$")],
+    ("bench", "--out"): [
+        Case("bench_out_holds_files", existing("bench", folder_with_file=True),
+             "bench --models crossvit_seg_tiny --sizes 32x64 --out {tmp}/bench",
+             r"^--out \S+/bench: already holds files; pass --overwrite")],
+    ("fit", "--run_dir"): [
+        Case("fit_run_dir_is_a_file", both(config(), existing("run")), FIT,
+             r"^--run_dir \S+/run: is a file, expected a folder$"),
+        Case("fit_run_dir_holds_a_run", both(config(), existing("run", folder_with_file=True)), FIT,
+             r"^--run_dir \S+/run: already holds a run; resume it with --ckpt_path last")],
+    ("sweep", "CONFIG"): [
+        Case("sweep_run_folder_taken", both(lambda tmp: (tmp / "in.yaml").write_text(yaml.safe_dump(
+                 {**yaml.safe_load(valid_bytes("sweep")), "sweep_dir": str(tmp / "sweep")})),
+                 existing("sweep/again/seed0", folder_with_file=True)),
+             "sweep {tmp}/in.yaml", r"^CONFIG \S+/in\.yaml: run 'again' would write into \S+/sweep/again/seed0, but "
+                                    r"\S+/sweep/again/seed0 already exists and holds other files; choose another sweep_dir$")],
+    ("demo", "--run_dir"): [
+        Case("demo_run_dir_holds_files", existing("run", folder_with_file=True),
+             "demo --data {tmp}/data --run_dir {tmp}/run", r"^--run_dir \S+/run: already holds files; choose another")],
+    ("demo", "--data"): [
+        Case("demo_data_not_a_cache", existing("data", folder_with_file=True), "demo --data {tmp}/data --run_dir {tmp}/run",
+             r"^--data \S+/data: already holds files; not a cache of scenes")],
+}
+
+#: folder arguments: missing, a file, an empty folder (what is inside them: FILE_ARGUMENTS)
+FOLDER_ARGUMENTS = {
+    ("report", "RUN"): ("report {tmp}/in", None),
+    ("compare", "RUN"): ("compare {tmp}/in --baselines {tmp}/base",
+                         damaged("base/metrics_test.json", "metrics", "valid")),
+    ("compare", "--baselines"): ("compare {tmp}/run --baselines {tmp}/in",
+                                 damaged("run/metrics_test.json", "metrics", "valid")),
+    ("data check", "PATH"): ("data check {tmp}/in", None),
+    ("data cityscapes", "--root"): ("data cityscapes --root {tmp}/in --out {tmp}/out --size 8x16", None),
+    ("predict", "--input"): (PREDICT.replace("a.png", "in"), with_checkpoint),
+}
+FOLDER_REASONS = {"missing": "no such folder", "file": "is a file, expected a folder",
+                  "empty": r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)|"
+                           r"no metrics_test.json \(evaluate its best checkpoint|"
+                           "not a recognised data set layout|folder missing|no PNG/JPEG images found"}
+
+
+def _hostile_folder_cases() -> list[Case]:
+    cases = []
+    for (command, argument), (line, setup) in FOLDER_ARGUMENTS.items():
+        for damage in ("missing", "file", "empty"):
+            def build(tmp: Path, damage=damage, setup=setup) -> None:
+                if setup:
+                    setup(tmp)
+                if damage == "file":
+                    (tmp / "in").write_bytes(RANDOM)
+                elif damage == "empty":
+                    (tmp / "in").mkdir()
+            reason = "no PNG/JPEG images found" if argument == "--input" and damage != "empty" else FOLDER_REASONS[damage]
+            if argument == "--input" and damage == "file":
+                reason, rc = "not a readable image", 1
+            else:
+                rc = 2
+            cases.append(Case(f"{command.replace(' ', '_')}_{argument.strip('-').lower()}_folder_{damage}", build,
+                              line, rf"^{re.escape(argument)} \S+/in\S*: .*({reason})", rc=rc))
+    return cases
+
+
+CASES += _hostile_file_cases() + _hostile_folder_cases() + [c for cases in OUTPUT_ARGUMENTS.values() for c in cases] + [
+    Case("predict_folder_with_unreadable_images", _folder_with_unreadable,
+         "predict --checkpoint {tmp}/run.ckpt --input {tmp}/in --out {tmp}/pred",
+         [r"^crossvit-mtl predict: error: --input \S+/in/b\.png: empty file$",
+          r"^crossvit-mtl predict: error: --input \S+/in/d\.png: not a readable image"], rc=1,
+         after=_predicted("a", "c", "e")),
+    Case("checkpoint_of_another_model_tested", both(config(), checkpoint("run.ckpt", edit=_other_model)), TEST,
+         r"^--ckpt_path \S+/run\.ckpt: weights do not fit model 'crossvit_seg_tiny'; missing: model\.decoder\."),
+    Case("checkpoint_plain_state_dict_resumed", both(config(), lambda tmp: torch.save({"weight": torch.zeros(2)},
+                                                                                     tmp / "plain.ckpt")),
+         FIT + " --ckpt_path {tmp}/plain.ckpt", r"^--ckpt_path \S+/plain\.ckpt: not a training checkpoint"),
+    Case("predict_strict_stops_at_the_first_unreadable_image", _folder_with_unreadable,
+         "predict --checkpoint {tmp}/run.ckpt --input {tmp}/in --out {tmp}/pred --strict",
+         r"^--input \S+/in/b\.png: empty file$"),
+    Case("config_pretrained_random_bytes", both(lambda tmp: write_config(tmp, model={"pretrained": str(tmp / "release.pth")}),
+                                                damaged("release.pth", "checkpoint", "random")), FIT,
+         r"model\.pretrained \S+/release\.pth: not a PyTorch checkpoint"),
+    Case("cache_labels_outside_the_classes_refused_by_fit", lambda tmp: (
+            write_cache(tmp / "cache", size=(32, 64)), _put_label(tmp / "cache" / "train" / "labels.npy", 1, 77),
+            write_config(tmp, data={"dataset": "cache", "root": str(tmp / "cache"), "options": None})), FIT,
+         r"cache/train/labels\.npy: sample 1 holds class id 77, outside 0\.\.7 and 255"),
+]
+
+
+def _put_label(path: Path, sample: int, value: int) -> None:
+    labels = np.load(path, mmap_mode="r+")
+    labels[sample, 3, 5] = value
+    labels.flush()
+
+
 # ------------------------------------------------------------------------------------ running
+#: a progress bar's last state ("predict (resize): 100%|####| 3/3 [00:01<00:00, ...]"), not a message
+TQDM_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
+
+
 def visible_lines(text: str) -> list[str]:
     """The lines a terminal would show from the error on: progress bars redraw with carriage
-    returns, so only what follows a line's last one stays; empty lines are left out, and so is what
-    Lightning printed of a run before a problem met during training stopped it."""
+    returns, so only what follows a line's last one stays; empty lines and a bar's final state are
+    left out, and so is what Lightning printed of a run before a problem met during training
+    stopped it."""
     lines = [line.rsplit("\r", 1)[-1].strip() for line in text.split("\n")]
-    lines = [line for line in lines if line]
+    lines = [line for line in lines if line and not TQDM_BAR.search(line)]
     first = next((i for i, line in enumerate(lines) if re.match(r"crossvit-mtl \S+: error: ", line)), 0)
     return lines[first:]
 
@@ -424,30 +729,87 @@ def lightning_logs_to_stderr():
 def test_malformed_input_gives_one_line_naming_it(case: Case, tmp_path: Path, capsys):
     case.build(tmp_path)
     capsys.readouterr()  # what building printed is not the command's
+    before = snapshot(tmp_path)
     rc, lines, err = run_case(case, tmp_path)  # an exception escaping here is a traceback for the user
     if callable(case.command):
         assert isinstance(err, ValueError), f"{type(err).__name__} is not a ValueError: {err}"
     else:
         captured = capsys.readouterr()
-        lines = visible_lines(captured.out if case.rc == 1 else captured.err)
+        listing = case.command.startswith("data check") and case.rc == 1  # problems listed on stdout
+        lines = visible_lines(captured.out if listing else captured.err)
         assert rc == case.rc, (rc, lines[-5:])
         assert "Traceback" not in captured.err + captured.out
+    after = snapshot(tmp_path)
+    assert {path: after.get(path) for path in before} == before, "a file that existed was changed or removed"
     expected = case.expect if isinstance(case.expect, list) else [case.expect]
     text = "\n".join(lines)
     assert not (tmp_path / PAYLOAD_MARKER).exists(), "a pickled payload ran"
     assert "Traceback" not in text
-    if isinstance(case.expect, list):  # data check: each problem on its own line, then the summary
+    if case.after:
+        case.after(tmp_path)
+    if isinstance(case.expect, list):  # each problem on its own line (data check: then the summary)
         assert len(lines) == len(expected), lines
         for pattern in expected:
             assert sum(bool(re.search(pattern, line)) for line in lines) == 1, (pattern, lines)
         return
-    assert re.search(expected[0], text), (expected[0], lines[-5:])
     assert len(lines) == 1, lines
+    message = lines[0]
     if not callable(case.command):
-        assert lines[0].startswith(f"crossvit-mtl {case.command.split()[0]}: error: "), lines[0]
+        prefix = f"crossvit-mtl {case.command.split()[0]}: error: "
+        assert message.startswith(prefix), message
+        message = message[len(prefix):]
+    assert re.search(expected[0], message), (expected[0], message)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_the_corpus_is_large_and_spans_every_kind_of_input():
     assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
     kinds = {c.id.split("_")[0] for c in CASES}
     assert {"mtan", "nyuv2", "cityscapes", "data", "config", "checkpoint", "weights", "safetensors"} <= kinds
+
+
+#: arguments of the sub-commands that name no file or folder
+NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size", "--mode", "--overlap",
+             "--batch-size", "--precision", "--compile", "--model", "--model-option", "--format", "--opset",
+             "--no-check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
+             "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry-run"}
+#: fit, validate and test take these (Lightning's parser); fit stands for the three
+LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir")}
+
+
+def _path_arguments() -> set[tuple[str, str]]:
+    """(command, argument) of every file or folder argument of the command line's parsers."""
+    from crossvit_mtl.cli import build_parser
+
+    found = set()
+
+    def walk(parser, command):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if action.dest == "command" and name in ("fit", "validate", "test"):
+                        continue
+                    walk(sub, f"{command} {name}".strip())
+            elif not isinstance(action, argparse._HelpAction):
+                name = action.option_strings[0] if action.option_strings else action.metavar
+                if name not in NOT_PATHS:
+                    found.add((command, name))
+    walk(build_parser(), "")
+    return found | LIGHTNING_PATHS
+
+
+def test_every_file_and_folder_argument_meets_every_kind_of_damage():
+    """A class, not cases: a new file argument without its cases fails here."""
+    covered_files = {key for key, (*_, damages) in FILE_ARGUMENTS.items() if set(FILE_DAMAGE) <= set(damages)}
+    for key in sorted(_path_arguments()):
+        assert key in covered_files | set(FOLDER_ARGUMENTS) | set(OUTPUT_ARGUMENTS), f"{key}: no malformed-input cases"
+    # run folders: the metrics file read inside them is damaged too (data folders: the data cases above)
+    assert {("report", "RUN"), ("compare", "RUN"), ("compare", "--baselines")} <= covered_files
+    ids = {c.id for c in CASES}
+    for (command, argument), (*_, damages) in FILE_ARGUMENTS.items():
+        for damage in damages:
+            assert f"{command}_{argument.strip('-').lower()}_{damage}" in ids

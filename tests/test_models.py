@@ -9,14 +9,14 @@ from crossvit_mtl.models.flops import count_flops
 from crossvit_mtl.models import layers
 from crossvit_mtl.models.layers import Attention, CrossAttention, DropPath, sincos_pos_embed
 
-CLASSIFIERS = list_models("crossvit_*_224")
+CLASSIFIERS = list_models("crossvit_*_240")
 DENSE = [n for n in list_models() if n not in CLASSIFIERS]
 
 
 def test_zoo_lists_every_family():
-    assert set(CLASSIFIERS) == {"crossvit_tiny_224", "crossvit_small_224", "crossvit_base_224",
-                                "crossvit_9_224", "crossvit_15_224", "crossvit_18_224",
-                                "crossvit_9_dagger_224"}
+    assert set(CLASSIFIERS) == {"crossvit_tiny_240", "crossvit_small_240", "crossvit_base_240",
+                                "crossvit_9_240", "crossvit_15_240", "crossvit_18_240",
+                                "crossvit_9_dagger_240"}
     for name in ("thesis_seg", "crossvit_seg_tiny", "crossvit_seg_small", "crossvit_seg_base",
                  "crossvit_mtl_tiny", "crossvit_mtl_small", "crossvit_mtl_base"):
         assert name in DENSE
@@ -30,6 +30,27 @@ def test_classifier_shapes(name, size):
         out = model(torch.randn(2, 3, *size))
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
+
+
+def test_classifier_branches_run_at_their_own_sizes_whatever_the_input():
+    model = create_model("crossvit_9_240", num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),)).eval()
+    seen = []
+    for stem in model.encoder.patch_embed:
+        stem.register_forward_hook(lambda m, a, o: seen.append((tuple(a[0].shape[-2:]), tuple(o.shape[-2:]))))
+    x = torch.rand(1, 3, 240, 240)
+    for size in [(240, 240), (224, 224), (160, 256)]:
+        seen.clear()
+        with torch.no_grad():
+            model(torch.nn.functional.interpolate(x, size=size, mode="bilinear"))
+        assert seen == [((240, 240), (20, 20)), ((224, 224), (14, 14))], size
+    # at 240 px the 12-px branch takes the image as it is, the 16-px branch its bicubic 224-px copy
+    seen_inputs = []
+    for stem in model.encoder.patch_embed:
+        stem.register_forward_hook(lambda m, a, o: seen_inputs.append(a[0]))
+    with torch.no_grad():
+        model(x)
+    assert torch.equal(seen_inputs[0], x)
+    torch.testing.assert_close(seen_inputs[1], torch.nn.functional.interpolate(x, size=(224, 224), mode="bicubic"))
 
 
 @pytest.mark.parametrize("name", DENSE)
@@ -50,10 +71,10 @@ def test_dense_shapes_and_constraints(name, size):
 
 
 # Published sizes (Chen et al. 2021): parameters (M) and forward GMACs at 224x224.
-PUBLISHED = {"crossvit_tiny_224": (6.9, 1.6), "crossvit_small_224": (26.7, 5.6),
-             "crossvit_base_224": (104.7, 21.2), "crossvit_9_224": (8.6, 1.8),
-             "crossvit_15_224": (27.4, 5.8), "crossvit_18_224": (43.3, 9.0),
-             "crossvit_9_dagger_224": (8.7, 1.9)}
+PUBLISHED = {"crossvit_tiny_240": (6.9, 1.6), "crossvit_small_240": (26.7, 5.6),
+             "crossvit_base_240": (104.7, 21.2), "crossvit_9_240": (8.6, 1.8),
+             "crossvit_15_240": (27.4, 5.8), "crossvit_18_240": (43.3, 9.0),
+             "crossvit_9_dagger_240": (8.7, 1.9)}
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
@@ -65,8 +86,8 @@ def test_classifiers_match_published_sizes(name):
 
 
 SMALL_VARIANTS = {
-    "crossvit_9_224": dict(num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),) * 2),
-    "crossvit_9_dagger_224": dict(num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),)),
+    "crossvit_9_240": dict(num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),) * 2),
+    "crossvit_9_dagger_240": dict(num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),)),
     "thesis_seg": dict(embed_dim=32, num_heads=4, decoder_channels=8),
     "crossvit_seg_tiny": dict(fusion="cls"),
     "crossvit_mtl_tiny": dict(),

@@ -1,6 +1,8 @@
 """Published CrossViT weights (IBM / timm naming) into the zoo, checked against an independent
-forward pass written here from the published architecture."""
+forward pass written here from the published architecture and input protocol."""
+import logging
 import math
+import re
 
 import pytest
 import torch
@@ -12,13 +14,13 @@ from crossvit_mtl.models.pretrained import PretrainedError, load_crossvit_pretra
 # The published configurations (CrossViT paper / IBM release): widths, heads, stage depths
 # (small, large, fusion), MLP ratios, dagger = multi-conv patch embedding.
 PUBLISHED = {
-    "crossvit_tiny_224": dict(dims=(96, 192), heads=(3, 3), depth=(1, 4, 0), mlp=(4, 4)),
-    "crossvit_small_224": dict(dims=(192, 384), heads=(6, 6), depth=(1, 4, 0), mlp=(4, 4)),
-    "crossvit_base_224": dict(dims=(384, 768), heads=(12, 12), depth=(1, 4, 0), mlp=(4, 4)),
-    "crossvit_9_224": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3)),
-    "crossvit_15_224": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3)),
-    "crossvit_18_224": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3)),
-    "crossvit_9_dagger_224": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3), dagger=True),
+    "crossvit_tiny_240": dict(dims=(96, 192), heads=(3, 3), depth=(1, 4, 0), mlp=(4, 4)),
+    "crossvit_small_240": dict(dims=(192, 384), heads=(6, 6), depth=(1, 4, 0), mlp=(4, 4)),
+    "crossvit_base_240": dict(dims=(384, 768), heads=(12, 12), depth=(1, 4, 0), mlp=(4, 4)),
+    "crossvit_9_240": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3)),
+    "crossvit_15_240": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3)),
+    "crossvit_18_240": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3)),
+    "crossvit_9_dagger_240": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3), dagger=True),
 }
 
 
@@ -76,8 +78,37 @@ def random_state(shapes, seed=0):
             for k, s in shapes.items()}
 
 
-def reference_forward(w, x, dims, heads, depth, stages, img, patches):
-    """CrossViT's forward from the published tensors alone (eps 1e-6 LayerNorms)."""
+def scaled_random_state(shapes, seed=0):
+    """Random tensors at the scale of a trained network (weights ~ 1/sqrt(fan-in), norms near 1),
+    so that logits vary with the input through every block."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, s in shapes.items():
+        r = torch.randn(s, generator=g)
+        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or re.search(r"(norm\.\d|projs\.\d\.0)\.weight$", k):
+            state[k] = 1.0 + 0.1 * r
+        elif k.endswith(".weight"):
+            state[k] = r / math.sqrt(math.prod(s[1:]))
+        else:
+            state[k] = 0.1 * r if k.endswith(".bias") else 0.5 * r
+    return state
+
+
+def _embed(w, x, b, p, dagger):
+    """The published patch embeddings: one strided conv, or the dagger models' three convs."""
+    name = f"patch_embed.{b}.proj"
+    if not dagger:
+        return F.conv2d(x, w[f"{name}.weight"], w[f"{name}.bias"], stride=p)
+    # kernel 7 stride 4, then 3x3 convs reaching the patch size: stride 3 then 1 (12 px), 2 and 2 (16 px)
+    strides, pads = ((3, 1), (0, 1)) if p == 12 else ((2, 2), (1, 1))
+    x = F.relu(F.conv2d(x, w[f"{name}.0.weight"], w[f"{name}.0.bias"], stride=4, padding=3))
+    x = F.relu(F.conv2d(x, w[f"{name}.2.weight"], w[f"{name}.2.bias"], stride=strides[0], padding=pads[0]))
+    return F.conv2d(x, w[f"{name}.4.weight"], w[f"{name}.4.bias"], stride=strides[1], padding=pads[1])
+
+
+def reference_forward(w, x, dims, heads, depth, stages, img, patches, dagger=False):
+    """CrossViT's forward from the published tensors alone (eps 1e-6 LayerNorms), fed as the
+    release feeds it: branch b always sees the image resized (bicubic) to img[b] x img[b]."""
     ln = lambda t, n: F.layer_norm(t, t.shape[-1:], w[f"{n}.weight"], w[f"{n}.bias"], 1e-6)  # noqa: E731
     lin = lambda t, n: F.linear(t, w[f"{n}.weight"], w[f"{n}.bias"])  # noqa: E731
 
@@ -89,8 +120,8 @@ def reference_forward(w, x, dims, heads, depth, stages, img, patches):
 
     xs = []
     for b, (size, p) in enumerate(zip(img, patches)):
-        xb = x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bicubic")
-        t = F.conv2d(xb, w[f"patch_embed.{b}.proj.weight"], w[f"patch_embed.{b}.proj.bias"], stride=p)
+        xb = x if tuple(x.shape[-2:]) == (size, size) else F.interpolate(x, size=(size, size), mode="bicubic")
+        t = _embed(w, xb, b, p, dagger)
         t = torch.cat([w[f"cls_token_{b}"].expand(len(x), -1, -1), t.flatten(2).transpose(1, 2)], 1)
         xs.append(t + w[f"pos_embed_{b}"])
     for s in range(stages):
@@ -135,7 +166,7 @@ def test_outputs_equal_an_independent_forward_of_the_published_tensors(style, fu
     cfg = dict(dims=(32, 64), heads=(2, 4), depth=(1, 2, fusion_depth), stages=2, img=(36, 32), patches=(12, 16))
     state = random_state(published_shapes(cfg["dims"], cfg["heads"], cfg["depth"], (3, 2), stages=2,
                                           img=cfg["img"], num_classes=5, style=style))
-    model = create_model("crossvit_9_224", num_classes=5, dims=cfg["dims"], heads=cfg["heads"],
+    model = create_model("crossvit_9_240", num_classes=5, dims=cfg["dims"], heads=cfg["heads"],
                          stages=((1, 2, fusion_depth),) * 2, mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
     report = load_crossvit_pretrained(model, state)
     assert report.complete
@@ -146,6 +177,35 @@ def test_outputs_equal_an_independent_forward_of_the_published_tensors(style, fu
         out = model.eval()(x)
     assert ref.std() > 0.1  # the check can fail: outputs vary with the input and the weights
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["crossvit_tiny_240", "crossvit_9_dagger_240", "crossvit_15_240"])
+def test_published_presets_take_the_published_input_protocol(name):
+    """The released networks at full size: the 12-px branch sees 240 px, the 16-px branch 224 px,
+    whatever the input (240 is the size they are evaluated at; others are resized per branch)."""
+    spec = PUBLISHED[name]
+    dagger = spec.get("dagger", False)
+    state = scaled_random_state(published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"],
+                                                 dagger=dagger))
+    model = create_model(name).eval()
+    assert load_crossvit_pretrained(model, state).complete
+    for size in [(240, 240), (224, 224)] + [(256, 192)] * (name == "crossvit_tiny_240"):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            ref = reference_forward(state, x, spec["dims"], spec["heads"], spec["depth"], stages=3, img=(240, 224),
+                                    patches=(12, 16), dagger=dagger)
+            out = model(x)
+        assert ref.std() > 0.1 and (ref[0] - ref[1]).abs().max() > 0.1  # logits depend on the image
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4, msg=lambda m: f"{size}: {m}")
+
+
+def test_old_preset_names_are_aliases():
+    model = create_model("crossvit_9_224", num_classes=5, dims=(32, 64), heads=(2, 2), stages=((1, 1, 0),))
+    assert model.preset_name == "crossvit_9_240"
+    assert model.encoder.branch_sizes == ((240, 240), (224, 224))
+    with pytest.raises(ValueError, match=r"img_size 250x250 is not divisible by the patch size 12 of model "
+                                         r"'crossvit_9_224' \(patch_sizes \[12, 16\]\)"):
+        create_model("crossvit_9_224", img_size=(250, 224))
 
 
 def test_dense_model_takes_the_encoder_and_reports_the_rest():
@@ -165,7 +225,7 @@ def test_dense_model_takes_the_encoder_and_reports_the_rest():
     assert model(torch.randn(1, 3, 48, 96))["segmentation"].shape == (1, 8, 48, 96)
 
     token_fusion = create_model("crossvit_seg_tiny", **common)
-    with pytest.raises(PretrainedError, match=r"missing \d+: .*; unexpected \d+: blocks.0.fusion.0.attn"):
+    with pytest.raises(PretrainedError, match=r"left as initialised \d+: .*; unused \d+: blocks.0.fusion.0.attn"):
         load_crossvit_pretrained(token_fusion, state)
     report = load_crossvit_pretrained(token_fusion, state, strict=False)
     assert any(".fusion.blocks." in k for k in report.missing)
@@ -173,7 +233,7 @@ def test_dense_model_takes_the_encoder_and_reports_the_rest():
 
 def test_other_class_count_is_reported_by_name():
     state = random_state(published_shapes((32, 64), (2, 4), (1, 1, 0), (3, 2), stages=1, img=(36, 32)))
-    model = create_model("crossvit_9_224", num_classes=7, dims=(32, 64), heads=(2, 4), stages=((1, 1, 0),),
+    model = create_model("crossvit_9_240", num_classes=7, dims=(32, 64), heads=(2, 4), stages=((1, 1, 0),),
                          mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
     before = model.head.heads[0].weight.clone()
     with pytest.raises(PretrainedError, match=r"; shape mismatch 4: head.heads.0.weight \(1000, 32\) vs \(7, 32\)"):
@@ -182,3 +242,92 @@ def test_other_class_count_is_reported_by_name():
     assert not report.missing and not report.unexpected and len(report.mismatched) == 4
     assert torch.equal(model.head.heads[0].weight, before)
     assert torch.equal(model.encoder.cls_token[0], state["cls_token_0"])
+
+
+# --------------------------------------------------------------- one way in: create_model(weights=)
+SMALL = dict(dims=(32, 64), heads=(2, 4), depth=(1, 2, 0), stages=2, img=(36, 32), patches=(12, 16))
+SMALL_OPTIONS = dict(dims=(32, 64), heads=(2, 4), stages=((1, 2, 0),) * 2, mlp_ratios=(3.0, 2.0, 1.0),
+                     img_size=(36, 32))
+
+
+def small_release(style="timm", num_classes=5):
+    return random_state(published_shapes(SMALL["dims"], SMALL["heads"], SMALL["depth"], (3, 2), stages=2,
+                                         img=SMALL["img"], num_classes=num_classes, style=style))
+
+
+def test_create_model_recognises_a_release_file_in_either_naming(tmp_path):
+    from safetensors.torch import save_file
+
+    state = small_release("timm")
+    save_file(state, tmp_path / "timm.safetensors")  # timm's names, as its hub files are
+    ibm = {k.replace("cls_token_", "cls_token.").replace("pos_embed_", "pos_embed."): v for k, v in state.items()}
+    torch.save({"model": ibm}, tmp_path / "ibm.pth")  # IBM's names, inside {"model": ...}
+    x = torch.randn(2, 3, 36, 36, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = reference_forward(state, x, **SMALL)
+        for file in ("timm.safetensors", "ibm.pth"):
+            model = create_model("crossvit_9_240", weights=str(tmp_path / file), num_classes=5, **SMALL_OPTIONS)
+            torch.testing.assert_close(model.eval()(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_create_model_with_another_class_count_keeps_the_encoder_and_reports_the_head(tmp_path, caplog):
+    torch.save(small_release(num_classes=1000), tmp_path / "release.pth")
+    with caplog.at_level("INFO", logger="crossvit_mtl"):
+        model = create_model("crossvit_9_240", weights=str(tmp_path / "release.pth"), num_classes=7, **SMALL_OPTIONS)
+    message = caplog.records[-1].getMessage()
+    assert re.search(r"release\.pth: loaded \d+ tensors; shape mismatch 4: head\.heads\.0\.weight \(1000, 32\) vs "
+                     r"\(7, 32\)", message), message
+    state = torch.load(tmp_path / "release.pth")
+    assert torch.equal(model.encoder.pos_embed[1], state["pos_embed_1"])
+
+
+def test_create_model_refuses_a_release_of_another_network(tmp_path):
+    from crossvit_mtl.engine.checkpoint import CheckpointError
+
+    torch.save(small_release(), tmp_path / "release.pth")
+    with pytest.raises(CheckpointError, match=r"release\.pth: weights do not fit crossvit_9_240: loaded 0 tensors; "
+                                              r"left as initialised \d+: .*shape mismatch \d+: encoder\.cls_token\.0 "
+                                              r"\(1, 1, 32\) vs \(1, 1, 128\)"):
+        create_model("crossvit_9_240", weights=str(tmp_path / "release.pth"))
+
+
+def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplog):
+    """`model.pretrained: PATH`: the encoder from the release, positions interpolated to the data's
+    grid, decoder and heads as initialised, and the report printed."""
+    from crossvit_mtl.cli import main
+
+    state = small_release()
+    torch.save(state, tmp_path / "release.pth")
+    options = dict(SMALL_OPTIONS, patch_sizes=[12, 16], fusion="cls", kv_pool=[1, 1], detail_channels=8,
+                   decoder_channels=16, decoder_stages=1)
+    options.pop("img_size")
+    config = {"model": {"model": "crossvit_seg_tiny", "model_options": options, "pretrained": str(tmp_path / "release.pth"),
+                        "lr": 1e-3, "warmup_epochs": 0.0},
+              "data": {"dataset": "synth", "options": {"length": 2, "height": 48, "width": 96},
+                       "tasks": ["segmentation"], "batch_size": 2, "num_workers": 0},
+              "trainer": {"max_steps": 1, "limit_val_batches": 1, "num_sanity_val_steps": 0, "logger": False,
+                          "enable_progress_bar": False, "enable_model_summary": False, "precision": "32-true"},
+              "report_samples": 0}
+    import yaml
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    lightning_log = logging.getLogger("lightning.pytorch")  # where the command line prints it; not propagated
+    lightning_log.addHandler(caplog.handler)
+    try:
+        assert main(["fit", "--config", str(tmp_path / "config.yaml"), "--run_dir", str(tmp_path / "run")]) == 0
+    finally:
+        lightning_log.removeHandler(caplog.handler)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("model.pretrained"))
+    assert re.search(r"release\.pth: loaded \d+ tensors; interpolated 2: encoder\.pos_embed\.0 3x3->4x8, "
+                     r"encoder\.pos_embed\.1 2x2->3x6; left as initialised \d+: decoder\.", line), line
+    assert line.endswith("unused 8: head.0.bias, head.0.weight, head.1.bias, head.1.weight, norm.0.bias (+3 more)")
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["pretrained"] == str(tmp_path / "release.pth")
+
+    from crossvit_mtl.engine.datamodule import DenseDataModule
+    from crossvit_mtl.engine.module import DenseTaskModule
+
+    module = DenseTaskModule(model="crossvit_seg_tiny", model_options=options, pretrained=str(tmp_path / "release.pth"),
+                             dataset_meta=DenseDataModule(**config["data"]).meta)
+    fc1 = module.model.encoder.stages[1].blocks[1][1].mlp.fc1.weight
+    assert torch.equal(fc1, state["blocks.1.blocks.1.1.mlp.fc1.weight"])

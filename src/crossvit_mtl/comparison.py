@@ -28,7 +28,12 @@ CONFIDENCE = 0.95
 
 
 class ComparisonError(ValueError):
-    """A run folder that cannot be compared: one line naming the folder and the problem."""
+    """A run folder that cannot be compared: one line naming the folder and the problem; ``role``
+    says whether it came in as a compared ``run`` or a ``baseline`` (or is about several: None)."""
+
+    def __init__(self, message: str, role: str | None = None):
+        super().__init__(message)
+        self.role = role
 
 
 @dataclass
@@ -41,20 +46,41 @@ class Group:
     delta: dict[str, dict[str, float]] = field(default_factory=dict)  # convention -> seed -> Delta-m
 
 
+def read_metrics_file(path: str | Path) -> dict[str, Any]:
+    """A metrics JSON file as the engine writes it (``metrics.json``, ``metrics_test.json``);
+    ``ValueError`` naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        payload = json.loads(data.decode("utf-8")) if data else None
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing (has the run's fit finished?)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, expected a file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not data:
+        raise ValueError(f"{path}: empty file")
+    results = payload.get("results") if isinstance(payload, dict) else None
+    if not (isinstance(results, dict) and all(isinstance(v, dict) for v in results.values())):
+        raise ValueError(f"{path}: not a metrics file of crossvit-mtl (no results per task)")
+    return payload
+
+
 def read_metrics(run: Path, split: str) -> dict[str, dict[str, float]]:
     """A run folder's scalar metrics of ``split``, task -> metric -> value (NaN where the engine wrote null)."""
     path = Path(run) / METRICS_FILES[split]
-    try:
-        results = json.loads(path.read_text())["results"]
-        return {task: {k: math.nan if v is None else float(v) for k, v in values.items()
-                       if k in METRIC_DIRECTION.get(task, {}) and (v is None or isinstance(v, (int, float)))}
-                for task, values in results.items()}
-    except FileNotFoundError:
+    if not path.exists():
         hint = ("evaluate its best checkpoint with `crossvit-mtl test`, or fit with --test_after_fit true"
                 if split == "test" else "has its fit finished?")
-        raise ComparisonError(f"{run}: no {path.name} ({hint})") from None
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
-        raise ComparisonError(f"{path}: not a crossvit-mtl metrics file ({err})") from None
+        raise ComparisonError(f"{run}: no {path.name} ({hint})")
+    try:
+        results = read_metrics_file(path)["results"]
+    except ValueError as err:
+        raise ComparisonError(str(err)) from None
+    return {task: {k: math.nan if v is None else float(v) for k, v in values.items()
+                   if k in METRIC_DIRECTION.get(task, {}) and (v is None or isinstance(v, (int, float)))}
+            for task, values in results.items()}
 
 
 def load_group(folder: str | Path, split: str = "test", baseline: bool = False) -> Group:
@@ -142,15 +168,15 @@ def compare(runs: list[str | Path], baselines: list[str | Path], split: str = "t
     """
     if split not in METRICS_FILES:
         raise ComparisonError(f"split must be one of {', '.join(METRICS_FILES)}, got {split!r}")
-    base_groups = [load_group(b, split, baseline=True) for b in baselines]
+    base_groups = [_load(b, split, "baseline") for b in baselines]
     owner: dict[str, str] = {}
     for group in base_groups:
         for task in next(iter(group.seeds.values())):
             if task in owner:
-                raise ComparisonError(f"baseline {group.name}: a second baseline for task {task!r} "
-                                      f"(also {owner[task]})")
+                raise ComparisonError(f"{group.name}: a second baseline for task {task!r} "
+                                      f"(also {owner[task]})", "baseline")
             owner[task] = group.name
-    run_groups = [load_group(r, split) for r in runs]
+    run_groups = [_load(r, split, "run") for r in runs]
     names = [g.name for g in base_groups + run_groups]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -159,7 +185,7 @@ def compare(runs: list[str | Path], baselines: list[str | Path], split: str = "t
         for seed, results in group.seeds.items():
             missing = [t for t in results if t not in owner]
             if missing:
-                raise ComparisonError(f"{group.name}: no baseline for task(s) {', '.join(missing)}")
+                raise ComparisonError(f"{group.name}: no baseline for task(s) {', '.join(missing)}", "run")
             reference_results = {}
             for b in base_groups:
                 matched = b.seeds.get(seed) if seed in b.seeds else _mean_results(b)
@@ -168,7 +194,7 @@ def compare(runs: list[str | Path], baselines: list[str | Path], split: str = "t
                 try:
                     value = delta_m(_finite(results), _finite(reference_results), average=convention)
                 except ValueError as err:
-                    raise ComparisonError(f"{group.name} {seed or ''}: {err}".replace("  ", " ")) from None
+                    raise ComparisonError(f"{group.name}{' ' + seed if seed else ''}: {err}", "run") from None
                 group.delta.setdefault(convention, {})[seed] = value
     if reference is None:
         reference = "ew" if any(g.name == "ew" for g in run_groups) else None
@@ -176,6 +202,13 @@ def compare(runs: list[str | Path], baselines: list[str | Path], split: str = "t
         raise ComparisonError(f"reference run {reference!r} is not among the runs "
                               f"({', '.join(g.name for g in run_groups)})")
     return Comparison(base_groups + run_groups, reference, split)
+
+
+def _load(folder: str | Path, split: str, role: str) -> Group:
+    try:
+        return load_group(folder, split, baseline=role == "baseline")
+    except ComparisonError as err:
+        raise ComparisonError(str(err), role) from None
 
 
 def _finite(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -11,6 +11,10 @@ def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.engine.benchmark import benchmark, plan
     from crossvit_mtl.engine.precision import resolve
 
+    if args.out:
+        from crossvit_mtl.cli.args import output_path
+
+        output_path("--out", args.out, folder=True, overwrite=args.overwrite)
     repeats = args.repeats or (3 if args.quick else 5)
     try:
         placement = resolve(args.device)
@@ -68,5 +72,6 @@ def add_parser(sub) -> None:
                    help="torch threads per case (default: torch's). On a machine shared with other jobs, "
                    "fewer threads than cores avoid stalls at every parallel region")
     p.add_argument("--quick", action="store_true", help="fewer timed runs (3 training steps, 5 latency runs)")
-    p.add_argument("--out", default=None, help="folder for bench.json and bench.md")
+    p.add_argument("--out", default=None, help="folder for bench.json and bench.md (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that already holds files")
     p.set_defaults(func=run)

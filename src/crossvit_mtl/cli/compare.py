@@ -10,8 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-from crossvit_mtl.cli import UserError
-
 
 def write_outputs(comparison, out: Path) -> None:
     """``.json`` gives the numbers as data; anything else the markdown tables."""
@@ -26,17 +24,18 @@ def write_outputs(comparison, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvit_mtl.cli.args import input_folder, named, output_path
     from crossvit_mtl.comparison import ComparisonError, compare, summary_columns, to_markdown
 
+    out = output_path("--out", args.out, folder=False, overwrite=args.overwrite) if args.out else None
+    runs = [input_folder("RUN", r) for r in args.runs]
+    baselines = [input_folder("--baselines", b) for b in args.baselines]
     try:
-        comparison = compare(args.runs, args.baselines, split=args.split, reference=args.reference)
+        comparison = compare(runs, baselines, split=args.split, reference=args.reference)
     except ComparisonError as err:
-        raise UserError(str(err)) from None
+        raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role, "compare:"), err) from None
     print(to_markdown(comparison, None if args.all_metrics else summary_columns(comparison)))
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise UserError(f"--out {out}: already exists; pass --overwrite to replace it")
+    if out:
         write_outputs(comparison, out)
     return 0
 
@@ -47,7 +46,7 @@ def add_parser(sub) -> None:
                        "folders), Delta-m (%%) in both conventions against single-task baseline runs, and "
                        "the seed-paired difference to a reference run; * marks what is beyond seed noise "
                        "(95 %% interval excludes 0).")
-    p.add_argument("runs", nargs="+", help="run folders, or folders of seed run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders of seed run folders")
     p.add_argument("--baselines", nargs="+", required=True,
                    help="single-task run folders (or folders of seeds), one per task")
     p.add_argument("--split", choices=("test", "val"), default="test",

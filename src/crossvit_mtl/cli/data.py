@@ -4,19 +4,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crossvit_mtl.cli import UserError
-from crossvit_mtl.cli.args import parse_size
+from crossvit_mtl.cli.args import input_folder, named, parse_size
 
 
 def _user_errors(run):
-    """Bad data and an existing output are the user's to fix: one line, exit code 2."""
+    """Bad data and an existing output are the user's to fix: one line naming the argument, exit
+    code 2 (``--out`` is the cache being written, ``--root`` the data being read)."""
+    from crossvit_mtl.cli.args import output_path
     from crossvit_mtl.data.errors import DataError
 
     def wrapped(args: argparse.Namespace) -> int:
+        output_path("--out", args.out, folder=True, overwrite=True)  # a file in the way; caches say the rest
         try:
             return run(args)
-        except (DataError, FileExistsError) as err:
-            raise UserError(str(err)) from None
+        except FileExistsError as err:
+            raise named("--out", err) from None
+        except DataError as err:
+            raise named("--root", err) from None
     return wrapped
 
 
@@ -36,8 +40,8 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_cityscapes(args: argparse.Namespace) -> int:
     from crossvit_mtl.data.cityscapes import convert_cityscapes
 
-    out = convert_cityscapes(args.root, args.out, size=args.size, labels=args.labels, splits=args.splits,
-                             overwrite=args.overwrite, workers=args.workers, progress=True)
+    out = convert_cityscapes(input_folder("--root", args.root), args.out, size=args.size, labels=args.labels,
+                             splits=args.splits, overwrite=args.overwrite, workers=args.workers, progress=True)
     print(f"wrote {out}: Cityscapes ({args.labels}), splits {', '.join(args.splits)}, "
           f"{args.size[0]}x{args.size[1]}")
     return 0
@@ -46,7 +50,9 @@ def run_cityscapes(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from crossvit_mtl.data.check import scan
 
-    report = scan(args.path, args.kind, progress=True)
+    report = scan(input_folder("PATH", args.path), args.kind, progress=True)
+    if report.kind == "unknown":  # not a data set at all: the argument is wrong, not the data
+        raise named("PATH", report.problems[0])
     for problem in report.problems:
         print(problem)
     if report.problems:
@@ -100,6 +106,6 @@ def add_parser(sub) -> None:
     k = cmds.add_parser("check", help="list every problem of a data set",
                         description="Read a whole data set (cache, Cityscapes, MTAN Cityscapes/NYUv2, "
                         "image folders) and print every problem found; exit code 1 if any.")
-    k.add_argument("path", type=Path, help="data set folder")
+    k.add_argument("path", type=Path, metavar="PATH", help="data set folder")
     k.add_argument("--kind", choices=("auto",) + KINDS, default="auto", help="layout (default: detect)")
     k.set_defaults(func=run_check)

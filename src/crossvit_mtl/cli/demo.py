@@ -19,27 +19,34 @@ def config_path(name: str) -> Path:
 
 
 def ensure_synth(root: Path, train: int, val: int, test: int, workers: int) -> None:
-    """Render the scenes into ``root`` unless a cache of this version is there; a synthetic-scenes
-    cache written by an older version of the format is rendered again."""
+    """Render the scenes into ``root`` unless a cache of this version is there; synthetic scenes
+    cached by an older version of the format are rendered again, anything else is left alone."""
     import json
 
-    from crossvit_mtl.cli import UserError
-    from crossvit_mtl.data.cache import FORMAT_VERSION, write_synth
+    from crossvit_mtl.cli.args import named, output_path
+    from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta, write_synth
+    from crossvit_mtl.data.errors import DataError
 
     overwrite = False
-    if (root / "meta.json").is_file():
+    if (root / "meta.json").exists():
         try:
-            meta = json.loads((root / "meta.json").read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"--data {root}: meta.json is not valid JSON ({err})") from None
-        if not isinstance(meta, dict) or meta.get("name") != "synth":
-            raise UserError(f"--data {root}: holds a cache of another data set; choose another folder")
-        if meta.get("version") == FORMAT_VERSION:
+            read_meta(root)
             print(f"using the synthetic scenes in {root}")
             return
-        print(f"{root} holds synthetic scenes of cache format version {meta.get('version')}; "
+        except DataError as err:
+            try:
+                meta = json.loads((root / "meta.json").read_text())
+            except (OSError, ValueError):
+                meta = None
+            older = (isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("name") == "synth"
+                     and meta.get("version") != FORMAT_VERSION)
+            if not older:
+                raise named("--data", err) from None
+        print(f"{root} holds synthetic scenes of cache format version {meta['version']}; "
               f"rendering them again in version {FORMAT_VERSION}")
         overwrite = True
+    else:  # never written over if it holds anything
+        output_path("--data", root, folder=True, overwrite=False, hint="not a cache of scenes; choose another --data")
     start = time.perf_counter()
     write_synth(root, train=train, val=val, test=test, workers=workers, overwrite=overwrite, progress=True)
     print(f"wrote {train} + {val} + {test} synthetic scenes (train, val, test) to {root} "
@@ -64,12 +71,14 @@ def write_examples(datamodule, out: Path, count: int = 4) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvit_mtl.cli.args import output_path
     from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs, test_best
 
     start = time.perf_counter()
+    run_dir = output_path("--run_dir", args.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), folder=True,
+                          overwrite=False, hint="choose another --run_dir")
     data = Path(args.data)
     ensure_synth(data, args.train, args.val, args.test, args.workers)
-    run_dir = Path(args.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     cli_args = ["--config", str(config_path(DEMO_CONFIG)), "--data.root", str(data),
                 "--run_dir", str(run_dir), *args.overrides]
     cli = CrossViTCLI(**cli_kwargs(), args=cli_args, run=False)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli.args import checked_size
@@ -23,16 +22,28 @@ def parse_option(text: str) -> tuple[str, object]:
 
 def load_model(args: argparse.Namespace):
     """The network and its data-set description (None for a preset) from the chosen source."""
+    from crossvit_mtl.cli.args import input_file, named
     from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
     from crossvit_mtl.models import create_model
 
+    if args.checkpoint:
+        try:
+            return model_from_checkpoint(input_file("--checkpoint", args.checkpoint))
+        except CheckpointError as err:
+            raise named("--checkpoint", err) from None
+    weights = input_file("--weights", args.weights) if args.weights else None
     try:
-        if args.checkpoint:
-            return model_from_checkpoint(args.checkpoint)
-        model = create_model(args.model, weights=args.weights, **dict(args.model_option))
-        return model.eval(), None
-    except (CheckpointError, ValueError) as err:
+        model = create_model(args.model, **dict(args.model_option))
+    except ValueError as err:
         raise UserError(str(err)) from None
+    if weights is not None:
+        from crossvit_mtl.export import load_weights
+
+        try:
+            load_weights(model, weights)
+        except CheckpointError as err:
+            raise named("--weights", err) from None
+    return model.eval(), None
 
 
 def input_size(model, meta: dict | None, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -45,11 +56,10 @@ def input_size(model, meta: dict | None, size: tuple[int, int] | None) -> tuple[
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvit_mtl.cli.args import output_path
     from crossvit_mtl.export import check_onnx, export_onnx, export_torchscript, save_weights
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    out = output_path("--out", args.out, folder=False, overwrite=args.overwrite)
     if args.checkpoint and (args.model or args.weights or args.model_option):
         raise UserError("--checkpoint already names the model; drop --model/--weights/--model-option")
     if not args.checkpoint and not args.model:
@@ -95,7 +105,8 @@ def add_parser(sub) -> None:
                        "traced, so the input height and width are fixed at --size.")
     p.add_argument("--checkpoint", help="a .ckpt written by `crossvit-mtl fit`")
     p.add_argument("--model", help="a preset name (`crossvit-mtl models`), instead of --checkpoint")
-    p.add_argument("--weights", help="with --model: a .safetensors file to load into it")
+    p.add_argument("--weights", help="with --model: weights to load into it (.safetensors, a checkpoint, "
+                   "or a published CrossViT file)")
     p.add_argument("--model-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                    help="with --model: a preset override, e.g. num_classes=10 (repeatable)")
     p.add_argument("--format", choices=FORMATS, required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,18 @@ def find_images(spec: str) -> list[Path]:
     return files
 
 
+class UnreadableImage(ValueError):
+    """An input image that cannot be decoded; the message names the file."""
+
+
 def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"))  # writable, as torch.from_numpy wants
-    except OSError as err:
-        raise UserError(f"{path}: not a readable image ({err})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        reason = "empty file" if path.is_file() and path.stat().st_size == 0 else \
+            f"not a readable image ({' '.join(str(err).split())})"
+        raise UnreadableImage(f"{path}: {reason}") from None
 
 
 def to_input(rgb: np.ndarray, size: tuple[int, int], mean, std) -> torch.Tensor:
@@ -164,12 +171,14 @@ def predict_slide(forward, x: torch.Tensor, window: tuple[int, int], overlap: fl
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from crossvit_mtl.cli.args import input_file, named, output_path
     from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
 
+    out_dir = output_path("--out", args.out, folder=True, overwrite=args.overwrite)
     try:
-        model, meta = model_from_checkpoint(args.checkpoint)
+        model, meta = model_from_checkpoint(input_file("--checkpoint", args.checkpoint))
     except CheckpointError as err:
-        raise UserError(str(err)) from None
+        raise named("--checkpoint", err) from None
     if not 0.0 <= args.overlap < 1.0:
         raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.batch_size < 1:
@@ -185,15 +194,25 @@ def run(args: argparse.Namespace) -> int:
         model = torch.compile(model, dynamic=False)
     forward = make_forward(model, placement, args.batch_size if args.compile else None)
     files = find_images(args.input)
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    records, unreadable = [], []
     # resize: one forward per batch of images; slide: one image at a time, its windows batched
     step = args.batch_size if args.mode == "resize" else 1
     with tqdm(total=len(files), desc=f"predict ({args.mode})", unit="img") as progress:
         for start in range(0, len(files), step):
-            batch_files = files[start:start + step]
-            images = [read_image(p) for p in batch_files]
+            batch_files, images = [], []
+            for path in files[start:start + step]:
+                try:
+                    images.append(read_image(path))
+                    batch_files.append(path)
+                except UnreadableImage as err:  # named now; every readable image still gets its prediction
+                    if args.strict:
+                        raise named("--input", err) from None
+                    unreadable.append(path)
+                    tqdm.write(f"crossvit-mtl predict: error: --input {err}", file=sys.stderr)
+            progress.update(len(files[start:start + step]))
+            if not images:
+                continue
             if args.mode == "resize":
                 x = torch.stack([to_input(img, size, meta["mean"], meta["std"]) for img in images])
                 out = forward(x)
@@ -204,10 +223,10 @@ def run(args: argparse.Namespace) -> int:
                                       size, args.overlap, args.batch_size) for rgb in images]
             for path, rgb, single in zip(batch_files, images, outs):
                 records.append(write_outputs(path.stem, rgb, {t: v[0] for t, v in single.items()}, meta, out_dir))
-            progress.update(len(batch_files))
     (out_dir / "predictions.json").write_text(json.dumps(records, indent=2))
-    print(f"wrote predictions for {len(files)} image(s) to {out_dir}")
-    return 0
+    print(f"wrote predictions for {len(records)} of {len(files)} image(s) to {out_dir}"
+          + (f"; {len(unreadable)} unreadable (named above)" if unreadable else ""))
+    return 1 if unreadable else 0
 
 
 def add_parser(sub) -> None:
@@ -225,7 +244,11 @@ def add_parser(sub) -> None:
                        "_normal.png (RGB = (n+1)/2), and predictions.json (classes).")
     p.add_argument("--checkpoint", required=True, help="a .ckpt written by `crossvit-mtl fit`")
     p.add_argument("--input", required=True, help="an image, a folder of images, or a glob pattern")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that already holds files")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image (default: predict every readable image, name "
+                   "each unreadable one and exit with code 1 at the end)")
     p.add_argument("--size", type=parse_size, default=None, help="model input HxW, the window in slide mode (default: training size)")
     p.add_argument("--mode", choices=("resize", "slide"), default="resize",
                    help="resize whole images (default) or slide windows of the model's size")

@@ -45,21 +45,16 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
          only: list[str] | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """The sweep folder and, per run and seed, ``{"name", "seed", "baseline", "config", "config_path",
     "run_dir"}``; ``seeds`` and ``only`` (run names) narrow the config's."""
+    from crossvit_mtl.cli.args import read_yaml_mapping
+
     path = Path(config_path)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"no sweep config {str(path)!r}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"sweep config {str(path)!r} is not readable YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"sweep config {str(path)!r} must be a mapping with `runs:`")
+    spec = read_yaml_mapping("CONFIG", path)
     unknown = sorted(set(spec) - set(SWEEP_KEYS))
     if unknown or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
-        raise UserError(f"sweep config {str(path)!r} needs `runs:` (and may have `sweep_dir:`, `seeds:`, "
-                        f"`base:`); unknown keys: {unknown}")
+        raise UserError(f"CONFIG {path}: needs `runs:` mapping run names to overrides (and may have "
+                        f"`sweep_dir:`, `seeds:`, `base:`); unknown keys: {unknown}")
     seeds = _seeds(seeds, "--seeds") if seeds is not None else _seeds(spec.get("seeds", list(DEFAULT_SEEDS)),
-                                                                       f"sweep config {str(path)!r}")
+                                                                       f"CONFIG {path}")
     names = list(spec["runs"])
     if only:
         missing = [n for n in only if n not in names]
@@ -68,6 +63,8 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
     sweep_dir = Path(spec.get("sweep_dir") or "runs/sweep")
     runs = []
     for name, override in spec["runs"].items():
+        if not isinstance(override or {}, dict):
+            raise UserError(f"CONFIG {path}: runs.{name} must map keys to overrides, got {override!r}")
         override = dict(override or {})
         baseline = bool(override.pop("baseline", False))
         if only and name not in only:
@@ -78,8 +75,7 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
                          "config_path": sweep_dir / "configs" / f"{name}.yaml",
                          "run_dir": sweep_dir / name / f"seed{seed}"})
     if not only and (not any(r["baseline"] for r in runs) or all(r["baseline"] for r in runs)):
-        raise UserError(f"sweep config {str(path)!r} needs baseline runs (`baseline: true`) "
-                        "and runs to compare with them")
+        raise UserError(f"CONFIG {path}: needs baseline runs (`baseline: true`) and runs to compare with them")
     return sweep_dir, runs
 
 
@@ -99,12 +95,31 @@ def finished(run: dict[str, Any]) -> bool:
     return (Path(run["run_dir"]) / "metrics_test.json").is_file()
 
 
+#: what a fit writes into its run folder before its first checkpoint: a folder holding only these
+#: is a run killed early, started afresh; anything else in it is not the sweep's to delete
+RUN_ENTRIES = frozenset({"config.yaml", "csv", "tensorboard", "checkpoints", "plots"})
+
+
+def check_run_folder(run: dict[str, Any], config: str) -> None:
+    """Refuses a run folder (or a path to it) taken by something that is not this sweep's run."""
+    run_dir = Path(run["run_dir"])
+    blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+    foreign = run_dir.is_dir() and not (run_dir / "checkpoints" / "last.ckpt").is_file() and not finished(run) \
+        and any(entry.name not in RUN_ENTRIES for entry in run_dir.iterdir())
+    if blocking is not None or foreign:
+        raise UserError(f"CONFIG {config}: run {run['name']!r} would write into {run_dir}, but "
+                        f"{blocking or run_dir} already exists{'' if blocking else ' and holds other files'}; "
+                        "choose another sweep_dir")
+
+
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli import main
     from crossvit_mtl.cli.compare import write_outputs
     from crossvit_mtl.comparison import ComparisonError, compare, summary_columns, to_markdown
 
     sweep_dir, runs = plan(args.config, args.seeds, args.runs)
+    for item in runs:  # before any fit: nothing of the user's is written over
+        check_run_folder(item, args.config)
     for item in runs:
         label = f"{item['name']} seed {item['seed']}" + (" (baseline)" if item["baseline"] else "")
         if finished(item):
@@ -145,7 +160,7 @@ def add_parser(sub) -> None:
                        description="Fit every run of a sweep config once per seed, each in its own run "
                        "folder, test each best checkpoint, then print the comparison against the "
                        "baseline runs. Finished runs are skipped, an interrupted one resumes.")
-    p.add_argument("config", help="sweep YAML (see configs/sweep_synth.yaml)")
+    p.add_argument("config", metavar="CONFIG", help="sweep YAML (see configs/sweep_synth.yaml)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the config's, else 0 1 2)")
     p.add_argument("--runs", nargs="+", help="only these runs of the config")
     p.add_argument("--dry-run", action="store_true", help="print the planned commands, run nothing")

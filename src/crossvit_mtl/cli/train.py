@@ -21,12 +21,14 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
+from crossvit_mtl.cli.args import named, output_path, read_yaml_mapping
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, CheckpointError, StepCheckpoint, read_checkpoint
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import auto_precision
 from crossvit_mtl.engine.report import RunReport, Throughput
+from crossvit_mtl.tasks.segmentation import TargetError
 
 class SaveRunConfig(SaveConfigCallback):
     """The resolved config goes to the run folder itself, beside checkpoints and metrics."""
@@ -72,15 +74,17 @@ class CrossViTCLI(LightningCLI):
             raise
 
     def before_instantiate_classes(self) -> None:
-        """A new `fit` never writes into an existing run unless resuming or told to overwrite."""
+        """The run folder is a folder (or can become one); a new `fit` never writes into an
+        existing run unless resuming or told to overwrite."""
+        config = self.config[self.subcommand] if self.subcommand else self.config  # the demo runs no subcommand
+        output_path("--run_dir", config.run_dir, folder=True, overwrite=True)
         if self.subcommand != "fit":
             return
-        config = self.config[self.subcommand]
         run_dir = Path(config.run_dir)
         if not run_dir.exists() or not any(run_dir.iterdir()) or config.ckpt_path:
             return
         if not config.overwrite:
-            raise UserError(f"run folder {run_dir} already holds a run; resume it with --ckpt_path last, "
+            raise UserError(f"--run_dir {run_dir}: already holds a run; resume it with --ckpt_path last, "
                             "choose another --run_dir, or pass --overwrite true to start afresh")
         shutil.rmtree(run_dir)
 
@@ -172,7 +176,21 @@ def _one_line(message: str, args: list[str]) -> str:
     return text
 
 
+def _option_values(args: list[str], *names: str) -> list[str]:
+    """What the command line gives options ``names`` (``--opt VALUE`` or ``--opt=VALUE``)."""
+    values = []
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                values.append(args[i + 1])
+            elif arg.startswith(f"{name}="):
+                values.append(arg.split("=", 1)[1])
+    return values
+
+
 def run_lightning(args: list[str]) -> int:
+    for path in _option_values(args, "--config", "-c"):  # a broken file: one line naming it, not the parser's
+        read_yaml_mapping("--config", path)
     with warnings.catch_warnings():
         # Lightning warns whenever explicit args meet a non-empty sys.argv; `main` always
         # passes them explicitly, so the warning says nothing here.
@@ -181,7 +199,11 @@ def run_lightning(args: list[str]) -> int:
             cli = CrossViTCLI(**cli_kwargs(), args=args)
         except ArgumentError as err:
             raise UserError(_one_line(str(err), args)) from None
-        except (DataError, CheckpointError) as err:  # a bad file met once the run had started
+        except DataError as err:  # a bad data file met once the run had started
+            raise UserError(str(err)) from None
+        except CheckpointError as err:  # the checkpoint to resume, validate or test
+            raise named("--ckpt_path", err) from None
+        except TargetError as err:  # a loss met targets outside the classes: stopped before using them
             raise UserError(str(err)) from None
     reason = getattr(cli.model, "stop_reason", None)
     if reason:

@@ -141,11 +141,12 @@ class CacheWriter:
                              f"expected {expected}")
         if key == "image" and arr.dtype != np.uint8:
             arr = np.clip(np.rint(arr * 255.0), 0, 255)
-        if key == "segmentation":
-            bad = (arr >= self.info.num_classes) & (arr != IGNORE_INDEX) | (arr < 0)
+        classes = {"segmentation": self.info.num_classes, "classification": len(self.info.scene_classes)}.get(key)
+        if classes is not None:
+            bad = (arr >= classes) & (arr != IGNORE_INDEX) | (arr < 0)
             if bad.any():
-                raise ValueError(f"split {split!r} sample {index}: label values outside "
-                                 f"0..{self.info.num_classes - 1} and {IGNORE_INDEX}")
+                raise ValueError(f"split {split!r} sample {index}: {key} values outside "
+                                 f"0..{classes - 1} and {IGNORE_INDEX}")
         return arr.astype(ARRAYS[key][1])
 
     def _meta(self) -> dict[str, Any]:
@@ -249,9 +250,34 @@ def open_array(root: Path, meta: dict[str, Any], split: str, key: str) -> np.nda
     return array
 
 
+#: bytes of a stacked array read at once when its values are checked
+CHECK_CHUNK_BYTES = 1 << 25
+
+
+@functools.lru_cache(maxsize=64)
+def _check_class_ids(path: str, mtime_ns: int, classes: int) -> None:
+    """Refuse a labels or classes array holding ids outside ``0..classes-1`` and IGNORE_INDEX,
+    naming the file, the sample and the value. One vectorised pass over the memory map (a
+    maximum per chunk, a comparison only where it reaches the classes); remembered per file."""
+    array = load_npy(path, mmap=True)
+    step = max(1, CHECK_CHUNK_BYTES // max(1, array[0].nbytes)) if len(array) else 1
+    for start in range(0, len(array), step):
+        chunk = np.asarray(array[start:start + step])
+        if chunk.min() >= 0 and chunk.max() < classes:
+            continue
+        bad = ((chunk < 0) | (chunk >= classes)) & (chunk != IGNORE_INDEX)
+        per_sample = bad.reshape(len(chunk), -1).any(1)
+        if per_sample.any():
+            i = int(np.flatnonzero(per_sample)[0])
+            value = int(chunk[i][bad[i]].flat[0]) if chunk.ndim > 1 else int(chunk[i])
+            raise DataError(path, f"sample {start + i} holds class id {value}, outside 0..{classes - 1} and "
+                                  f"{IGNORE_INDEX} (not annotated); `crossvit-mtl data check` lists every sample")
+
+
 class CachedDataset(DenseDataset):
-    """A split of a cache. Layout, shapes and the requested tasks are checked in ``__init__``;
-    the values themselves by ``crossvit-mtl data check`` (they would need a full read)."""
+    """A split of a cache. Layout, shapes, the requested tasks and the class ids (a cheap pass,
+    so that no loss ever meets an id outside the classes) are checked in ``__init__``; every
+    other value by ``crossvit-mtl data check`` (they would need a full read)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  tasks: Iterable[str] | None = None, transform: Callable[[Sample], Sample] | None = None):
@@ -267,6 +293,11 @@ class CachedDataset(DenseDataset):
         self.info = info_from_meta(meta, tasks)
         self._arrays: dict[str, np.ndarray] | None = open_split(self.root, meta, split, tasks)
         self._count = meta["splits"][split]
+        for task, classes in (("segmentation", len(meta["class_names"])),
+                              ("classification", len(meta["scene_classes"]))):
+            if task in tasks:
+                path = self.root / split / ARRAYS[task][0]
+                _check_class_ids(str(path), path.stat().st_mtime_ns, classes)
 
     def __len__(self) -> int:
         return self._count

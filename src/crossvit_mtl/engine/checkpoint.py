@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,37 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
+#: how the two formats ``torch.save`` writes begin: a zip archive, or a pickle (protocol 2+)
+TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
+
+
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``: tensors and plain containers only, so a file
-    carrying a pickled payload is refused before any of it runs."""
+    carrying a pickled payload is refused before any of it runs. Whatever else is wrong with the
+    file (missing, empty, truncated, not written by ``torch.save``) is one ``CheckpointError``."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: {'is a folder, expected a' if path.is_dir() else 'no such'} checkpoint file")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: empty file")
+    if not head.startswith(TORCH_HEADERS):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (written by neither torch.save nor Lightning)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # damaged pickles warn about their protocol before failing
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
-        raise CheckpointError(f"{path}: refused to load (it holds more than weights: {first})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+        detail = next((line.split("error:", 1)[-1].strip() for line in str(err).splitlines()
+                       if "Unsupported global" in line), None)
+        if detail:  # a pickle that names code to run: the payload a weights-only load refuses
+            raise CheckpointError(f"{path}: refused to load (it holds more than weights: "
+                                  f"{detail.split(' was not')[0]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle data)") from None
+    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on damaged files
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first})") from None
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -50,20 +69,26 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), meta
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load every tensor or fail naming the missing, unexpected and mis-shaped entries."""
-    own = model.state_dict()
+def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """How ``state`` fails to fit a model whose state dict is ``own``, naming the missing,
+    unexpected and mis-shaped entries (the first five of each); None if it fits."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
-              if state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{label}: {', '.join(items[:5])}{more}")
-        raise CheckpointError(f"{source}: weights do not fit the model; " + "; ".join(parts))
+              if getattr(state[k], "shape", None) != own[k].shape]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{label}: {', '.join(items[:5])}{more}")
+    return "; ".join(parts) or None
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load every tensor or fail naming the missing, unexpected and mis-shaped entries."""
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{source}: weights do not fit the model; {problem}")
     model.load_state_dict(state)
 
 
@@ -71,12 +96,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file beside the target, fsyncs it and renames it into
     place: a crash while saving leaves the previous ``last.ckpt`` intact, never a truncated one.
     Reads with ``weights_only=True`` always (``--ckpt_path`` of fit/validate/test), a refused or
-    unreadable file giving a one-line ``CheckpointError``."""
+    unreadable file, or one that is no training checkpoint, giving a one-line ``CheckpointError``."""
+
+    #: the checkpoint read last, which the module names if its weights do not fit
+    last_path: str | None = None
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
         if "://" in str(path):
-            return super().load_checkpoint(path, map_location, weights_only=True)
-        return read_checkpoint(path, map_location)
+            ckpt = super().load_checkpoint(path, map_location, weights_only=True)
+        else:
+            ckpt = read_checkpoint(path, map_location)
+        if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict)
+                and "pytorch-lightning_version" in ckpt):
+            raise CheckpointError(f"{path}: not a training checkpoint (no Lightning state_dict and version; "
+                                  "`crossvit-mtl fit` writes them)")
+        self.last_path = str(path)
+        return ckpt
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if "://" in str(path):  # remote file systems: Lightning's own transactional write

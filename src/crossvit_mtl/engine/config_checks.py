@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from crossvit_mtl.engine.optim import OPTIMIZERS, SCHEDULERS
-from crossvit_mtl.models import PRESETS, check_input_size
+from crossvit_mtl.models import check_input_size, get_preset
 from crossvit_mtl.weighting import WEIGHTINGS
 from crossvit_mtl.weighting.loss_scale import LOSS_SCALINGS
 
@@ -45,7 +45,7 @@ def check_model_fits_data(model: str, model_options: dict[str, Any] | None, data
             found = ", ".join(dataset_meta.get(names) or []) or "none"
             raise ValueError(f"data set {data_name!r} has {channels[task]} {task} class"
                              f"{'' if channels[task] == 1 else 'es'} ({found}){where}; {task} needs at least 2")
-    options, arch = dict(model_options or {}), PRESETS.get(model, {}).get("arch")
+    options, arch = dict(model_options or {}), (get_preset(model) or {}).get("arch")
     given: dict[tuple[str, str], Any] = {}
     if "num_classes" in options and arch in ("seg", "thesis", "crossvit"):  # others refuse the option
         given = {("num_classes", "classification" if arch == "crossvit" else "segmentation"): options["num_classes"]}
@@ -63,5 +63,5 @@ def check_model_fits_data(model: str, model_options: dict[str, Any] | None, data
         if task in channels and count != channels[task]:
             raise ValueError(f"model.model_options.{key} is {count!r}, but data set {data_name!r} has "
                              f"{channels[task]} for {task}; leave it out: the data sets it")
-    if dataset_meta.get("image_size") and model in PRESETS:
+    if dataset_meta.get("image_size") and get_preset(model) is not None:
         check_input_size(model, dataset_meta["image_size"], "data image size", **options)

@@ -10,13 +10,14 @@ from typing import Any, Callable, ContextManager
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from crossvit_mtl.engine.config_checks import check_model_fits_data, check_training_options
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
 from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
-from crossvit_mtl.models import PRESETS, as_task_dict, create_task_model
+from crossvit_mtl.models import as_task_dict, create_task_model, get_preset
 from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
 from crossvit_mtl.weighting import build_weighting
 from crossvit_mtl.weighting.loss_scale import InitialLossScale
@@ -69,6 +70,10 @@ class DenseTaskModule(pl.LightningModule):
         max_nonfinite_steps: a step whose loss or gradient is not finite is skipped (the weights
             and the optimiser's state stay as they were) and counted in ``train/skipped_steps``;
             after this many in a row the run stops with a message, its weights still finite.
+        pretrained: a weights file to start the network from: a published CrossViT file (IBM's
+            release, timm's ``crossvit_*``) or one of this library's (safetensors, a training
+            checkpoint). What fits by name and shape is loaded, positions interpolated to the
+            model's grid; what was loaded, interpolated and left as initialised is printed.
         compile: run the network's forward through ``torch.compile`` (``nn.Module.compile``: the
             state dict keeps its names). Off by default: on the 2-core CPU it compiled for ~2 min
             and then trained at 0.99x eager (``crossvit-mtl bench --variants compile``).
@@ -82,7 +87,8 @@ class DenseTaskModule(pl.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
                  scheduler: str = "cosine", warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
                  weighting: str = "ew", weighting_options: dict[str, Any] | None = None,
-                 loss_scaling: str = "initial", max_nonfinite_steps: int = 10, compile: bool = False,
+                 loss_scaling: str = "initial", max_nonfinite_steps: int = 10, pretrained: str | None = None,
+                 compile: bool = False,
                  dataset_meta: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -103,6 +109,8 @@ class DenseTaskModule(pl.LightningModule):
             raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
                              f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
         self.model = self.build_network(model, model_options, dataset_meta)
+        if pretrained:
+            self._load_pretrained(pretrained)
         self.loss_weights: dict[str, float] = {}
         self.criteria = nn.ModuleDict()
         for task in self.tasks:
@@ -144,9 +152,19 @@ class DenseTaskModule(pl.LightningModule):
     def build_network(model: str, model_options: dict[str, Any] | None, dataset_meta: dict[str, Any]) -> nn.Module:
         """The zoo network sized for the data: its tasks' channels and its image size."""
         options = dict(model_options or {})
-        if PRESETS.get(model, {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
+        if (get_preset(model) or {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
             options.setdefault("img_size", tuple(dataset_meta["image_size"]))  # positions fit the data
         return create_task_model(model, dataset_meta["task_channels"], **options)
+
+    def _load_pretrained(self, path: str) -> None:
+        from crossvit_mtl.engine.checkpoint import CheckpointError
+        from crossvit_mtl.export.weights import load_weights
+
+        try:
+            report = load_weights(self.model, path, partial=True)
+        except CheckpointError as err:
+            raise ValueError(f"model.pretrained {err}") from None
+        rank_zero_info(f"model.pretrained {path}: {report}")
 
     # ------------------------------------------------------------------ steps
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
@@ -303,6 +321,15 @@ class DenseTaskModule(pl.LightningModule):
         checkpoint["loss_scale"] = self.loss_scale.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from crossvit_mtl.engine.checkpoint import CheckpointError, state_mismatch
+
+        mine, theirs = ({k: v for k, v in state.items() if k.startswith("model.")}
+                        for state in (self.state_dict(), checkpoint["state_dict"]))
+        problem = state_mismatch(mine, theirs)
+        if problem:  # another network: one line naming the keys before Lightning's many-line error
+            io = getattr(getattr(self._trainer, "strategy", None), "checkpoint_io", None)
+            raise CheckpointError(f"{getattr(io, 'last_path', None) or 'checkpoint'}: weights do not fit "
+                                  f"model {self.hparams.model!r}; {problem}")
         self._rng_to_restore = checkpoint.get("rng_states", {})
         progress = checkpoint.get("train_progress") or {}
         self._epoch_losses = dict(progress.get("epoch_losses", {}))

@@ -7,10 +7,10 @@ import inspect
 
 from torch import nn
 
-from crossvit_mtl.models.crossvit import CrossViT, branch_scales
+from crossvit_mtl.models.crossvit import CrossViT, branch_sizes
 from crossvit_mtl.models.dense import CrossViTSeg, DenseCrossViT
 from crossvit_mtl.models.layers import check_divisible
-from crossvit_mtl.models.presets import PRESETS
+from crossvit_mtl.models.presets import ALIASES, PRESETS
 from crossvit_mtl.models.thesis import ThesisSegNet
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -19,8 +19,13 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Preset names matching a shell-style pattern, in zoo order."""
+    """Preset names matching a shell-style pattern, in zoo order (aliases not listed)."""
     return [name for name in PRESETS if fnmatch.fnmatch(name, pattern)]
+
+
+def get_preset(name: str) -> dict | None:
+    """The preset a name or an alias stands for, or None."""
+    return PRESETS.get(ALIASES.get(name, name))
 
 
 def _accepted_keys(cls: type) -> set[str]:
@@ -35,9 +40,9 @@ def _accepted_keys(cls: type) -> set[str]:
 
 def model_config(name: str, **overrides) -> dict:
     """The full keyword set a preset builds with, overrides applied and checked by name."""
-    if name not in PRESETS:
+    if get_preset(name) is None:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(PRESETS)}")
-    config = copy.deepcopy(PRESETS[name])
+    config = copy.deepcopy(get_preset(name))
     cls = ARCHITECTURES[config.pop("arch")]
     unknown = sorted(set(overrides) - _accepted_keys(cls))
     if unknown:
@@ -47,27 +52,29 @@ def model_config(name: str, **overrides) -> dict:
     return config
 
 
+def _check_tiling(name: str, sizes, patches, what: str) -> None:
+    for (height, width), patch in zip(sizes, patches):
+        try:
+            check_divisible(int(height), int(width), int(patch), what)
+        except ValueError as err:
+            raise ValueError(f"{err} of model {name!r} (patch_sizes {list(patches)})") from None
+
+
 def check_input_size(name: str, size, what: str = "input size", **overrides) -> None:
     """Refuse an input size (H, W) that a preset's patches cannot tile, naming the size, the patch
-    size and the model: every branch fed the input as it is (each branch of the dense models and
-    of ``thesis_seg``; the CrossViT classifiers' branch whose ``img_size`` is the reference, the
-    other one being resized to a multiple of its patch) needs it to divide by its patch size."""
+    size and the model. The dense models and ``thesis_seg`` feed every branch the input as it is;
+    the CrossViT classifiers resize it to each branch's own size, so any input fits them."""
     config = model_config(name, **overrides)
-    height, width = (int(s) for s in size)
-    patches = [int(p) for p in config["patch_sizes"]]
-    crossvit = PRESETS[name]["arch"] == "crossvit"
-    scales = branch_scales(config["img_size"]) if crossvit else [1.0] * len(patches)
-    for patch, scale in zip(patches, scales):
-        if scale == 1.0:
-            try:
-                check_divisible(height, width, patch, what)
-            except ValueError as err:
-                raise ValueError(f"{err} of model {name!r} (patch_sizes {patches})") from None
+    if get_preset(name)["arch"] != "crossvit":
+        patches = config["patch_sizes"]
+        _check_tiling(name, [size] * len(patches), patches, what)
 
 
 def _check_config(name: str, config: dict, overrides: dict) -> None:
     """Values no network can be built or run with fail in one line naming the option."""
-    if PRESETS[name]["arch"] != "crossvit":  # classifiers resize their branches: any img_size
+    if get_preset(name)["arch"] == "crossvit":
+        _check_tiling(name, branch_sizes(config["img_size"]), config["patch_sizes"], "img_size")
+    else:
         check_input_size(name, config["img_size"], "img_size", **overrides)
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         if key in config and not 0 <= config[key] < 1:
@@ -81,11 +88,15 @@ def _check_config(name: str, config: dict, overrides: dict) -> None:
 
 
 def create_model(name: str, weights: str | None = None, **overrides) -> nn.Module:
-    """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused)."""
+    """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused).
+
+    ``weights``: a file to fill it from, this library's own (which must fit exactly) or a
+    published CrossViT release, recognised by its tensor names (``export.weights.load_weights``).
+    """
     config = model_config(name, **overrides)
     _check_config(name, config, overrides)
-    model = ARCHITECTURES[PRESETS[name]["arch"]](**config)
-    model.preset_name = name
+    model = ARCHITECTURES[get_preset(name)["arch"]](**config)
+    model.preset_name = ALIASES.get(name, name)
     model.preset_overrides = dict(overrides)
     if weights is not None:
         from crossvit_mtl.export.weights import load_weights
@@ -99,7 +110,7 @@ def create_task_model(name: str, task_channels: dict[str, int], **overrides) -> 
 
     Single-task presets refuse task sets they cannot predict, naming both.
     """
-    arch = PRESETS[name]["arch"] if name in PRESETS else None
+    arch = (get_preset(name) or {}).get("arch")
     single = {"seg": "segmentation", "thesis": "segmentation", "crossvit": "classification"}
     if arch in single:
         if set(task_channels) != {single[arch]}:
@@ -116,5 +127,5 @@ def as_task_dict(output) -> dict:
     return output if isinstance(output, dict) else {"classification": output}
 
 
-__all__ = ["ARCHITECTURES", "PRESETS", "as_task_dict", "check_input_size", "create_model", "create_task_model",
-           "list_models", "model_config"]
+__all__ = ["ALIASES", "ARCHITECTURES", "PRESETS", "as_task_dict", "check_input_size", "create_model",
+           "create_task_model", "get_preset", "list_models", "model_config"]

@@ -154,8 +154,9 @@ class DualBranchEncoder(nn.Module):
     O(N * kv_tokens) instead of O(N^2), linear in the image area, as PVTv2's linear
     spatial-reduction attention. It adds no parameters.
     ``img_size`` is the size the model is created for (its learned positions fit that grid; other
-    sizes interpolate them). ``branch_scales`` resizes each branch's input first, which is how
-    CrossViT feeds 240 px to its 12-px branch and 224 px to its 16-px branch.
+    sizes interpolate them). ``branch_sizes`` instead fixes each branch's input (H, W): whatever
+    the image, branch i sees it resized (bicubic) to ``branch_sizes[i]``, which is how the
+    published CrossViT feeds 240 px to its 12-px branch and 224 px to its 16-px branch.
     """
 
     def __init__(self, img_size: Sequence[int] = (128, 256), patch_sizes: Sequence[int] = (8, 16),
@@ -164,7 +165,7 @@ class DualBranchEncoder(nn.Module):
                  mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0), fusion: str = "tokens",
                  stem: str = "linear", stem_kwargs: dict | None = None,
                  pos_embed: str = "learned", in_chans: int = 3,
-                 branch_scales: Sequence[float] = (1.0, 1.0), kv_pool: Sequence[int] = (1, 1),
+                 branch_sizes: Sequence[Sequence[int]] | None = None, kv_pool: Sequence[int] = (1, 1),
                  kv_tokens: int | None = None, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
@@ -177,7 +178,9 @@ class DualBranchEncoder(nn.Module):
         self.img_size = tuple(img_size)
         self.patch_sizes = tuple(patch_sizes)
         self.dims = tuple(dims)
-        self.branch_scales = tuple(branch_scales)
+        self.branch_sizes = None if branch_sizes is None else tuple(tuple(int(v) for v in s) for s in branch_sizes)
+        for size, patch in zip(self.branch_sizes or (), self.patch_sizes):
+            check_divisible(*size, patch, "branch size")
         self.pos_embed_kind = pos_embed
         self.num_stages = len(stages)
         self.patch_embed = nn.ModuleList(
@@ -212,11 +215,9 @@ class DualBranchEncoder(nn.Module):
         self.stages.apply(trunc_normal_init)
 
     def _branch_size(self, height: int, width: int, i: int) -> tuple[int, int]:
-        height, width = int(height), int(width)  # tensors while tracing for export
-        s, p = self.branch_scales[i], self.patch_sizes[i]
-        if s == 1.0:
-            return height, width
-        return max(p, round(height * s / p) * p), max(p, round(width * s / p) * p)
+        if self.branch_sizes is not None:
+            return self.branch_sizes[i]
+        return int(height), int(width)  # tensors while tracing for export
 
     def _grid(self, height: int, width: int, i: int) -> tuple[int, int]:
         h, w = self._branch_size(height, width, i)
@@ -224,8 +225,8 @@ class DualBranchEncoder(nn.Module):
 
     def check_input_size(self, height: int, width: int) -> None:
         """Branches fed the input as it is need it to divide by their patch size."""
-        for i, p in enumerate(self.patch_sizes):
-            if self.branch_scales[i] == 1.0:
+        if self.branch_sizes is None:
+            for p in self.patch_sizes:
                 check_divisible(height, width, p)
 
     def _positions(self, i: int, grid: tuple[int, int], dtype: torch.dtype, device) -> torch.Tensor:

@@ -6,7 +6,8 @@ argument of that class and can be overridden in ``create_model(name, **overrides
 from __future__ import annotations
 
 # CrossViT classifiers with the published sizes (Chen et al., ICCV 2021, Table 2 and appendix):
-# branch widths, per-stage depths (small branch, large branch, fusion), heads, MLP ratios.
+# branch widths, per-stage depths (small branch, large branch, fusion), heads, MLP ratios. Named
+# by the input they take, 240 px (the 16-px branch sees it at 224), as timm names the same weights.
 _CROSSVIT = dict(arch="crossvit", num_classes=1000, img_size=(240, 224), patch_sizes=(12, 16))
 _DAGGER = dict(_CROSSVIT, stem="multi_conv")
 
@@ -31,19 +32,19 @@ _DENSE_BASE = dict(_DENSE, dims=(192, 384), heads=(6, 12), stages=((1, 4, 1),) *
 MTL_TASKS = {"segmentation": 8, "depth": 1, "normal": 3, "classification": 4}
 
 PRESETS: dict[str, dict] = {
-    "crossvit_tiny_224": dict(_CROSSVIT, dims=(96, 192), heads=(3, 3), stages=((1, 4, 0),) * 3,
+    "crossvit_tiny_240": dict(_CROSSVIT, dims=(96, 192), heads=(3, 3), stages=((1, 4, 0),) * 3,
                               mlp_ratios=(4.0, 4.0, 1.0)),
-    "crossvit_small_224": dict(_CROSSVIT, dims=(192, 384), heads=(6, 6), stages=((1, 4, 0),) * 3,
+    "crossvit_small_240": dict(_CROSSVIT, dims=(192, 384), heads=(6, 6), stages=((1, 4, 0),) * 3,
                                mlp_ratios=(4.0, 4.0, 1.0)),
-    "crossvit_base_224": dict(_CROSSVIT, dims=(384, 768), heads=(12, 12), stages=((1, 4, 0),) * 3,
+    "crossvit_base_240": dict(_CROSSVIT, dims=(384, 768), heads=(12, 12), stages=((1, 4, 0),) * 3,
                               mlp_ratios=(4.0, 4.0, 1.0)),
-    "crossvit_9_224": dict(_CROSSVIT, dims=(128, 256), heads=(4, 4), stages=((1, 3, 0),) * 3,
+    "crossvit_9_240": dict(_CROSSVIT, dims=(128, 256), heads=(4, 4), stages=((1, 3, 0),) * 3,
                            mlp_ratios=(3.0, 3.0, 1.0)),
-    "crossvit_15_224": dict(_CROSSVIT, dims=(192, 384), heads=(6, 6), stages=((1, 5, 0),) * 3,
+    "crossvit_15_240": dict(_CROSSVIT, dims=(192, 384), heads=(6, 6), stages=((1, 5, 0),) * 3,
                             mlp_ratios=(3.0, 3.0, 1.0)),
-    "crossvit_18_224": dict(_CROSSVIT, dims=(224, 448), heads=(7, 7), stages=((1, 6, 0),) * 3,
+    "crossvit_18_240": dict(_CROSSVIT, dims=(224, 448), heads=(7, 7), stages=((1, 6, 0),) * 3,
                             mlp_ratios=(3.0, 3.0, 1.0)),
-    "crossvit_9_dagger_224": dict(_DAGGER, dims=(128, 256), heads=(4, 4), stages=((1, 3, 0),) * 3,
+    "crossvit_9_dagger_240": dict(_DAGGER, dims=(128, 256), heads=(4, 4), stages=((1, 3, 0),) * 3,
                                   mlp_ratios=(3.0, 3.0, 1.0)),
     "thesis_seg": dict(arch="thesis", num_classes=8, img_size=(128, 256), patch_sizes=(8, 16),
                        embed_dim=256, num_heads=8, depth=1, cross_depth=1, decoder_channels=256),
@@ -54,3 +55,6 @@ PRESETS: dict[str, dict] = {
     "crossvit_mtl_small": dict(_DENSE_SMALL, arch="mtl", tasks=MTL_TASKS),
     "crossvit_mtl_base": dict(_DENSE_BASE, arch="mtl", tasks=MTL_TASKS),
 }
+
+#: Other names of presets: the classifiers' names before they took their input size (IBM's).
+ALIASES: dict[str, str] = {name.replace("_240", "_224"): name for name in PRESETS if name.endswith("_240")}

@@ -45,13 +45,14 @@ _RULES = [
 
 
 class PretrainedError(ValueError):
-    """Published weights that do not fit the model (strict loading); names the keys."""
+    """Weights that do not fit the model as asked; names the keys."""
 
 
 @dataclass
 class LoadReport:
-    """What a load did: model keys filled, model keys with no published tensor (``missing``) or
-    one of another shape (``mismatched``), both left as they were, and published keys unused."""
+    """What a load did: model keys filled (``loaded``; ``resized`` among them, positions
+    interpolated to the model's grid), model keys with no tensor in the file (``missing``) or one
+    of another shape (``mismatched``), both left as initialised, and the file's keys unused."""
 
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -65,8 +66,8 @@ class LoadReport:
 
     def __str__(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors"]
-        for label, items in (("resized", self.resized), ("missing", self.missing),
-                             ("unexpected", self.unexpected), ("shape mismatch", self.mismatched)):
+        for label, items in (("interpolated", self.resized), ("left as initialised", self.missing),
+                             ("unused", self.unexpected), ("shape mismatch", self.mismatched)):
             if items:
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label} {len(items)}: {', '.join(items[:5])}{more}")
@@ -91,6 +92,11 @@ def read_published(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str,
             state = dict(state[key])
             break
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def is_published(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict names its tensors as the IBM or timm CrossViT releases do."""
+    return "patch_embed.0.proj.weight" in state or "patch_embed.0.proj.0.weight" in state
 
 
 def _head_prefix(model: nn.Module) -> str:
@@ -138,6 +144,17 @@ def convert_published(state: Mapping[str, torch.Tensor], head_prefix: str = "hea
     return out, sources, unused
 
 
+def _source_grid(count: int, grid: tuple[int, int]) -> tuple[int, int] | None:
+    """The grid ``count`` positions were learned on: square (the releases), or of the model's
+    aspect ratio (this library's weights from another image size); None if neither."""
+    side = math.isqrt(count)
+    if side * side == count:
+        return side, side
+    height = round(math.sqrt(count * grid[0] / grid[1]))
+    width = count // max(height, 1)
+    return (height, width) if height * width == count and height * grid[1] == width * grid[0] else None
+
+
 def _fit(key: str, value: torch.Tensor, own: dict[str, torch.Tensor], model: nn.Module,
          report: LoadReport) -> dict[str, torch.Tensor] | None:
     """The tensor(s) to load for one converted key, adapted to the model, or None if none fit."""
@@ -152,30 +169,46 @@ def _fit(key: str, value: torch.Tensor, own: dict[str, torch.Tensor], model: nn.
     target = own[key]
     m = re.match(r"^encoder\.pos_embed\.(\d+)$", key)
     if m and value.shape != target.shape and value.shape[-1] == target.shape[-1]:
-        side = math.isqrt(value.shape[1] - 1)
-        if side * side == value.shape[1] - 1:
-            grid = tuple(model.encoder.base_grids[int(m.group(1))])
-            patches = resize_pos_embed(value[:, 1:], (side, side), grid)
+        grid = tuple(model.encoder.base_grids[int(m.group(1))])
+        source = _source_grid(value.shape[1] - 1, grid)
+        if source:
+            patches = resize_pos_embed(value[:, 1:], source, grid)
             value = torch.cat([value[:, :1], patches], dim=1)
-            report.resized.append(f"{key} {side}x{side}->{grid[0]}x{grid[1]}")
+            report.resized.append(f"{key} {source[0]}x{source[1]}->{grid[0]}x{grid[1]}")
     if value.shape != target.shape:
         report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target.shape)}")
         return {}
     return {key: value}
 
 
-def load_crossvit_pretrained(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor],
-                             strict: bool = True) -> LoadReport:
-    """Load IBM/timm CrossViT weights into a zoo model; returns what was loaded and what not.
+#: what ``load_state`` demands before it changes anything
+REQUIRE = ("all", "encoder", "some")
 
-    ``strict`` (for the ``crossvit_*`` classifier presets) raises :class:`PretrainedError`
-    naming every missing, unexpected and mis-shaped key, before anything is changed. With
-    ``strict=False`` (dense models, other class counts) whatever fits is loaded: a dense model
-    built with the classifier's ``dims``, ``heads``, ``stages``, ``mlp_ratios``,
-    ``patch_sizes=(12, 16)`` and ``fusion="cls"`` takes the whole encoder, positions
-    interpolated to its grid; its decoder and heads stay as initialised.
+
+def _encoder_source(key: str, published: bool) -> bool:
+    """Whether a key of the file belongs to the encoder (the releases' classifier is norm + head)."""
+    return not key.startswith(("norm.", "head.")) if published else key.startswith("encoder.")
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], require: str = "all") -> LoadReport:
+    """Fill ``model`` from a state dict in the releases' names or this library's; returns what
+    was loaded, interpolated, left as initialised and unused.
+
+    Every tensor that fits by name and shape is loaded; learned positions of another grid are
+    interpolated to the model's. ``require`` says what must hold, else :class:`PretrainedError`
+    names the keys before anything is changed: ``"all"``, every tensor of the model and of the
+    file used; ``"encoder"``, the whole encoder filled from the file and none of the file's
+    encoder tensors unused (heads and decoders may stay as initialised: another class count, a
+    dense model started from a classifier); ``"some"``, at least one encoder tensor loaded and
+    none of another shape.
     """
-    converted, sources, unused = convert_published(read_published(source), _head_prefix(model))
+    if require not in REQUIRE:
+        raise ValueError(f"require must be one of {', '.join(REQUIRE)}, got {require!r}")
+    published = is_published(state)
+    if published:
+        converted, sources, unused = convert_published(state, _head_prefix(model))
+    else:
+        converted, sources, unused = dict(state), {k: [k] for k in state}, []
     own = model.state_dict()
     report = LoadReport(unexpected=list(unused))
     fitted: dict[str, torch.Tensor] = {}
@@ -188,7 +221,26 @@ def load_crossvit_pretrained(model: nn.Module, source: str | Path | Mapping[str,
     left = set(own) - set(fitted) - {entry.split(" ", 1)[0] for entry in report.mismatched}
     report.missing = sorted(k for k in left if not k.endswith("num_batches_tracked"))
     report.unexpected = sorted(set(report.unexpected))
-    if strict and not report.complete:
-        raise PretrainedError(f"published weights do not fit {type(model).__name__}: {report}")
+    encoder_mismatch = [e for e in report.mismatched if e.startswith("encoder.")]
+    problem = {
+        "all": not report.complete,
+        "encoder": bool(encoder_mismatch or [k for k in report.missing if k.startswith("encoder.")]
+                        or [k for k in report.unexpected if _encoder_source(k, published)]),
+        "some": bool(encoder_mismatch) or not any(k.startswith("encoder.") for k in fitted),
+    }[require]
+    if problem:
+        raise PretrainedError(f"weights do not fit {getattr(model, 'preset_name', type(model).__name__)}: {report}")
     model.load_state_dict(fitted, strict=False)
     return report
+
+
+def load_crossvit_pretrained(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor],
+                             strict: bool = True) -> LoadReport:
+    """Load IBM/timm CrossViT weights (a file or a state dict) into a zoo model: ``load_state``
+    requiring ``"all"`` (``strict``, for the ``crossvit_*`` classifiers) or ``"some"``.
+
+    A dense model built with the classifier's ``dims``, ``heads``, ``stages``, ``mlp_ratios``,
+    ``patch_sizes=(12, 16)`` and ``fusion="cls"`` takes the whole encoder, positions
+    interpolated to its grid; its decoder and heads stay as initialised.
+    """
+    return load_state(model, read_published(source), "all" if strict else "some")

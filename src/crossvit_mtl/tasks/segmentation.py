@@ -90,6 +90,19 @@ class SegmentationMetric(Metric):
         }
 
 
+class TargetError(ValueError):
+    """Targets outside the classes reached a loss: the data holds values its classes do not."""
+
+
+def check_targets(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Refuse class ids outside ``[0, num_classes)`` other than ``ignore_index``, naming one:
+    ``F.cross_entropy`` would fail deep inside (IndexError on CPU, a device assert on CUDA)."""
+    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if bad.any():
+        raise TargetError(f"a batch's targets hold class {int(target[bad][0])}, outside 0..{num_classes - 1} and "
+                          f"the ignore index {ignore_index}; `crossvit-mtl data check` lists the files")
+
+
 class CrossEntropyLoss(nn.Module):
     """Pixel (or sample) cross-entropy on logits, ignoring ``ignore_index``.
 
@@ -108,6 +121,7 @@ class CrossEntropyLoss(nn.Module):
         logits = logits.float()
         if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
             raise ValueError(f"{self.class_weights.numel()} class weights for {logits.shape[1]} classes")
+        check_targets(target, logits.shape[1], self.ignore_index)
         per_item = F.cross_entropy(logits, target, weight=self.class_weights,
                                    ignore_index=self.ignore_index, reduction="none")
         valid = target != self.ignore_index
@@ -140,6 +154,7 @@ class DiceLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = logits.float()
         num_classes = logits.shape[1]
+        check_targets(target, num_classes, self.ignore_index)
         valid = target != self.ignore_index
         probs = logits.softmax(dim=1) * valid.unsqueeze(1)
         onehot = F.one_hot(torch.where(valid, target, 0), num_classes).movedim(-1, 1)

@@ -18,13 +18,16 @@ from crossvit_mtl.viz.colors import colorize_depth, colorize_labels, colorize_no
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Lightning's CSVLogger file -> {column: [(step, value), ...]} for the non-empty cells."""
     series: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            step = int(float(row.get("step") or 0))
-            for key, value in row.items():
-                if key in ("step", "epoch") or value in ("", None):
-                    continue
-                series.setdefault(key, []).append((step, float(value)))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                step = int(float(row.get("step") or 0))
+                for key, value in row.items():
+                    if key in ("step", "epoch") or value in ("", None):
+                        continue
+                    series.setdefault(key, []).append((step, float(value)))
+    except (UnicodeDecodeError, ValueError, TypeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a training log (CSV of numbers: {' '.join(str(err).split())})") from None
     return series
 
 

@@ -7,7 +7,6 @@ many images decoded (``data-images-loaded`` / ``data-images-broken``), for autom
 from __future__ import annotations
 
 import base64
-import json
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -109,17 +108,19 @@ def _stage_section(title: str, payload: dict[str, Any], plot_dir: Path, stage: s
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` for a run folder from its metrics JSON files and ``plots/``.
+    """Write ``report.html`` for a run folder from its metrics JSON files and ``plots/``; a
+    missing run raises FileNotFoundError, a damaged file ValueError, each naming the file.
 
     Draws ``plots/curves.png`` from the run's training log when the run has the log but no plot.
     """
+    from crossvit_mtl.comparison import read_metrics_file as read_metrics
     from crossvit_mtl.engine.report import FIT_LOG
     from crossvit_mtl.tasks import METRIC_LABELS
     from crossvit_mtl.viz import plots
 
     run_dir = Path(run_dir)
-    stages = [(stage, json.loads((run_dir / name).read_text()), title)
-              for stage, name, title in STAGE_FILES if (run_dir / name).is_file()]
+    stages = [(stage, read_metrics(run_dir / name), title)
+              for stage, name, title in STAGE_FILES if (run_dir / name).exists()]
     if not stages:
         raise FileNotFoundError(f"{run_dir}: no metrics.json or metrics_test.json (run `fit` or `test` first)")
     plot_dir = run_dir / "plots"
@@ -145,5 +146,6 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             f"<title>{escape(str(first.get('model', 'run')))} report</title><style>{STYLE}</style>"
             f"<script>{CHECK_IMAGES}</script></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
     out = Path(out) if out else run_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
