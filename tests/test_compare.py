@@ -169,7 +169,8 @@ def test_sweep_fits_every_run_and_seed_tests_then_compares(tmp_path, capsys):
 def test_shipped_sweep_config_plans_baselines_and_methods():
     _, planned = plan(config_path("sweep_synth.yaml"))
     baselines = [r for r in planned if r["baseline"]]
-    assert sorted(t for r in baselines for t in r["config"]["data"]["tasks"]) == sorted(
+    tasks = {r["name"]: tuple(r["config"]["data"]["tasks"]) for r in baselines}
+    assert sorted(t for names in tasks.values() for t in names) == sorted(
         ["segmentation", "depth", "normal", "classification"])
     methods = {r["config"]["model"].get("weighting") for r in planned if not r["baseline"]}
     assert {"ew", "uw", "dwa", "rlw", "gls", "upgrad", "nashmtl"} <= methods
