@@ -116,13 +116,15 @@ class GlobalBatchNorm(Callback):
 # positions r, r+2... of one permutation (with per-position augmentation seeds), so each batch of
 # 4 holds exactly the two ranks' batches of 2; 8 samples, so no rank is padded. Segmentation (no
 # ignored pixels) and classification losses are means over as many elements on every rank, so
-# the ranks' averaged Jacobian is the one of the batch of 4. SGD, not Adam: Adam divides each
+# the ranks' averaged Jacobian is the one of the batch of 4 (no scale crop: a crop marks the
+# scenes' layout class as not annotated, and means over unequal counts would differ). SGD, not Adam: Adam divides each
 # coordinate by |g| + 1e-8, which turns float32 rounding in gradients that are 0 in exact
 # arithmetic (attention key biases) into weight differences of ~2e-5 after one step.
 AGGREGATION = copy.deepcopy(CONFIG)
 AGGREGATION["model"].update(weighting="upgrad", optimizer="sgd", lr=0.1)
 AGGREGATION["data"].update(tasks=["segmentation", "classification"],
-                           options={"length": 8, "height": 64, "width": 128})
+                           options={"length": 8, "height": 64, "width": 128},
+                           train_transforms={"scales": [1.0]})
 AGGREGATION["trainer"]["callbacks"] = [{"class_path": "test_distributed.GlobalBatchNorm"}]
 
 

@@ -256,7 +256,7 @@ def test_initial_losses_are_measured_without_side_effects_and_divide_each_loss()
     weights = {k: v.clone() for k, v in module.state_dict().items()}
     rng = torch.get_rng_state()
     module.eval()
-    measured = module.measure_initial_losses(batch, batch_size=4)
+    measured = module.measure_initial_losses(batch, chunk=4)
     assert torch.equal(torch.get_rng_state(), rng) and not module.training
     assert all(torch.equal(v, weights[k]) for k, v in module.state_dict().items())  # BN statistics too
     # by hand: training mode, chunks of 4 and 2 weighted by their size, with the same random draws

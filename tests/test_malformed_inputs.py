@@ -90,7 +90,7 @@ def mtan(damage: Callable[[Path], object], fit: dict | None = None):
         if fit is not None:
             write_config(tmp, model={"model": "crossvit_mtl_tiny", "model_options": TINY_MTL_OPTIONS},
                          data={"dataset": "cityscapes_mtan", "root": str(root), "options": None, "tasks": None,
-                               **fit})
+                               "test_split": "val", **fit})
     return build
 
 
@@ -267,6 +267,9 @@ CASES = [
          [r"train/label_7/2\.npy: missing, but image/2\.npy exists", r"train/depth/1\.npy: depth contains NaN or Inf",
           r"val/label_7/1\.npy: label values in \[9, 9\]", r"val/image/1\.npy: not a readable \.npy file",
           r"^4 problem\(s\) found in .*mtan$"], rc=1),
+    Case("mtan_has_no_test_split", mtan(lambda r: None, fit={"test_split": "test"}), FIT,
+         r"^data\.test_split: \S+/mtan/test: split folder missing \(found: train, val\); set data\.test_split "
+         r"to the split results are reported on"),
     Case("mtan_nan_in_depth_during_fit",
          mtan(lambda r: [np.save(p, np.full((16, 32), np.nan, np.float32)) for p in (r / "train" / "depth").glob("*.npy")],
               fit={}), FIT, r"train/depth/\d\.npy: depth contains NaN or Inf"),
@@ -283,7 +286,8 @@ CASES = [
                                                                 size=(32, 64)),
                                              write_config(tmp, model={"model": "crossvit_mtl_tiny"},
                                                           data={"dataset": "folder", "root": str(tmp / "f"),
-                                                                "options": {"size": [32, 64]}, "tasks": None})),
+                                                                "options": {"size": [32, 64]}, "tasks": None,
+                                                                "test_split": "val"})),
          FIT, r"data set 'folder:f' has 1 classification class \(cat\) \(one sub-folder per class\); "
               r"classification needs at least 2"),
     # --- configs --------------------------------------------------------------------------
@@ -776,7 +780,8 @@ def test_the_corpus_is_large_and_spans_every_kind_of_input():
 NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size", "--mode", "--overlap",
              "--batch-size", "--precision", "--compile", "--model", "--model-option", "--format", "--opset",
              "--no-check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
-             "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry-run"}
+             "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry-run",
+             "--device", "--test", "--split", "--reference", "--all-metrics", "--seeds", "--runs"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
 LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir")}
 

@@ -86,7 +86,7 @@ def test_autocast_runs_products_in_the_chosen_precision():
 @pytest.mark.parametrize("argv", [
     ["bench", "--models", "crossvit_seg_tiny"],
     ["export", "--model", "crossvit_seg_tiny", "--format", "onnx", "--out", "{tmp}/m.onnx"],
-    ["predict", "--checkpoint", "{tmp}/missing.ckpt", "--input", "{tmp}", "--out", "{tmp}/out"],
+    ["predict", "--checkpoint", "{tmp}/run.ckpt", "--input", "{tmp}", "--out", "{tmp}/out"],
 ])
 def test_commands_refuse_a_missing_device_in_one_line(monkeypatch, tmp_path, capsys, argv):
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -94,6 +94,8 @@ def test_commands_refuse_a_missing_device_in_one_line(monkeypatch, tmp_path, cap
     command = argv[0]
     if command == "predict":  # predict reads its checkpoint first: give it one
         from crossvit_mtl import create_model
+
+        torch.save({"state_dict": {}}, tmp_path / "run.ckpt")  # a file, read through the stand-in below
 
         model = create_model("crossvit_seg_tiny", img_size=(32, 64))
         meta = {"image_size": [32, 64], "mean": [0.5] * 3, "std": [0.5] * 3}

@@ -41,7 +41,7 @@ def test_each_task_reads_the_others():
 
 def test_none_is_the_shared_map_for_every_head():
     """``none`` adds no parameters and computes what the network always did: the decoder map straight
-    into each head, CLS tokens into the classifier."""
+    into each head, the classifier included (``classifier="map"``; ``"cls"``: the CLS tokens)."""
     plain, interacting = tiny(), tiny(task_interaction="cross_attention")
     assert plain.task_interaction is None
     extra = set(interacting.state_dict()) - set(plain.state_dict())
@@ -52,8 +52,11 @@ def test_none_is_the_shared_map_for_every_head():
     feats = plain.decoder(enc, x)
     out = plain(x)
     for task, head in plain.heads.items():
-        expected = head(enc.cls_tokens()) if task == "classification" else head(feats, (32, 64))
+        expected = head(feats) if task == "classification" else head(feats, (32, 64))
         assert torch.equal(out[task], expected), task
+    tokens = tiny(classifier="cls").eval()
+    enc = tokens.encoder(x)
+    assert torch.equal(tokens(x)["classification"], tokens.heads["classification"](enc.cls_tokens()))
 
 
 def test_invalid_interaction_or_too_few_dense_tasks():

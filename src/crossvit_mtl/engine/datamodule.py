@@ -79,7 +79,8 @@ class DenseDataModule(pl.LightningDataModule):
             try:
                 self.dataset(split)
             except (ValueError, OSError) as err:  # DataError is a ValueError
-                raise ValueError(f"data.{key}: {err}") from None
+                what = "results are reported on" if key == "test_split" else "that selects checkpoints"
+                raise ValueError(f"data.{key}: {err}; set data.{key} to the split {what}") from None
 
     def _build(self, split: str) -> DenseDataset:
         hp = self.hparams

@@ -187,23 +187,25 @@ class DenseTaskModule(pl.LightningModule):
                 for t in self.tasks}
 
     @torch.no_grad()
-    def measure_initial_losses(self, batch: dict[str, torch.Tensor], batch_size: int,
+    def measure_initial_losses(self, batch: dict[str, torch.Tensor], chunk: int = 16,
                                context: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, float]:
-        """Each task's mean loss for the network as it is on ``batch``, in training mode and under
-        ``context`` (the run's precision), in chunks of ``batch_size`` as the first step sees them;
-        weights, batch-norm statistics and the random state are left as they were."""
+        """Each task's mean loss for the network as it is on ``batch``, in training mode (batch
+        statistics, as the first steps see them) under ``context`` (the run's precision), in chunks
+        of ``chunk`` samples whatever the run's batch size or number of processes, so every rank
+        and a single process measure the same values; weights, batch-norm statistics and the
+        random state are left as they were."""
         was_training, saved = self.training, [b.clone() for b in self.model.buffers()]
         count = batch["image"].shape[0]
         sums = dict.fromkeys(self.tasks, 0.0)
         self.train()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            for start in range(0, count, batch_size):
-                chunk = self.on_after_batch_transfer(
-                    {k: v[start:start + batch_size].to(self.device) for k, v in batch.items()}, 0)
+            for start in range(0, count, chunk):
+                part = self.on_after_batch_transfer(
+                    {k: v[start:start + chunk].to(self.device) for k, v in batch.items()}, 0)
                 with context():
-                    outputs = self(chunk["image"])
+                    outputs = self(part["image"])
                 for t in self.tasks:
-                    sums[t] += float(self.criteria[t](outputs[t], chunk[t])) * chunk["image"].shape[0]
+                    sums[t] += float(self.criteria[t](outputs[t], part[t])) * part["image"].shape[0]
         for buffer, value in zip(self.model.buffers(), saved):
             buffer.copy_(value)
         self.train(was_training)
@@ -370,8 +372,8 @@ class DenseTaskModule(pl.LightningModule):
         self.check_precision(self.trainer)
         datamodule = self.trainer.datamodule
         if self.loss_scale.needs_measuring and hasattr(datamodule, "calibration_batch"):
-            losses = self.measure_initial_losses(datamodule.calibration_batch(), int(datamodule.hparams.batch_size),
-                                                 self.trainer.precision_plugin.forward_context)
+            losses = self.measure_initial_losses(datamodule.calibration_batch(),
+                                                 context=self.trainer.precision_plugin.forward_context)
             self.loss_scale.set_initial(losses)
             shown = ", ".join(f"{t} {v:.4g}" for t, v in self.loss_scale.as_dict().items())
             rank_zero_info(f"loss scaling: each task's loss is divided by its initial value ({shown})")

@@ -100,7 +100,9 @@ class DenseCrossViT(nn.Module):
         else:
             out = {t: feats for t in self.heads if t != "classification"}
         if self.classifier == "map":
-            out["classification"] = feats
+            # with task interaction, a view of the shared map: its own node in the graph, beside the
+            # interacted maps rather than their ancestor, as gradient methods need their features
+            out["classification"] = feats if self.task_interaction is None else feats.view_as(feats)
         elif self.classifier == "cls":
             out["classification"] = enc.cls_tokens()
         return out
