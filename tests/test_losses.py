@@ -136,3 +136,20 @@ def test_a_loss_never_sees_a_target_outside_the_classes(name):
     target[1, 2, 3] = 77
     with pytest.raises(TargetError, match=r"targets hold class 77, outside 0\.\.7 and the ignore index 255"):
         loss(logits, target)
+
+
+def test_unit_vectors_equal_torch_normalize_in_value_and_gradient():
+    from crossvit_mtl.functional import unit_vectors
+
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    x[0, :, 0, 0] = 0.0  # an all-zero vector stays zero, as F.normalize leaves it
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, ref = unit_vectors(a, eps=1e-6), torch.nn.functional.normalize(b, dim=1, eps=1e-6)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    assert not ours[0, :, 0, 0].any()
+    weights = torch.randn_like(x)
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(unit_vectors(x.transpose(1, 3), dim=3), torch.nn.functional.normalize(
+        x.transpose(1, 3), dim=3), rtol=1e-12, atol=1e-12)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli.args import checked_size
+from crossvit_mtl.functional import unit_vectors
 from crossvit_mtl.engine.precision import Placement, resolve
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -63,7 +64,7 @@ def resize_outputs(out: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[
         if task != "classification" and tuple(value.shape[-2:]) != tuple(size):
             value = F.interpolate(value.float(), size=size, mode="bilinear", align_corners=False)
             if task == "normal":
-                value = F.normalize(value, dim=1)
+                value = unit_vectors(value)
         resized[task] = value
     return resized
 
@@ -164,7 +165,7 @@ def predict_slide(forward, x: torch.Tensor, window: tuple[int, int], overlap: fl
             result[task] = value / len(boxes)
             continue
         value = (value / count)[..., :height, :width]
-        result[task] = F.normalize(value, dim=1) if task == "normal" else value
+        result[task] = unit_vectors(value) if task == "normal" else value
     return result
 
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossvit_mtl.functional import unit_vectors
 from crossvit_mtl.models.layers import LayerNorm
 
 DENSE_TASKS = ("segmentation", "depth", "normal")
@@ -15,7 +16,7 @@ def finalize_dense(task: str, out: torch.Tensor) -> torch.Tensor:
     if task == "depth":
         return F.softplus(out.float()).to(out.dtype)
     if task == "normal":
-        return F.normalize(out.float(), dim=1, eps=1e-6).to(out.dtype)
+        return unit_vectors(out.float(), eps=1e-6).to(out.dtype)
     return out  # segmentation logits: the loss applies the softmax
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
+
+from crossvit_mtl.functional import unit_vectors
 
 #: Thresholds (degrees) of the "within" fractions, the NYUv2 protocol of MTAN/LibMTL.
 NORMAL_THRESHOLDS = (11.25, 22.5, 30.0)
@@ -19,8 +20,8 @@ def angular_error_deg(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     Both are normalised first, so the network's raw output and resized (non-unit) targets work.
     """
     valid = target.abs().sum(dim=1) > 0
-    p = F.normalize(pred.detach().double(), dim=1)
-    t = F.normalize(target.detach().double(), dim=1)
+    p = unit_vectors(pred.detach().double())
+    t = unit_vectors(target.detach().double())
     cos = (p * t).sum(dim=1).clamp(-1.0, 1.0)
     return torch.rad2deg(torch.arccos(cos)), valid
 
@@ -87,7 +88,7 @@ class CosineNormalLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         pred, target = pred.float(), target.float()
         valid = target.abs().sum(dim=1) > 0
-        cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)
+        cos = (unit_vectors(pred) * unit_vectors(target)).sum(dim=1)
         return torch.where(valid, 1 - cos, 0.0).sum() / valid.sum().clamp_min(1)
 
 
