@@ -145,6 +145,13 @@ def test_sweep_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert planned[6]["config"]["model"]["model_options"]["dims"] == [32, 64]  # merged, not replaced
     with pytest.raises(UserError, match="--runs: no run 'nope'"):
         plan(config, only=["nope"])
+    spec = yaml.safe_load(open(config))
+    spec["runs"]["upgrad"]["seeds"] = [0]  # a run of its own seeds (screened out on one)
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(spec))
+    _, planned = plan(tmp_path / "own.yaml")
+    assert [r["seed"] for r in planned if r["name"] == "upgrad"] == [0]
+    assert [r["seed"] for r in planned if r["name"] == "uw"] == [0, 1, 2]
+    assert [r["seed"] for r in plan(tmp_path / "own.yaml", seeds=[4])[1] if r["name"] == "upgrad"] == [4]
     with pytest.raises(UserError, match="seeds must be a list of distinct integers"):
         plan(config, seeds=[1, 1])
 

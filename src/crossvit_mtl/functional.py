@@ -1,10 +1,9 @@
 """Small tensor operations shared by the models, the task losses and metrics, and inference.
 
 ``unit_vectors`` replaces ``torch.nn.functional.normalize`` over the channel axis of dense maps:
-PyTorch's CPU norm reduces a 3-channel axis of a (B, 3, H, W) map about 30x slower than a plain
-sum of squares (fp32, 16 x 3 x 128 x 256, forward + backward: 44.9 against 5.5 ms, median of five
-on the development machine), and the normals head and loss did it three times per training step:
-22 % of crossvit_mtl_small's step on four tasks.
+PyTorch's CPU norm reduces the 3-channel axis of a (B, 3, H, W) map many times slower than a
+plain sum of squares (``python benchmarks/unit_vectors.py``), and the normals head and loss did it
+three times per training step: 22 % of crossvit_mtl_small's step on four tasks.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 A sweep config holds ``sweep_dir``, ``seeds`` (default ``[0, 1, 2]``), a ``base`` fit config
 (model:, data:, trainer: as for `crossvit-mtl fit`) and ``runs``: name -> overrides merged into the
-base, with ``baseline: true`` on the single-task runs Delta-m is measured against. Every run is fit
+base, with ``baseline: true`` on the single-task runs Delta-m is measured against and, where a
+run has its own, ``seeds:`` (e.g. one seed for methods screened out on val). Every run is fit
 once per seed in ``{sweep_dir}/{name}/seed{seed}`` (its resolved config in
 ``{sweep_dir}/configs/{name}.yaml``): the best checkpoint on val is then evaluated on the test split.
 A sweep that stops part-way continues where it stopped: finished runs are skipped and an
@@ -44,7 +45,7 @@ def _seeds(value: Any, where: str) -> list[int]:
 def plan(config_path: str | Path, seeds: list[int] | None = None,
          only: list[str] | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """The sweep folder and, per run and seed, ``{"name", "seed", "baseline", "config", "config_path",
-    "run_dir"}``; ``seeds`` and ``only`` (run names) narrow the config's."""
+    "run_dir"}``; ``seeds`` (replacing the config's, a run's own too) and ``only`` (run names) narrow it."""
     from crossvit_mtl.cli.args import read_yaml_mapping
 
     path = Path(config_path)
@@ -53,6 +54,7 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
     if unknown or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
         raise UserError(f"CONFIG {path}: needs `runs:` mapping run names to overrides (and may have "
                         f"`sweep_dir:`, `seeds:`, `base:`); unknown keys: {unknown}")
+    given_seeds = seeds
     seeds = _seeds(seeds, "--seeds") if seeds is not None else _seeds(spec.get("seeds", list(DEFAULT_SEEDS)),
                                                                        f"CONFIG {path}")
     names = list(spec["runs"])
@@ -67,10 +69,12 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
             raise UserError(f"CONFIG {path}: runs.{name} must map keys to overrides, got {override!r}")
         override = dict(override or {})
         baseline = bool(override.pop("baseline", False))
+        own = override.pop("seeds", None)
         if only and name not in only:
             continue
         config = merge(spec.get("base") or {}, override)
-        for seed in seeds:
+        run_seeds = seeds if given_seeds is not None or own is None else _seeds(own, f"CONFIG {path}: runs.{name}")
+        for seed in run_seeds:
             runs.append({"name": name, "seed": seed, "baseline": baseline, "config": config,
                          "config_path": sweep_dir / "configs" / f"{name}.yaml",
                          "run_dir": sweep_dir / name / f"seed{seed}"})

@@ -57,7 +57,8 @@ class DenseCrossViT(nn.Module):
                  decoder_channels: int = 96, decoder_stages: int = 2, detail_channels: int = 32,
                  in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, task_interaction: str = "none", classifier: str = "map"):
+                 drop_path_rate: float = 0.1, task_interaction: str = "none", classifier: str = "map",
+                 separable_heads: bool = False):
         super().__init__()
         self.tasks = _check_tasks(tasks)
         if task_interaction not in TASK_INTERACTIONS:
@@ -76,7 +77,7 @@ class DenseCrossViT(nn.Module):
         self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans)
                         if dense or self.classifier == "map" else None)
         self.heads = nn.ModuleDict(
-            {t: DenseHead(t, decoder_channels, self.tasks[t]) for t in dense})
+            {t: DenseHead(t, decoder_channels, self.tasks[t], separable=separable_heads) for t in dense})
         if self.classifier == "map":
             self.heads["classification"] = MapClsHead(decoder_channels, self.tasks["classification"], drop=drop_rate)
         elif self.classifier == "cls":

@@ -21,17 +21,19 @@ def finalize_dense(task: str, out: torch.Tensor) -> torch.Tensor:
 
 
 class DenseHead(nn.Module):
-    """conv3x3-BN-ReLU then a 1x1 conv to the task's channels, upsampled to the input size."""
+    """conv3x3-BN-ReLU then a 1x1 conv to the task's channels, upsampled to the input size;
+    ``separable`` makes the 3x3 depthwise (9x fewer multiply-adds at the head's width)."""
 
-    def __init__(self, task: str, in_channels: int, out_channels: int, hidden: int | None = None):
+    def __init__(self, task: str, in_channels: int, out_channels: int, hidden: int | None = None,
+                 separable: bool = False):
         super().__init__()
         if task not in DENSE_TASKS:
             raise ValueError(f"dense task must be one of {DENSE_TASKS}, got {task!r}")
-        hidden = hidden or in_channels
+        hidden = in_channels if separable else hidden or in_channels
         self.task = task
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
+            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False, groups=in_channels if separable else 1),
+            nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         out = self.conv(x)
