@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from crossvit_mtl import create_model, list_models
 from crossvit_mtl.models import PRESETS
@@ -285,3 +286,29 @@ def test_seg_small_is_at_most_a_quarter_of_thesis_flops():
     small = count_flops(create_model("crossvit_seg_small"), (128, 256))
     thesis = count_flops(create_model("thesis_seg"), (128, 256))
     assert small <= thesis / 4
+
+
+def test_refining_heads_start_as_upsampling_and_learn_at_stride_two():
+    """The stride-2 refinement adds a correction that starts at zero: until trained, a refining
+    head gives its plain output upsampled x2 then to the input size; its convolutions train."""
+    torch.manual_seed(0)
+    options = dict(dims=(32, 64), heads=(2, 2), stages=((1, 1, 1),), decoder_stages=1, decoder_channels=16,
+                   detail_channels=8)
+    model = create_model("crossvit_mtl_tiny", refine_heads=True, **options).eval()
+    x = torch.randn(2, 3, 32, 64)
+    enc = model.encoder(x)
+    fmap, half = model.decoder.forward_both(enc, x)
+    assert half.shape == (2, 4, 16, 32) and fmap.shape == (2, 16, 8, 16)  # stride 2 and stride 4
+    out = model(x)
+    for task in ("segmentation", "depth", "normal"):
+        head = model.heads[task]
+        plain = F.interpolate(F.interpolate(head.conv(fmap), size=(16, 32), mode="bilinear", align_corners=False),
+                              size=(32, 64), mode="bilinear", align_corners=False)
+        from crossvit_mtl.models.heads import finalize_dense
+        torch.testing.assert_close(out[task], finalize_dense(task, plain), rtol=1e-5, atol=1e-5)
+    model.train()
+    sum(v.float().square().mean() for v in model(x).values()).backward()
+    last = model.heads["segmentation"].refine[-1]
+    assert last.weight.grad.abs().sum() > 0  # the zero correction is trained from the first step
+    with pytest.raises(ValueError, match="refine_heads reads the detail stem's stride-2 features"):
+        create_model("crossvit_mtl_tiny", refine_heads=True, **{**options, "detail_channels": 0})

@@ -120,15 +120,16 @@ def test_every_method_trains_two_steps(data, method):
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
 
 
+@pytest.mark.parametrize("options", [{}, {"refine_heads": True}], ids=["plain", "refining_heads"])
 @pytest.mark.parametrize("aggregator, task_weight", [("sum", 1.0), ("mean", 0.25)])
-def test_torchjd_sum_and_mean_match_summed_losses(data, aggregator, task_weight):
+def test_torchjd_sum_and_mean_match_summed_losses(data, aggregator, task_weight, options):
     """On the shared network the Jacobian's row sum is the gradient of the summed losses and its
     row mean that of the losses weighted 1/K; heads get their own loss's gradient, which matches
     the summed losses (weights 1) only."""
     samples, meta = data
-    reference = make_module(meta, "ew", optimizer="sgd", weight_decay=0.0,
+    reference = make_module(meta, "ew", optimizer="sgd", weight_decay=0.0, model_options=options,
                             losses={t: {"weight": task_weight} for t in TASKS})
-    jd = make_module(meta, aggregator, optimizer="sgd", weight_decay=0.0)
+    jd = make_module(meta, aggregator, optimizer="sgd", weight_decay=0.0, model_options=options)
     assert not jd.automatic_optimization
     for module in (reference, jd):
         fit(module, samples[:2], max_steps=1)

@@ -17,14 +17,19 @@ def _conv_bn_gelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 class DetailStem(nn.Module):
     """Two strided 3x3 convolutions on the image: stride-4 features that keep what 8- and
-    16-px patches blur away (poles, sign posts, distant people), at a few % of the FLOPs."""
+    16-px patches blur away (poles, sign posts, distant people), at a few % of the FLOPs; the
+    stride-2 features on the way are what the heads' refinement reads (``forward_both``)."""
 
     def __init__(self, in_chans: int, channels: int):
         super().__init__()
         self.convs = nn.Sequential(_conv_bn_gelu(in_chans, channels // 2, 2), _conv_bn_gelu(channels // 2, channels, 2))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.convs(image)
+        return self.forward_both(image)[1]
+
+    def forward_both(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half = self.convs[0](image)
+        return half, self.convs[1](half)
 
 
 class LightDecoder(nn.Module):
@@ -50,6 +55,11 @@ class LightDecoder(nn.Module):
         self.out_channels = channels
 
     def forward(self, enc: EncoderOutput, image: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_both(enc, image)[0]
+
+    def forward_both(self, enc: EncoderOutput, image: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoder map and the detail stem's stride-2 features (None without a detail stem)."""
         fine = max(enc.grids, key=lambda g: g[0] * g[1])
         out = None
         for i, (gh, gw) in enumerate(enc.grids):
@@ -62,10 +72,10 @@ class LightDecoder(nn.Module):
             out = fmap if out is None else out + fmap
         out = self.fuse(out)
         if self.detail is None:
-            return out
-        detail = self.detail(image)
+            return out, None
+        half, detail = self.detail.forward_both(image)
         out = F.interpolate(out, size=detail.shape[-2:], mode="bilinear", align_corners=False)
-        return self.refine(torch.cat([out, detail], dim=1))
+        return self.refine(torch.cat([out, detail], dim=1)), half
 
 
 class TransposedConvDecoder(nn.Module):

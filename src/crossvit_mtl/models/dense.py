@@ -58,7 +58,7 @@ class DenseCrossViT(nn.Module):
                  in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, task_interaction: str = "none", classifier: str = "map",
-                 separable_heads: bool = False):
+                 separable_heads: bool = False, refine_heads: bool = False):
         super().__init__()
         self.tasks = _check_tasks(tasks)
         if task_interaction not in TASK_INTERACTIONS:
@@ -77,7 +77,10 @@ class DenseCrossViT(nn.Module):
         self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans)
                         if dense or self.classifier == "map" else None)
         self.heads = nn.ModuleDict(
-            {t: DenseHead(t, decoder_channels, self.tasks[t], separable=separable_heads) for t in dense})
+            {t: DenseHead(t, decoder_channels, self.tasks[t], separable=separable_heads,
+                          detail_channels=detail_channels // 2 if refine_heads else 0) for t in dense})
+        if refine_heads and not detail_channels:
+            raise ValueError("refine_heads reads the detail stem's stride-2 features: it needs detail_channels > 0")
         if self.classifier == "map":
             self.heads["classification"] = MapClsHead(decoder_channels, self.tasks["classification"], drop=drop_rate)
         elif self.classifier == "cls":
@@ -95,11 +98,15 @@ class DenseCrossViT(nn.Module):
         Split from the heads so gradient methods can tell shared from task-specific computation.
         """
         enc = self.encoder(x)
-        feats = self.decoder(enc, x) if self.decoder is not None else None
+        feats, half = self.decoder.forward_both(enc, x) if self.decoder is not None else (None, None)
         if self.task_interaction is not None:
             out: dict = self.task_interaction(feats)
         else:
             out = {t: feats for t in self.heads if t != "classification"}
+        if any(getattr(h, "refine", None) is not None for h in self.heads.values()):
+            # a view: its own node in the graph, beside the decoder map rather than its ancestor
+            detail = half.view_as(half)
+            out = {t: [fmap, detail] if t != "classification" else fmap for t, fmap in out.items()}
         if self.classifier == "map":
             # with task interaction, a view of the shared map: its own node in the graph, beside the
             # interacted maps rather than their ancestor, as gradient methods need their features

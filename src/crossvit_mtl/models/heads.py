@@ -22,10 +22,16 @@ def finalize_dense(task: str, out: torch.Tensor) -> torch.Tensor:
 
 class DenseHead(nn.Module):
     """conv3x3-BN-ReLU then a 1x1 conv to the task's channels, upsampled to the input size;
-    ``separable`` makes the 3x3 depthwise (9x fewer multiply-adds at the head's width)."""
+    ``separable`` makes the 3x3 depthwise (9x fewer multiply-adds at the head's width).
+
+    With ``detail_channels`` the output is refined at stride 2 before the last upsampling: two
+    3x3 convolutions read the upsampled output beside the detail stem's stride-2 image features
+    and add a correction (the last one starts at zero, so the head starts as plain upsampling).
+    Poles are 1-3 px wide at 128x256: a stride-4 output upsampled bilinearly cannot draw them.
+    """
 
     def __init__(self, task: str, in_channels: int, out_channels: int, hidden: int | None = None,
-                 separable: bool = False):
+                 separable: bool = False, detail_channels: int = 0, refine_channels: int = 16):
         super().__init__()
         if task not in DENSE_TASKS:
             raise ValueError(f"dense task must be one of {DENSE_TASKS}, got {task!r}")
@@ -34,9 +40,22 @@ class DenseHead(nn.Module):
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False, groups=in_channels if separable else 1),
             nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
+        self.refine = None
+        if detail_channels:
+            self.refine = nn.Sequential(
+                nn.Conv2d(out_channels + detail_channels, refine_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(refine_channels), nn.ReLU(inplace=True),
+                nn.Conv2d(refine_channels, out_channels, 3, padding=1))
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        out = self.conv(x)
+    def forward(self, x: torch.Tensor | list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """``x``: the decoder map, or [map, stride-2 detail features] for a refining head."""
+        fmap, detail = (x[0], x[1]) if isinstance(x, (list, tuple)) else (x, None)
+        out = self.conv(fmap)
+        if self.refine is not None and detail is not None:
+            out = F.interpolate(out, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + self.refine(torch.cat([out, detail.to(out.dtype)], dim=1))
         if out.shape[-2:] != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return finalize_dense(self.task, out)
