@@ -27,7 +27,7 @@ from crossvit_mtl.engine.precision import DEVICES, resolve
 
 def load(args) -> tuple[torch.nn.Module, tuple[int, int]]:
     if args.checkpoint:
-        from crossvit_mtl.engine.checkpoint import model_from_checkpoint
+        from crossvit_mtl.models import model_from_checkpoint
 
         model, meta = model_from_checkpoint(args.checkpoint)
         return model, tuple(meta["image_size"])

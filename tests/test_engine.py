@@ -9,7 +9,8 @@ from PIL import Image
 
 from crossvit_mtl import create_model
 from crossvit_mtl.cli import main
-from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
+from crossvit_mtl.models import model_from_checkpoint
+from crossvit_mtl.serialization import CheckpointError
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule
 from crossvit_mtl.engine.optim import build_optimizer, param_groups, warmup_cosine

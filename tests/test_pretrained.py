@@ -282,7 +282,7 @@ def test_create_model_with_another_class_count_keeps_the_encoder_and_reports_the
 
 
 def test_create_model_refuses_a_release_of_another_network(tmp_path):
-    from crossvit_mtl.engine.checkpoint import CheckpointError
+    from crossvit_mtl.serialization import CheckpointError
 
     torch.save(small_release(), tmp_path / "release.pth")
     with pytest.raises(CheckpointError, match=r"release\.pth: weights do not fit crossvit_9_240: loaded 0 tensors; "

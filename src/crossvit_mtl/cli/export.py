@@ -23,8 +23,8 @@ def parse_option(text: str) -> tuple[str, object]:
 def load_model(args: argparse.Namespace):
     """The network and its data-set description (None for a preset) from the chosen source."""
     from crossvit_mtl.cli.args import input_file, named
-    from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
-    from crossvit_mtl.models import create_model
+    from crossvit_mtl.models import create_model, model_from_checkpoint
+    from crossvit_mtl.serialization import CheckpointError
 
     if args.checkpoint:
         try:
@@ -37,7 +37,7 @@ def load_model(args: argparse.Namespace):
     except ValueError as err:
         raise UserError(str(err)) from None
     if weights is not None:
-        from crossvit_mtl.export import load_weights
+        from crossvit_mtl.models.pretrained import load_weights
 
         try:
             load_weights(model, weights)

@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from crossvit_mtl.cli.args import input_file, named, output_path
-    from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
+    from crossvit_mtl.models import model_from_checkpoint
+    from crossvit_mtl.serialization import CheckpointError
 
     out_dir = output_path("--out", args.out, folder=True, overwrite=args.overwrite)
     try:

@@ -23,11 +23,12 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
 from crossvit_mtl.cli.args import named, output_path, read_yaml_mapping
 from crossvit_mtl.data.errors import DataError
-from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, CheckpointError, StepCheckpoint, read_checkpoint
+from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import auto_precision
 from crossvit_mtl.engine.report import RunReport, Throughput
+from crossvit_mtl.serialization import CheckpointError, read_checkpoint
 from crossvit_mtl.tasks.segmentation import TargetError
 
 class SaveRunConfig(SaveConfigCallback):

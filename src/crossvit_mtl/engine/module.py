@@ -8,7 +8,6 @@ import contextlib
 from typing import Any, Callable, ContextManager
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -17,7 +16,9 @@ from crossvit_mtl.engine.config_checks import check_model_fits_data, check_train
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
 from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
-from crossvit_mtl.models import as_task_dict, create_task_model, get_preset
+from crossvit_mtl.models import as_task_dict, build_for_data
+from crossvit_mtl.models.pretrained import load_weights
+from crossvit_mtl.serialization import CheckpointError, state_mismatch
 from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
 from crossvit_mtl.weighting import build_weighting
 from crossvit_mtl.weighting.loss_scale import InitialLossScale
@@ -108,7 +109,7 @@ class DenseTaskModule(pl.LightningModule):
         if unknown:
             raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
                              f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
-        self.model = self.build_network(model, model_options, dataset_meta)
+        self.model = build_for_data(model, model_options, dataset_meta)
         if pretrained:
             self._load_pretrained(pretrained)
         self.loss_weights: dict[str, float] = {}
@@ -148,18 +149,7 @@ class DenseTaskModule(pl.LightningModule):
         #: the last computed results per stage, {task: {metric: value}}, for reports
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
 
-    @staticmethod
-    def build_network(model: str, model_options: dict[str, Any] | None, dataset_meta: dict[str, Any]) -> nn.Module:
-        """The zoo network sized for the data: its tasks' channels and its image size."""
-        options = dict(model_options or {})
-        if (get_preset(model) or {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
-            options.setdefault("img_size", tuple(dataset_meta["image_size"]))  # positions fit the data
-        return create_task_model(model, dataset_meta["task_channels"], **options)
-
     def _load_pretrained(self, path: str) -> None:
-        from crossvit_mtl.engine.checkpoint import CheckpointError
-        from crossvit_mtl.export.weights import load_weights
-
         try:
             report = load_weights(self.model, path, partial=True)
         except CheckpointError as err:
@@ -323,8 +313,6 @@ class DenseTaskModule(pl.LightningModule):
         checkpoint["loss_scale"] = self.loss_scale.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from crossvit_mtl.engine.checkpoint import CheckpointError, state_mismatch
-
         mine, theirs = ({k: v for k, v in state.items() if k.startswith("model.")}
                         for state in (self.state_dict(), checkpoint["state_dict"]))
         problem = state_mismatch(mine, theirs)
