@@ -5,7 +5,9 @@ The network stays a plain ``nn.Module`` (``self.model``); nothing here changes w
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -15,25 +17,14 @@ from torch import nn
 from crossvit_mtl.engine.config_checks import check_model_fits_data, check_training_options
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
-from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
 from crossvit_mtl.models import as_task_dict, build_for_data
 from crossvit_mtl.models.pretrained import load_weights
 from crossvit_mtl.serialization import CheckpointError, state_mismatch
-from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
+from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss, build_metric
 from crossvit_mtl.weighting import build_weighting
 from crossvit_mtl.weighting.loss_scale import InitialLossScale
 
 STAGES = ("val", "test")
-
-
-def _metric_for(task: str, channels: int) -> nn.Module:
-    if task == "segmentation":
-        return SegmentationMetric(channels)
-    if task == "depth":
-        return DepthMetric()
-    if task == "normal":
-        return NormalMetric()
-    return ClassificationMetric(channels)
 
 
 def monitor_key(tasks: list[str]) -> tuple[str, str]:
@@ -144,7 +135,7 @@ class DenseTaskModule(pl.LightningModule):
         self._stats_before: list[torch.Tensor] = []
         self._rng_to_restore: dict[str, Any] | None = None
         self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({t: _metric_for(t, c) for t, c in self.task_channels.items()})
+            stage: nn.ModuleDict({t: build_metric(t, c) for t, c in self.task_channels.items()})
             for stage in STAGES})
         #: the last computed results per stage, {task: {metric: value}}, for reports
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -178,7 +169,7 @@ class DenseTaskModule(pl.LightningModule):
 
     @torch.no_grad()
     def measure_initial_losses(self, batch: dict[str, torch.Tensor], chunk: int = 16,
-                               context: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, float]:
+                               context: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict[str, float]:
         """Each task's mean loss for the network as it is on ``batch``, in training mode (batch
         statistics, as the first steps see them) under ``context`` (the run's precision), in chunks
         of ``chunk`` samples whatever the run's batch size or number of processes, so every rank

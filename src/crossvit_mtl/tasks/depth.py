@@ -26,7 +26,7 @@ class DepthMetric(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = False
+    higher_is_better = None  # mixed: each key's direction is in tasks.registry.METRIC_DIRECTION
     full_state_update = False
 
     def __init__(self, eps: float = DEPTH_EPS, **kwargs):

@@ -36,7 +36,7 @@ class NormalMetric(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = False
+    higher_is_better = None  # mixed: each key's direction is in tasks.registry.METRIC_DIRECTION
     full_state_update = False
 
     def __init__(self, bins_per_degree: int = 100, **kwargs):
