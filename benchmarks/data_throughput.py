@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from crossvit_mtl.data.cache import CachedDataset, write_synth
+from crossvit_mtl.data.cache import CachedDataset
+from crossvit_mtl.data.synth import write_synth
 from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.precision import DEVICES, resolve
 

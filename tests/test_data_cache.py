@@ -13,7 +13,9 @@ from fixtures_data import CACHE_INFO, random_sample, write_cache, write_image_fo
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli import data as data_cli
-from crossvit_mtl.data.cache import FORMAT_VERSION, CacheWriter, CachedDataset, synth_split_seed, write_synth
+from crossvit_mtl.data.cache import FORMAT_VERSION, CacheWriter, CachedDataset
+from crossvit_mtl.data.synth import dataset as synth_dataset
+from crossvit_mtl.data.synth import synth_split_seed, write_synth
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.registry import build_dataset
 
@@ -153,11 +155,8 @@ def _fake_render(seed, index, height=128, width=256):
 
 
 def test_write_synth_with_stand_in_renderer(tmp_path, monkeypatch):
-    fake = types.ModuleType("crossvit_mtl.data.synth")
-    fake.render_sample = _fake_render
-    fake.synth_info = lambda: CACHE_INFO
-    monkeypatch.setitem(sys.modules, "crossvit_mtl.data.synth", fake)
-    monkeypatch.setattr(crossvit_mtl.data, "synth", fake, raising=False)
+    monkeypatch.setattr(synth_dataset, "render_sample", _fake_render)
+    monkeypatch.setattr(synth_dataset, "synth_info", lambda: CACHE_INFO)
     write_synth(tmp_path / "s", train=3, val=2, test=4, height=8, width=16, seed=5)
     train, val, test = (CachedDataset(tmp_path / "s", split) for split in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (3, 2, 4)

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE, TASKS
-from crossvit_mtl.data.cache import synth_split_seed
 from crossvit_mtl.data.synth import (CUES, MIN_CUE_SHARE, SCENE_CLASSES, SynthScenes, intrinsics, layout_cues,
                                      layout_from_cues, render_sample, scene_class, scene_for, shows_its_class,
-                                     synth_info)
+                                     synth_info, synth_split_seed)
 
 SKY = CATEGORY_NAMES.index("sky")
 FLAT = CATEGORY_NAMES.index("flat")

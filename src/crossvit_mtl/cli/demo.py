@@ -24,8 +24,9 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int) -> N
     import json
 
     from crossvit_mtl.cli.args import named, output_path
-    from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta, write_synth
+    from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta
     from crossvit_mtl.data.errors import DataError
+    from crossvit_mtl.data.synth import write_synth
 
     overwrite = False
     if (root / "meta.json").exists():
