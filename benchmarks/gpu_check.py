@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossvit_mtl.engine import benchmark as bench
+from crossvit_mtl import bench
 from crossvit_mtl.engine.precision import resolve
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"

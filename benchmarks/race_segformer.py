@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.transforms import build_transforms
-from crossvit_mtl.engine.benchmark import build_model
+from crossvit_mtl.bench import build_model
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.precision import DEVICES, PRECISIONS, resolve

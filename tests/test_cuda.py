@@ -165,7 +165,7 @@ def test_onnx_export_of_a_cuda_model_is_checked(tmp_path_factory, tmp_path, no_t
 
 
 def test_bench_case_on_cuda_times_with_events_and_counts_device_memory():
-    from crossvit_mtl.engine import benchmark as bench
+    from crossvit_mtl import bench
 
     device = str(resolve().device)
     case = bench.Case("crossvit_seg_tiny", (64, 128), resolve().precision, batch_size=2, repeats=2,
