@@ -114,9 +114,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Draws ``plots/curves.png`` from the run's training log when the run has the log but no plot.
     """
     from crossvit_mtl.comparison import read_metrics_file as read_metrics
-    from crossvit_mtl.engine.report import FIT_LOG
     from crossvit_mtl.tasks import METRIC_LABELS
     from crossvit_mtl.viz import plots
+    from crossvit_mtl.viz.plots import FIT_LOG
 
     run_dir = Path(run_dir)
     stages = [(stage, read_metrics(run_dir / name), title)
