@@ -63,14 +63,19 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_resume_from_last_and_test(fitted_run, capsys):
+def test_resume_from_last_and_test(fitted_run, capfd):
     config, run_dir = fitted_run
     assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--trainer.max_steps", "4",
-                 "--ckpt_path", "last"]) == 0
+                 "--ckpt_path", "last", "--system_malloc", "true"]) == 0
+    said = "".join(capfd.readouterr())
+    # what the run does to host memory and which precision it runs in, and why, in its output
+    assert "host memory: glibc's allocator as it is (--system_malloc true)" in said
+    assert "precision: 32-true: asked for by --trainer.precision" in said
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
     best = run_dir / "checkpoints" / "best.ckpt"
     assert main(["test", "--config", config, "--run_dir", str(run_dir), "--ckpt_path", str(best)]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capfd.readouterr())
+    assert "host memory" not in out  # only commands that train or predict set it
     assert "test results" in out and "mIoU" in out and "thesis pooled IoU" in out
     assert json.loads((run_dir / "metrics_test.json").read_text())["stage"] == "test"
 

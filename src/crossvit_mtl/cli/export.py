@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from crossvit_mtl.cli import UserError
-from crossvit_mtl.cli.args import checked_size
+from crossvit_mtl.cli.args import UserError, checked_size
 from crossvit_mtl.engine.precision import DEVICES, resolve
 
 FORMATS = ("onnx", "safetensors", "torchscript")
