@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from crossvit_mtl.inference import make_forward
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.precision import DEVICES, resolve
+from crossvit_mtl.inference import make_forward
 
 
 def load(args) -> tuple[torch.nn.Module, tuple[int, int]]:

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from crossvit_mtl.cli import build_parser
 from crossvit_mtl import bench
 from crossvit_mtl.bench import Case
+from crossvit_mtl.cli import build_parser
 
 PEAKS = {"fp32": 0.3, "bf16": 1.5}
 

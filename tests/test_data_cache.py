@@ -2,22 +2,18 @@
 import argparse
 import json
 import pickle
-import sys
-import types
 
 import numpy as np
 import pytest
 
-import crossvit_mtl.data
-from fixtures_data import CACHE_INFO, random_sample, write_cache, write_image_folder, write_mtan_nyuv2
-
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli import data as data_cli
-from crossvit_mtl.data.cache import FORMAT_VERSION, CacheWriter, CachedDataset
-from crossvit_mtl.data.synth import dataset as synth_dataset
-from crossvit_mtl.data.synth import synth_split_seed, write_synth
+from crossvit_mtl.data.cache import FORMAT_VERSION, CachedDataset, CacheWriter
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.registry import build_dataset
+from crossvit_mtl.data.synth import dataset as synth_dataset
+from crossvit_mtl.data.synth import synth_split_seed, write_synth
+from fixtures_data import CACHE_INFO, random_sample, write_cache, write_image_folder, write_mtan_nyuv2
 
 
 def test_round_trip(tmp_path):
@@ -89,22 +85,20 @@ def test_interrupted_write_leaves_nothing(tmp_path):
         yield random_sample(np.random.default_rng(0), (8, 16))
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        with CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
-            writer.write_split("train", 2, samples())
+    with pytest.raises(KeyboardInterrupt), CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
+        writer.write_split("train", 2, samples())
     assert list(tmp_path.iterdir()) == []
 
 
 def test_writer_rejects_bad_samples(tmp_path):
     bad = random_sample(np.random.default_rng(0), (8, 16))
     bad["segmentation"][1, 1] = 9
-    with pytest.raises(ValueError, match="sample 0: segmentation values outside 0..7"):
-        with CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
-            writer.write_split("train", 1, [bad])
-    with pytest.raises(ValueError, match=r"depth has shape \(4, 4\)"):
-        with CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
-            good = random_sample(np.random.default_rng(0), (8, 16))
-            writer.write_split("train", 1, [{**good, "depth": np.zeros((4, 4))}])
+    with pytest.raises(ValueError, match="sample 0: segmentation values outside 0..7"), \
+            CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
+        writer.write_split("train", 1, [bad])
+    with pytest.raises(ValueError, match=r"depth has shape \(4, 4\)"), CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
+        good = random_sample(np.random.default_rng(0), (8, 16))
+        writer.write_split("train", 1, [{**good, "depth": np.zeros((4, 4))}])
 
 
 def test_pickles_for_dataloader_workers(tmp_path):

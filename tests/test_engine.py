@@ -9,11 +9,11 @@ from PIL import Image
 
 from crossvit_mtl import create_model
 from crossvit_mtl.cli import main
-from crossvit_mtl.models import model_from_checkpoint
-from crossvit_mtl.serialization import CheckpointError
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule
 from crossvit_mtl.engine.optim import build_optimizer, param_groups, warmup_cosine
+from crossvit_mtl.models import model_from_checkpoint
+from crossvit_mtl.serialization import CheckpointError
 
 TINY_DATA = {"dataset": "synth", "options": {"length": 8, "height": 64, "width": 128},
              "tasks": ["segmentation"], "batch_size": 4, "num_workers": 0}

@@ -19,19 +19,18 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from PIL import Image
-from fixtures_data import (cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes,
-                           write_mtan_nyuv2)
 
 from crossvit_mtl.cli import main
+from fixtures_data import cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes, write_mtan_nyuv2
 
 # A tiny run: a 32x64 synthetic street scene, segmentation only. Cases fail while the classes are
 # instantiated, before any data loader or training step, unless they say otherwise.
@@ -407,6 +406,7 @@ def valid_bytes(kind: str) -> bytes:
         Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(buffer, format="png")
     elif kind == "safetensors":
         from safetensors.torch import save
+
         from crossvit_mtl.models import create_model
 
         return save(create_model("crossvit_seg_tiny", **dict(SEG_OPTIONS)).state_dict())
@@ -701,7 +701,7 @@ def run_case(case: Case, tmp: Path) -> tuple[int | None, list[str], BaseExceptio
     if callable(case.command):
         try:
             case.command(tmp)
-        except Exception as err:  # noqa: BLE001 - the API raises; what it raises is checked
+        except Exception as err:
             return None, visible_lines(str(err)), err
         pytest.fail(f"{case.command.command} raised nothing")
     argv = shlex.split(case.command.format(tmp=tmp))

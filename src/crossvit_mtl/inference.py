@@ -3,7 +3,9 @@ network's size and back (``resize``) or sliding windows of its size over the ima
 in batches, on the chosen device and precision (``engine.precision``)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +50,8 @@ def resize_outputs(out: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[
     return resized
 
 
-def make_forward(model: torch.nn.Module, precision: str | Placement = "fp32", batch_size: int | None = None):
+def make_forward(model: Callable[[torch.Tensor], Any], precision: str | Placement = "fp32",
+                 batch_size: int | None = None):
     """The network as inference wants it: no autograd, autocast as ``precision`` says (a
     :class:`Placement`, or "bf16", "fp32" or "auto" on the CPU), inputs copied to its device
     (from pinned memory, without blocking, on CUDA) and every task's output as a float32 CPU

@@ -52,7 +52,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             raise CheckpointError(f"{path}: refused to load (it holds more than weights: "
                                   f"{detail.split(' was not')[0]})") from None
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle data)") from None
-    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on damaged files
+    except Exception as err:
         first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first})") from None
 
@@ -131,7 +131,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors file, not a dict
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     recipe = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}

@@ -8,7 +8,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +50,9 @@ def _timed(fn, runs: int, device: torch.device = CPU) -> list[float]:
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
         else:
-            start = time.perf_counter()
+            begin = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(time.perf_counter() - begin)
     return times
 
 
@@ -77,9 +79,9 @@ def measure_case(case: Case) -> Result:
         baseline = _maxrss_mb()  # growth from here on includes the input batch and its targets
     images, targets = synthetic_batch(model, case.size, case.batch_size)
     criteria = {t: build_loss(t) for t in targets}
-    runner = model
+    runner: Callable[..., Any] = model
     if case.variant == "channels_last":
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         images = images.contiguous(memory_format=torch.channels_last)
     elif case.variant == "compile":
         runner = torch.compile(model)
@@ -114,7 +116,7 @@ def measure_case(case: Case) -> Result:
     result.train_img_s_best = case.batch_size / min(steps)
     result.mem_train_mb = _peak_mb(device) - baseline
 
-    model.to("cpu", memory_format=torch.contiguous_format)  # FLOPs are counted on the CPU
+    model.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # FLOPs are counted on the CPU
     result.gflops_fwd = count_flops(model, case.size) / 1e9
     result.gflops_train = count_flops(model, case.size, backward=True) / 1e9
     return result
@@ -158,23 +160,23 @@ def matmul_peaks(dtype: torch.dtype, n: int | None = None, runs: int = 5, device
     machine. CUDA: n=8192, and fp32 also as TF32 products (``torch.mm TF32``), which PyTorch's
     default gives cuDNN's convolutions but not ``torch.mm``.
     """
-    device = torch.device(device)
-    cuda = device.type == "cuda"
+    where = torch.device(device)
+    cuda = where.type == "cuda"
     n = n or (8192 if cuda else 2048)
-    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
-    image = torch.randn(1, n, n, 1, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(n, n, 1, 1, device=device).to(dtype)  # n pixels x n channels -> n channels
+    a, b = torch.randn(n, n, device=where).to(dtype), torch.randn(n, n, device=where).to(dtype)
+    image = torch.randn(1, n, n, 1, device=where).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(n, n, 1, 1, device=where).to(dtype)  # n pixels x n channels -> n channels
     routes = {"torch.mm": lambda: torch.mm(a, b), "cuDNN" if cuda else "oneDNN": lambda: F.conv2d(image, weight)}
     peaks = {}
     for route, product in routes.items():
         product()
-        peaks[route] = 2 * n**3 / min(_timed(product, runs, device)) / 1e12
+        peaks[route] = 2 * n**3 / min(_timed(product, runs, where)) / 1e12
     if cuda and dtype == torch.float32:
         before = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("high")  # TF32 products
         try:
             torch.mm(a, b)
-            peaks["torch.mm TF32"] = 2 * n**3 / min(_timed(lambda: torch.mm(a, b), runs, device)) / 1e12
+            peaks["torch.mm TF32"] = 2 * n**3 / min(_timed(lambda: torch.mm(a, b), runs, where)) / 1e12
         finally:
             torch.set_float32_matmul_precision(before)
     return peaks

@@ -130,7 +130,7 @@ def make_report(results: list[Result], peaks_start: dict[str, float],
     peaks = {k: max(v, (peaks_end or {}).get(k, v)) for k, v in peaks_start.items()}
     placement = resolve(device)
     cuda = placement.device.type == "cuda"
-    report = {
+    report: dict[str, Any] = {
         "machine": {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(placement.device),
                     "device_name": placement.name,
                     "threads": sorted({r.case.threads or torch.get_num_threads() for r in results}),

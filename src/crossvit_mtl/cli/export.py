@@ -47,11 +47,8 @@ def load_model(args: argparse.Namespace):
 
 def input_size(model, meta: dict | None, size: tuple[int, int] | None) -> tuple[int, int]:
     """--size, else the training size, else the size the preset was created for."""
-    if size:
-        return tuple(size)
-    if meta and meta.get("image_size"):
-        return tuple(meta["image_size"])
-    return tuple(model.encoder.img_size)
+    height, width = size or (meta or {}).get("image_size") or model.encoder.img_size
+    return int(height), int(width)
 
 
 def run(args: argparse.Namespace) -> int:

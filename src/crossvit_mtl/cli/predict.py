@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"predict on {placement}")
     print(apply_host_memory(args.system_malloc, "--system-malloc"))
     model.to(placement.device)
-    if args.compile:  # one input shape (partial batches padded), so it compiles once
-        model = torch.compile(model, dynamic=False)
-    forward = make_forward(model, placement, args.batch_size if args.compile else None)
+    # one input shape when compiled (partial batches padded), so it compiles once
+    runner = torch.compile(model, dynamic=False) if args.compile else model
+    forward = make_forward(runner, placement, args.batch_size if args.compile else None)
     files = find_images(args.input)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, unreadable = [], []

@@ -92,7 +92,8 @@ def _check_depth_kind(name: str, value: Any) -> str:
 def _spatial_size(sample: Sample) -> tuple[int, int] | None:
     for key in DENSE_KEYS:
         if key in sample:
-            return tuple(sample[key].shape[-2:])
+            height, width = sample[key].shape[-2:]
+            return int(height), int(width)
     return None
 
 

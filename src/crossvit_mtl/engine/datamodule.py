@@ -107,7 +107,8 @@ class DenseDataModule(pl.LightningDataModule):
     def image_size(self) -> tuple[int, int]:
         """(H, W) of the images the model sees in evaluation."""
         if not hasattr(self, "_image_size"):
-            self._image_size = tuple(self.dataset(self.hparams.val_split)[0]["image"].shape[-2:])
+            height, width = self.dataset(self.hparams.val_split)[0]["image"].shape[-2:]
+            self._image_size = int(height), int(width)
         return self._image_size
 
     def dataset(self, split: str, train: bool = False) -> DenseDataset:
@@ -122,7 +123,7 @@ class DenseDataModule(pl.LightningDataModule):
         hp = self.hparams
         workers = hp.num_workers
         dataset = self.dataset(split, train)
-        sampler = None
+        sampler: ResumableSampler | UnrepeatedDistributedSampler | None = None
         if train:
             sampler = self._train_sampler(dataset)
         elif torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -131,7 +132,7 @@ class DenseDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            sampler=sampler, drop_last=train and len(sampler) > hp.batch_size,
+            sampler=sampler, drop_last=train and sampler is not None and len(sampler) > hp.batch_size,
             num_workers=workers, persistent_workers=hp.persistent_workers and workers > 0,
             pin_memory=self._on_cuda(),
             # workers' base seed from a generator of its own, not from the global RNG, whose

@@ -105,7 +105,7 @@ class RunReport(pl.Callback):
         if "segmentation" in results:
             plots.plot_confusion(results["segmentation"]["confusion"].cpu().numpy(),
                                  meta["class_names"], plot_dir / f"confusion_{stage}.png")
-        dm = trainer.datamodule
+        dm = getattr(trainer, "datamodule", None)
         if dm is not None and self.num_samples:
             split = dm.hparams.val_split if stage == "val" else dm.hparams.test_split
             was_training = module.training

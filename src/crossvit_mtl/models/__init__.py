@@ -35,16 +35,17 @@ def _accepted_keys(cls: type) -> set[str]:
     for klass in cls.__mro__:
         if klass is nn.Module or "__init__" not in vars(klass):
             continue
-        params = inspect.signature(klass.__init__).parameters.values()
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
         keys |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     return keys - {"self"}
 
 
 def model_config(name: str, **overrides) -> dict:
     """The full keyword set a preset builds with, overrides applied and checked by name."""
-    if get_preset(name) is None:
+    preset = get_preset(name)
+    if preset is None:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(PRESETS)}")
-    config = copy.deepcopy(get_preset(name))
+    config = copy.deepcopy(preset)
     cls = ARCHITECTURES[config.pop("arch")]
     unknown = sorted(set(overrides) - _accepted_keys(cls))
     if unknown:
@@ -98,8 +99,8 @@ def create_model(name: str, weights: str | None = None, **overrides) -> nn.Modul
     config = model_config(name, **overrides)
     _check_config(name, config, overrides)
     model = ARCHITECTURES[get_preset(name)["arch"]](**config)
-    model.preset_name = ALIASES.get(name, name)
-    model.preset_overrides = dict(overrides)
+    # plain attributes (not parameters or modules): what save_weights records to rebuild the model
+    vars(model).update(preset_name=ALIASES.get(name, name), preset_overrides=dict(overrides))
     if weights is not None:
         from crossvit_mtl.models.pretrained import load_weights
 

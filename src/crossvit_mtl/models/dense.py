@@ -2,7 +2,7 @@
 multi-task network (one shared encoder + decoder, one head per task)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ class DenseCrossViT(nn.Module):
         if self.classifier == "map":
             self.heads["classification"] = MapClsHead(decoder_channels, self.tasks["classification"], drop=drop_rate)
         elif self.classifier == "cls":
-            self.heads["classification"] = ClsHead(tuple(dims), self.tasks["classification"], drop_rate)
+            self.heads["classification"] = ClsHead((dims[0], dims[1]), self.tasks["classification"], drop_rate)
         self.task_interaction = None
         if task_interaction == "cross_attention":
             stride = 4 if detail_channels else min(patch_sizes)  # the decoder map's stride

@@ -92,7 +92,7 @@ def sample_panels(sample: dict[str, Any], prediction: dict[str, Any], meta: dict
     for task in meta["tasks"]:
         if task not in prediction:
             continue
-        gt, pred = sample.get(task), prediction[task]
+        gt, pred = sample[task], prediction[task]
         if task == "segmentation":
             panels += [("labels", colorize_labels(gt, meta["palette"])),
                        ("prediction", colorize_labels(pred, meta["palette"]))]

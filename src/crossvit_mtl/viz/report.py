@@ -98,7 +98,7 @@ def _stage_section(title: str, payload: dict[str, Any], plot_dir: Path, stage: s
     if seg.get("iou_per_class"):
         parts.append(_class_bars(seg))
     if seg.get("confusion"):
-        parts.append(_confusion(seg["confusion"], list(seg.get("iou_per_class") or range(len(seg["confusion"])))))
+        parts.append(_confusion(seg["confusion"], [str(n) for n in seg.get("iou_per_class") or range(len(seg["confusion"]))]))
     used = {f"confusion_{stage}.png"}
     samples = plot_dir / f"samples_{stage}.png"
     if samples.is_file():

@@ -15,8 +15,8 @@ class _Draws:
     so values are drawn 512 at a time; the stream is still a pure function of the generator's seed.
     """
 
-    def __init__(self, rng: _Draws):
-        self.rng, self.block = rng, []
+    def __init__(self, rng: np.random.Generator):
+        self.rng, self.block = rng, list[float]()
 
     def random(self) -> float:
         if not self.block:

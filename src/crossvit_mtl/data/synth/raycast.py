@@ -73,6 +73,7 @@ def _ground(scene: _Scene, x: np.ndarray, z: np.ndarray):
         else:
             closer = e < edge
             edge, lat, along = np.where(closer, e, edge), np.where(closer, la, lat), np.where(closer, s, along)
+    assert edge is not None and lat is not None and along is not None  # a scene has roads
     wave = sum(np.sin(a * x + c * z + ph) for a, c, ph in g["waves"]) / 3
     kind = np.where(wave > g["terrain_cut"], _TERRAIN, _PAVEMENT)
     kind[edge < scene.sidewalk] = _SIDEWALK
