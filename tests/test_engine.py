@@ -51,7 +51,7 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     assert metrics["global_step"] == 2 and metrics["model"] == "crossvit_seg_tiny"
     seg = metrics["results"]["segmentation"]
     assert 0.0 <= seg["pixel_acc"] <= 1.0
-    # the pooled figure is acc / (2 - acc), as the README explains
+    # the pooled figure is acc / (2 - acc), as docs/training.md explains
     assert seg["thesis_iou"] == pytest.approx(seg["pixel_acc"] / (2 - seg["pixel_acc"]), rel=1e-9)
     assert set(seg["iou_per_class"]) == {"void", "flat", "construction", "object", "nature", "sky",
                                          "human", "vehicle"}

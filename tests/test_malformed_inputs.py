@@ -6,6 +6,9 @@ weights file), runs the exact command through the public entry point in-process
 code (2 for errors, 1 for ``data check`` which lists problems), that the message is ONE line
 (``data check``: one line per problem and a summary) and that it matches a pattern naming the
 offending file, key or value. ``{tmp}`` in a command is the case's ``tmp_path``.
+
+Longer than the project's ~400 lines per file on purpose: it is one table of cases, and keeping
+them in one place is what makes it the list the docs point to.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ with one is a single line naming the argument and the file: ``--checkpoint run.c
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,6 +16,16 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 class UserError(Exception):
     """An error in what the user asked for; printed as one line, exit code 2."""
+
+
+def own_command() -> str:
+    """How a fresh shell in the current folder runs this command again: the ``crossvit-mtl`` script
+    as it was invoked (``.venv/bin/crossvit-mtl`` from ``make demo``), else the interpreter that
+    runs now with ``-m crossvit_mtl``; a virtualenv need not be activated for either."""
+    script = Path(sys.argv[0])
+    if script.name == "crossvit-mtl" and script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m crossvit_mtl"
 
 
 def print_error(command: str | None, err: UserError) -> int:

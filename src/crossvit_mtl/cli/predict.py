@@ -157,5 +157,5 @@ def add_parser(sub) -> None:
                    help="leave glibc's allocator as it is (default: freed host memory is kept for reuse)")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile: about a minute of compiling first, "
-                   "worth it for large image sets (see the README's Speed section)")
+                   "worth it for large image sets (see docs/speed.md)")
     p.set_defaults(func=run)

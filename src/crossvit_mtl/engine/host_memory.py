@@ -3,9 +3,9 @@
 glibc serves every block above its mmap threshold (32 MB at most) with fresh pages from the
 kernel and unmaps it on free, so on CPU each large activation and gradient is page-faulted and
 zeroed again at every step. With mmap off (``M_MMAP_MAX`` 0) such blocks come from the heap,
-and a high ``M_TRIM_THRESHOLD`` keeps the freed heap for reuse. Side by side on the 2-core
-machine (``crossvit-mtl bench --allocators kept system``) bf16 training ran 1.1x faster at
-128x256 and 1.5-1.7x at 512x1024, for 7-33 % more peak memory. Nothing here runs at import:
+and a high ``M_TRIM_THRESHOLD`` keeps the freed heap for reuse: faster training for a little more
+peak memory, as ``crossvit-mtl bench --allocators kept system`` measures (docs/speed.md). Nothing
+here runs at import:
 the commands that train or predict (fit, the demo, predict; bench per case) apply it and say so,
 and leave the allocator alone when asked to (their flag, or ``CROSSVIT_MTL_SYSTEM_MALLOC=1``).
 """

@@ -67,8 +67,8 @@ class DenseTaskModule(pl.LightningModule):
             checkpoint). What fits by name and shape is loaded, positions interpolated to the
             model's grid; what was loaded, interpolated and left as initialised is printed.
         compile: run the network's forward through ``torch.compile`` (``nn.Module.compile``: the
-            state dict keeps its names). Off by default: on the 2-core CPU it compiled for ~2 min
-            and then trained at 0.99x eager (``crossvit-mtl bench --variants compile``).
+            state dict keeps its names). Off by default: measured, it did not pay for its compile
+            time in training (docs/speed.md; ``crossvit-mtl bench --variants compile``).
         dataset_meta: what the data module says of its data (tasks, classes, palette...);
             the command line links it, and it is saved in checkpoints so prediction can rebuild
             the model and show its outputs.
