@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, UserError, named, output_path, print_error, read_yaml_mapping
@@ -31,6 +31,12 @@ from crossvit_mtl.engine.precision import training_precision
 from crossvit_mtl.engine.report import RunReport, Throughput
 from crossvit_mtl.serialization import CheckpointError, read_checkpoint
 from crossvit_mtl.tasks.segmentation import TargetError
+
+
+def say(message: str) -> None:
+    """A line of the run's output, printed once (by the first process under DDP)."""
+    if rank_zero_only.rank == 0:
+        print(message, flush=True)
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -89,7 +95,7 @@ class CrossViTCLI(LightningCLI):
             config.data.seed = int(config.seed_everything)
         if self.subcommand not in ("fit", None):
             return
-        rank_zero_info(apply_host_memory(config.system_malloc))
+        say(apply_host_memory(config.system_malloc))
         if self.subcommand != "fit":
             return
         run_dir = Path(config.run_dir)
@@ -147,7 +153,7 @@ class CrossViTCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         default, reason = training_precision(str(trainer_config.get("accelerator") or "auto"))
         chosen = str(trainer.precision)
-        rank_zero_info(f"precision: {chosen}: {reason if chosen == default else 'asked for by --trainer.precision'}")
+        say(f"precision: {chosen}: {reason if chosen == default else 'asked for by --trainer.precision'}")
         try:  # fp16 by default on GPUs without bf16 (engine/precision.py) meets gradient weightings here
             if self.subcommand == "fit":
                 self.model.check_precision(trainer)
