@@ -784,7 +784,8 @@ NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size
              "--batch-size", "--precision", "--compile", "--model", "--model-option", "--format", "--opset",
              "--no-check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
              "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry-run",
-             "--device", "--test", "--split", "--reference", "--all-metrics", "--seeds", "--runs"}
+             "--device", "--test", "--split", "--reference", "--all-metrics", "--seeds", "--runs",
+             "--system-malloc"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
 LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir")}
 
