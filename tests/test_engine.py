@@ -320,3 +320,15 @@ def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, c
                  "--ckpt_path", "last", "--report_samples", "0"]) == 0
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["loss_scale"]
     assert resumed == state  # measured once, at the start of the run, not again on resuming
+
+
+def test_the_training_order_seed_is_the_data_modules_argument(fitted_run, monkeypatch):
+    # the command line hands the run's seed_everything (42 by default) to the data module
+    _, run_dir = fitted_run
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["seed_everything"] == 42 and saved["data"]["seed"] == 42
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # what Lightning's seeding leaves in the environment: not read
+    data = {**TINY_DATA, "options": {"length": 8, "height": 32, "width": 64}}
+    seeded, default = DenseDataModule(**data, seed=3), DenseDataModule(**data)
+    assert seeded.train_dataloader().sampler.seed == 3 and default.train_dataloader().sampler.seed == 0
+    assert not torch.equal(seeded.calibration_batch(4)["image"], default.calibration_batch(4)["image"])
