@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -63,8 +64,10 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_resume_from_last_and_test(fitted_run, capfd):
-    config, run_dir = fitted_run
+def test_resume_from_last_and_test(fitted_run, tmp_path, capfd):
+    config, fitted = fitted_run
+    run_dir = tmp_path / "run"  # a copy: the other tests see the fitted run as it was, in any order
+    shutil.copytree(fitted, run_dir)
     assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--trainer.max_steps", "4",
                  "--ckpt_path", "last", "--system_malloc", "true"]) == 0
     said = "".join(capfd.readouterr())
