@@ -33,10 +33,10 @@ from crossvit_mtl.serialization import CheckpointError, read_checkpoint
 from crossvit_mtl.tasks.segmentation import TargetError
 
 
+@rank_zero_only
 def say(message: str) -> None:
     """A line of the run's output, printed once (by the first process under DDP)."""
-    if rank_zero_only.rank == 0:
-        print(message, flush=True)
+    print(message, flush=True)
 
 
 class SaveRunConfig(SaveConfigCallback):
