@@ -1,12 +1,13 @@
-# The two commands of the quick start, `make demo` and `make test`, and `make gpu-check` for a
-# machine with a CUDA device. Each creates .venv when it is missing and installs the package with
-# pinned dependencies.
+# The two commands of the quick start, `make demo` and `make test`; `make lint` (ruff, mypy and the
+# import layers, as CI runs them) and `make gpu-check` for a machine with a CUDA device. Each creates
+# .venv when it is missing and installs the package with pinned dependencies (the dev extra brings
+# pytest, ruff, mypy and import-linter).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test gpu-check install clean
+.PHONY: demo test lint gpu-check install clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# lint and types on the library, the layer contract of pyproject's [tool.importlinter]
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # the CUDA tests and the bench on the GPU: writes gpu-check/gpu_check.json and gpu_check.md
 gpu-check: $(STAMP)

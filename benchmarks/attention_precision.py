@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from crossvit_mtl.engine.host_memory import keep_host_memory
-from crossvit_mtl.models import layers
 from crossvit_mtl.engine.precision import DEVICES, resolve
+from crossvit_mtl.models import layers
 from crossvit_mtl.models.layers import SCORE_CHUNK_BYTES, attention
 
 SHAPES = {  # (heads, queries, keys, head_dim)
@@ -48,7 +48,8 @@ WAYS = {
 
 
 def time_attention(way, heads: int, n: int, m: int, d: int, batch: int = 16, repeats: int = 7,
-                   device: torch.device = torch.device("cpu")) -> float:
+                   device: torch.device | None = None) -> float:
+    device = device or torch.device("cpu")
     q, k, v = (torch.randn(batch, heads, length, d, dtype=torch.bfloat16, device=device, requires_grad=True)
                for length in (n, m, m))
     grad = torch.randn(batch, heads, n, d, dtype=torch.bfloat16, device=device)

@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from crossvit_mtl.data.cache import CachedDataset, write_synth
+from crossvit_mtl.data.cache import CachedDataset
+from crossvit_mtl.data.synth import write_synth
 from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.precision import DEVICES, resolve
 
 
-def measure(loader: DataLoader, epochs: int = 3, device: torch.device = torch.device("cpu")) -> list[float]:
+def measure(loader: DataLoader, epochs: int = 3, device: torch.device | None = None) -> list[float]:
     """Samples/s of each timed epoch, after one untimed warm-up epoch (worker start, page cache)."""
+    device = device or torch.device("cpu")
     rates = []
     for epoch in range(epochs + 1):
         start, count = time.perf_counter(), 0

@@ -1,6 +1,7 @@
 """Everything that runs on a GPU, checked in one go on a machine with a CUDA device (planned for
-at most 10 minutes on one GPU; the report gives the time taken): the tests marked ``cuda`` (``tests/test_cuda.py``: every preset's forward
-and backward against CPU fp32, a two-step `fit`, `predict` and `export` on CUDA, a bench case),
+at most 10 minutes on one GPU; the report gives the time taken): the tests marked ``cuda``
+(``tests/test_cuda.py``: every preset's forward and backward against CPU fp32, a two-step `fit`,
+`predict` and `export` on CUDA, a bench case),
 then `crossvit-mtl bench --quick` on the GPU: the zoo and SegFormer-B0 at 128x256 in the device's
 default precision and fp32, crossvit_seg_small and SegFormer-B0 at 512x1024.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossvit_mtl.engine import benchmark as bench
+from crossvit_mtl import bench
 from crossvit_mtl.engine.precision import resolve
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"

@@ -20,18 +20,18 @@ import time
 
 import torch
 
-from crossvit_mtl.cli.predict import make_forward
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.precision import DEVICES, resolve
+from crossvit_mtl.inference import make_forward
 
 
 def load(args) -> tuple[torch.nn.Module, tuple[int, int]]:
     if args.checkpoint:
-        from crossvit_mtl.engine.checkpoint import model_from_checkpoint
+        from crossvit_mtl.models import model_from_checkpoint
 
         model, meta = model_from_checkpoint(args.checkpoint)
         return model, tuple(meta["image_size"])
-    from crossvit_mtl.engine.benchmark import build_model
+    from crossvit_mtl.bench import build_model
 
     size = tuple(args.size)
     return build_model(args.model, size).eval(), size

@@ -20,15 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
 
+from crossvit_mtl.bench import build_model
 from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.transforms import build_transforms
-from crossvit_mtl.engine.benchmark import build_model
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.precision import DEVICES, PRECISIONS, resolve
@@ -174,7 +174,8 @@ def main() -> None:
             print(f"| {runner.name} | {p['time_s']:.0f} | {p['images']} | {100 * p['miou']:.2f} "
                   f"| {100 * p['pixel_acc']:.2f} |")
     report = {"minutes": args.minutes, "batch_size": args.batch_size, "lr": args.lr,
-              "precision": precision, "device": str(device), "device_name": placement.name, "size": size, "root": args.root, "threads": torch.get_num_threads(),
+              "precision": precision, "device": str(device), "device_name": placement.name, "size": size,
+              "root": args.root, "threads": torch.get_num_threads(),
               "curves": {r.name: r.curve for r in runners},
               "images_per_s": {r.name: r.images / max(r.train_s, 1e-9) for r in runners}}
     with open(args.out, "w") as f:

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
+from crossvit_mtl import bench
+from crossvit_mtl.bench import Case
 from crossvit_mtl.cli import build_parser
-from crossvit_mtl.engine import benchmark as bench
-from crossvit_mtl.engine.benchmark import Case
 
 PEAKS = {"fp32": 0.3, "bf16": 1.5}
 
@@ -66,7 +66,7 @@ def test_segformer_peer_predicts_at_full_resolution():
 
 
 def test_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "machine_peaks", lambda device: PEAKS)
+    monkeypatch.setattr("crossvit_mtl.bench.report.machine_peaks", lambda device: PEAKS)
     cases = [Case("crossvit_seg_tiny", (32, 64), "fp32", batch_size=2, repeats=1, warmup=1, latency_runs=1),
              Case("crossvit_seg_tiny:no_such_option=1", (32, 64), "fp32", repeats=1)]
     report = bench.benchmark(cases, tmp_path, progress=None)

@@ -28,3 +28,21 @@ def test_bad_size_is_one_line_error(capsys):
         build_parser().parse_args(["models", "--size", "128by256"])
     assert exc.value.code == 2
     assert "size must look like HxW (e.g. 128x256), got '128by256'" in capsys.readouterr().err
+
+
+def test_printed_commands_name_the_script_or_interpreter_that_runs_now(tmp_path, monkeypatch):
+    import shlex
+    import subprocess
+    import sys
+
+    from crossvit_mtl.cli.args import own_command
+
+    monkeypatch.setattr(sys, "argv", ["/no/such/pytest"])
+    fallback = own_command()
+    assert shlex.split(fallback) == [sys.executable, "-m", "crossvit_mtl"]
+    assert subprocess.run([*shlex.split(fallback), "--help"], capture_output=True).returncode == 0
+    script = tmp_path / "my bin" / "crossvit-mtl"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    assert shlex.split(own_command()) == [str(script)]

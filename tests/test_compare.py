@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -145,7 +146,7 @@ def test_sweep_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert planned[6]["config"]["model"]["model_options"]["dims"] == [32, 64]  # merged, not replaced
     with pytest.raises(UserError, match="--runs: no run 'nope'"):
         plan(config, only=["nope"])
-    spec = yaml.safe_load(open(config))
+    spec = yaml.safe_load(Path(config).read_text())
     spec["runs"]["upgrad"]["seeds"] = [0]  # a run of its own seeds (screened out on one)
     (tmp_path / "own.yaml").write_text(yaml.safe_dump(spec))
     _, planned = plan(tmp_path / "own.yaml")

@@ -150,8 +150,8 @@ def test_predict_on_cuda_gives_the_cpu_labels(tmp_path_factory, images, tmp_path
 
 
 def test_onnx_export_of_a_cuda_model_is_checked(tmp_path_factory, tmp_path, no_tf32, capsys):
-    from crossvit_mtl.engine.checkpoint import model_from_checkpoint
     from crossvit_mtl.export import check_onnx
+    from crossvit_mtl.models import model_from_checkpoint
 
     ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
     path = tmp_path / "model.onnx"
@@ -165,7 +165,7 @@ def test_onnx_export_of_a_cuda_model_is_checked(tmp_path_factory, tmp_path, no_t
 
 
 def test_bench_case_on_cuda_times_with_events_and_counts_device_memory():
-    from crossvit_mtl.engine import benchmark as bench
+    from crossvit_mtl import bench
 
     device = str(resolve().device)
     case = bench.Case("crossvit_seg_tiny", (64, 128), resolve().precision, batch_size=2, repeats=2,

@@ -2,20 +2,18 @@
 import argparse
 import json
 import pickle
-import sys
-import types
 
 import numpy as np
 import pytest
 
-import crossvit_mtl.data
-from fixtures_data import CACHE_INFO, random_sample, write_cache, write_image_folder, write_mtan_nyuv2
-
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli import data as data_cli
-from crossvit_mtl.data.cache import FORMAT_VERSION, CacheWriter, CachedDataset, synth_split_seed, write_synth
+from crossvit_mtl.data.cache import FORMAT_VERSION, CachedDataset, CacheWriter
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.registry import build_dataset
+from crossvit_mtl.data.synth import dataset as synth_dataset
+from crossvit_mtl.data.synth import synth_split_seed, write_synth
+from fixtures_data import CACHE_INFO, random_sample, write_cache, write_image_folder, write_mtan_nyuv2
 
 
 def test_round_trip(tmp_path):
@@ -87,22 +85,20 @@ def test_interrupted_write_leaves_nothing(tmp_path):
         yield random_sample(np.random.default_rng(0), (8, 16))
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        with CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
-            writer.write_split("train", 2, samples())
+    with pytest.raises(KeyboardInterrupt), CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
+        writer.write_split("train", 2, samples())
     assert list(tmp_path.iterdir()) == []
 
 
 def test_writer_rejects_bad_samples(tmp_path):
     bad = random_sample(np.random.default_rng(0), (8, 16))
     bad["segmentation"][1, 1] = 9
-    with pytest.raises(ValueError, match="sample 0: segmentation values outside 0..7"):
-        with CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
-            writer.write_split("train", 1, [bad])
-    with pytest.raises(ValueError, match=r"depth has shape \(4, 4\)"):
-        with CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
-            good = random_sample(np.random.default_rng(0), (8, 16))
-            writer.write_split("train", 1, [{**good, "depth": np.zeros((4, 4))}])
+    with pytest.raises(ValueError, match="sample 0: segmentation values outside 0..7"), \
+            CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
+        writer.write_split("train", 1, [bad])
+    with pytest.raises(ValueError, match=r"depth has shape \(4, 4\)"), CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
+        good = random_sample(np.random.default_rng(0), (8, 16))
+        writer.write_split("train", 1, [{**good, "depth": np.zeros((4, 4))}])
 
 
 def test_pickles_for_dataloader_workers(tmp_path):
@@ -153,11 +149,8 @@ def _fake_render(seed, index, height=128, width=256):
 
 
 def test_write_synth_with_stand_in_renderer(tmp_path, monkeypatch):
-    fake = types.ModuleType("crossvit_mtl.data.synth")
-    fake.render_sample = _fake_render
-    fake.synth_info = lambda: CACHE_INFO
-    monkeypatch.setitem(sys.modules, "crossvit_mtl.data.synth", fake)
-    monkeypatch.setattr(crossvit_mtl.data, "synth", fake, raising=False)
+    monkeypatch.setattr(synth_dataset, "render_sample", _fake_render)
+    monkeypatch.setattr(synth_dataset, "synth_info", lambda: CACHE_INFO)
     write_synth(tmp_path / "s", train=3, val=2, test=4, height=8, width=16, seed=5)
     train, val, test = (CachedDataset(tmp_path / "s", split) for split in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (3, 2, 4)

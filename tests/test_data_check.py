@@ -3,13 +3,12 @@ import argparse
 
 import numpy as np
 import pytest
-from fixtures_data import (cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes,
-                           write_mtan_nyuv2)
 from PIL import Image
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli import data as data_cli
 from crossvit_mtl.data.check import check_dataset, detect_kind, scan
+from fixtures_data import cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes, write_mtan_nyuv2
 
 
 def _run(argv):

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from cityscapesscripts.helpers.labels import labels as official, trainId2label
-from fixtures_data import CAMERA, cityscapes_stem, write_cityscapes
+from cityscapesscripts.helpers.labels import labels as official
+from cityscapesscripts.helpers.labels import trainId2label
 from PIL import Image
 
 from crossvit_mtl.cli import UserError
@@ -14,6 +14,7 @@ from crossvit_mtl.data.cache import CachedDataset
 from crossvit_mtl.data.cityscapes import convert_cityscapes, label_mode, read_depth, read_labels
 from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE, IGNORE_INDEX
 from crossvit_mtl.data.errors import DataError
+from fixtures_data import CAMERA, cityscapes_stem, write_cityscapes
 
 BF = CAMERA["extrinsic"]["baseline"] * CAMERA["intrinsic"]["fx"]
 

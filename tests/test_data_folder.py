@@ -1,11 +1,11 @@
 """Folder-per-class classification read with Pillow."""
 import numpy as np
 import pytest
-from fixtures_data import write_image_folder
 from PIL import Image
 
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.folder import ImageFolderDataset
+from fixtures_data import write_image_folder
 
 
 def test_classes_and_samples(tmp_path):

@@ -3,12 +3,12 @@ import shutil
 
 import numpy as np
 import pytest
-from fixtures_data import write_mtan_cityscapes, write_mtan_nyuv2
 
 from crossvit_mtl.data.cityscapes import label_mode
 from crossvit_mtl.data.common import CATEGORY_NAMES, IGNORE_INDEX
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.mtan import NYUV2_CLASS_NAMES, MTANCityscapes, MTANNYUv2
+from fixtures_data import write_mtan_cityscapes, write_mtan_nyuv2
 
 
 def _labels(root, split, i, folder="label_7"):

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -9,10 +10,11 @@ from PIL import Image
 
 from crossvit_mtl import create_model
 from crossvit_mtl.cli import main
-from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule
 from crossvit_mtl.engine.optim import build_optimizer, param_groups, warmup_cosine
+from crossvit_mtl.models import model_from_checkpoint
+from crossvit_mtl.serialization import CheckpointError
 
 TINY_DATA = {"dataset": "synth", "options": {"length": 8, "height": 64, "width": 128},
              "tasks": ["segmentation"], "batch_size": 4, "num_workers": 0}
@@ -50,7 +52,7 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     assert metrics["global_step"] == 2 and metrics["model"] == "crossvit_seg_tiny"
     seg = metrics["results"]["segmentation"]
     assert 0.0 <= seg["pixel_acc"] <= 1.0
-    # the pooled figure is acc / (2 - acc), as the README explains
+    # the pooled figure is acc / (2 - acc), as docs/training.md explains
     assert seg["thesis_iou"] == pytest.approx(seg["pixel_acc"] / (2 - seg["pixel_acc"]), rel=1e-9)
     assert set(seg["iou_per_class"]) == {"void", "flat", "construction", "object", "nature", "sky",
                                          "human", "vehicle"}
@@ -62,14 +64,21 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_resume_from_last_and_test(fitted_run, capsys):
-    config, run_dir = fitted_run
+def test_resume_from_last_and_test(fitted_run, tmp_path, capfd):
+    config, fitted = fitted_run
+    run_dir = tmp_path / "run"  # a copy: the other tests see the fitted run as it was, in any order
+    shutil.copytree(fitted, run_dir)
     assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--trainer.max_steps", "4",
-                 "--ckpt_path", "last"]) == 0
+                 "--ckpt_path", "last", "--system_malloc", "true"]) == 0
+    said = "".join(capfd.readouterr())
+    # what the run does to host memory and which precision it runs in, and why, in its output
+    assert "host memory: glibc's allocator as it is (--system_malloc true)" in said
+    assert "precision: 32-true: asked for by --trainer.precision" in said
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
     best = run_dir / "checkpoints" / "best.ckpt"
     assert main(["test", "--config", config, "--run_dir", str(run_dir), "--ckpt_path", str(best)]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capfd.readouterr())
+    assert "host memory" not in out  # only commands that train or predict set it
     assert "test results" in out and "mIoU" in out and "thesis pooled IoU" in out
     assert json.loads((run_dir / "metrics_test.json").read_text())["stage"] == "test"
 
@@ -314,3 +323,15 @@ def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, c
                  "--ckpt_path", "last", "--report_samples", "0"]) == 0
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["loss_scale"]
     assert resumed == state  # measured once, at the start of the run, not again on resuming
+
+
+def test_the_training_order_seed_is_the_data_modules_argument(fitted_run, monkeypatch):
+    # the command line hands the run's seed_everything (42 by default) to the data module
+    _, run_dir = fitted_run
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["seed_everything"] == 42 and saved["data"]["seed"] == 42
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # what Lightning's seeding leaves in the environment: not read
+    data = {**TINY_DATA, "options": {"length": 8, "height": 32, "width": 64}}
+    seeded, default = DenseDataModule(**data, seed=3), DenseDataModule(**data)
+    assert seeded.train_dataloader().sampler.seed == 3 and default.train_dataloader().sampler.seed == 0
+    assert not torch.equal(seeded.calibration_batch(4)["image"], default.calibration_batch(4)["image"])

@@ -7,8 +7,9 @@ from safetensors import safe_open
 
 from crossvit_mtl import create_model
 from crossvit_mtl.cli import main
-from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
 from crossvit_mtl.export import check_onnx, export_onnx, load_weights, model_from_weights, save_weights
+from crossvit_mtl.models import model_from_checkpoint
+from crossvit_mtl.serialization import CheckpointError
 from fixtures_run import tiny_run
 
 pytest.importorskip("onnxruntime")

@@ -37,3 +37,22 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_every_step():
     later = slice(2, None)  # the heap has grown to the step's size after the first steps
     assert min(system["faults"][later]) > 0.9 * PAGES_PER_STEP  # every page, every step
     assert sum(kept["faults"][later]) < 0.25 * sum(system["faults"][later])
+
+
+def test_the_setting_is_stated_and_can_be_declined(monkeypatch):
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_host_memory", lambda: calls.append(1) or True)
+    assert host_memory.apply_host_memory(True) == "host memory: glibc's allocator as it is (--system_malloc true)"
+    assert calls == []
+    assert host_memory.apply_host_memory(False).startswith("host memory: freed blocks kept for reuse")
+    assert calls == [1]
+
+
+def test_commands_that_neither_train_nor_predict_leave_the_allocator_alone(monkeypatch, tmp_path, capsys):
+    from crossvit_mtl.cli import main
+
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_host_memory", lambda: calls.append(1) or True)
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    assert main(["data", "check", str(tmp_path)]) in (1, 2)
+    assert calls == [] and "host memory" not in capsys.readouterr().out

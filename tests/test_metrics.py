@@ -74,7 +74,7 @@ def seg_data():
 
 def test_segmentation_matches_reference_accumulated_and_merged(seg_data):
     num_classes, logits, target = seg_data
-    factory = lambda: SegmentationMetric(num_classes)  # noqa: E731
+    factory = lambda: SegmentationMetric(num_classes)
     ref = seg_reference(logits.argmax(1), target, num_classes)
     assert np.isnan(ref["iou_per_class"][4]) and ref["iou_per_class"][5] == 0
 
@@ -246,7 +246,7 @@ def test_classification_matches_torchmetrics_and_numpy(num_classes):
     logits = torch.randn(40, num_classes, generator=g)
     target = torch.randint(0, num_classes, (40,), generator=g)
     target[:3] = IGNORE_INDEX
-    factory = lambda: ClassificationMetric(num_classes)  # noqa: E731
+    factory = lambda: ClassificationMetric(num_classes)
     keep = target != IGNORE_INDEX
     ks = (1, 5) if num_classes > 5 else (1,)
     ref = {f"top{k}": np.mean([t in row for t, row in zip(target[keep].tolist(),

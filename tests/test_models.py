@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from crossvit_mtl import create_model, list_models
-from crossvit_mtl.models import PRESETS
+from crossvit_mtl.models import PRESETS, layers
 from crossvit_mtl.models.flops import count_flops
-from crossvit_mtl.models import layers
 from crossvit_mtl.models.layers import Attention, CrossAttention, DropPath, sincos_pos_embed
 
 CLASSIFIERS = list_models("crossvit_*_240")
@@ -139,7 +138,7 @@ def test_thesis_default_widths():
 def _reference_attention(q, k, v, heads):
     b, n, c = q.shape
     d = c // heads
-    split = lambda t: t.reshape(b, t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
+    split = lambda t: t.reshape(b, t.shape[1], heads, d).transpose(1, 2)
     scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d)
     return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, n, c)
 
@@ -205,7 +204,7 @@ def test_cpu_bf16_attention_matches_float64_forward_and_backward(monkeypatch, ch
     ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
     expected = (ref[0] @ ref[1].transpose(-1, -2) / math.sqrt(48)).softmax(-1) @ ref[2]
     expected.backward(grad_out.double())
-    scale = lambda t: t.abs().max().item()  # noqa: E731
+    scale = lambda t: t.abs().max().item()
     torch.testing.assert_close(out.double(), expected, atol=0.01 * scale(expected), rtol=0)
     for mine, theirs in zip((q, k, v), ref):
         torch.testing.assert_close(mine.grad.double(), theirs.grad, atol=0.01 * scale(theirs.grad), rtol=0)

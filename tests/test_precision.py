@@ -99,7 +99,7 @@ def test_commands_refuse_a_missing_device_in_one_line(monkeypatch, tmp_path, cap
 
         model = create_model("crossvit_seg_tiny", img_size=(32, 64))
         meta = {"image_size": [32, 64], "mean": [0.5] * 3, "std": [0.5] * 3}
-        monkeypatch.setattr("crossvit_mtl.engine.checkpoint.model_from_checkpoint", lambda path: (model, meta))
+        monkeypatch.setattr("crossvit_mtl.models.model_from_checkpoint", lambda path: (model, meta))
     assert main([*argv, "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"crossvit-mtl {command}: error: --device cuda: no CUDA device available")

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from crossvit_mtl.cli import main
-from crossvit_mtl.cli.predict import make_forward, predict_slide, window_starts
 from crossvit_mtl.engine.precision import resolve
+from crossvit_mtl.inference import make_forward, predict_slide, window_starts
 from fixtures_run import tiny_run
 
 

@@ -109,11 +109,11 @@ def _embed(w, x, b, p, dagger):
 def reference_forward(w, x, dims, heads, depth, stages, img, patches, dagger=False):
     """CrossViT's forward from the published tensors alone (eps 1e-6 LayerNorms), fed as the
     release feeds it: branch b always sees the image resized (bicubic) to img[b] x img[b]."""
-    ln = lambda t, n: F.layer_norm(t, t.shape[-1:], w[f"{n}.weight"], w[f"{n}.bias"], 1e-6)  # noqa: E731
-    lin = lambda t, n: F.linear(t, w[f"{n}.weight"], w[f"{n}.bias"])  # noqa: E731
+    ln = lambda t, n: F.layer_norm(t, t.shape[-1:], w[f"{n}.weight"], w[f"{n}.bias"], 1e-6)
+    lin = lambda t, n: F.linear(t, w[f"{n}.weight"], w[f"{n}.bias"])
 
     def attention(q, k, v, h):
-        split = lambda t: t.reshape(t.shape[0], t.shape[1], h, -1).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.reshape(t.shape[0], t.shape[1], h, -1).transpose(1, 2)
         q, k, v = split(q), split(k), split(v)
         a = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)
         return (a @ v).transpose(1, 2).flatten(2)
@@ -196,7 +196,7 @@ def test_published_presets_take_the_published_input_protocol(name):
                                     patches=(12, 16), dagger=dagger)
             out = model(x)
         assert ref.std() > 0.1 and (ref[0] - ref[1]).abs().max() > 0.1  # logits depend on the image
-        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4, msg=lambda m: f"{size}: {m}")
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4, msg=lambda m, size=size: f"{size}: {m}")
 
 
 def test_old_preset_names_are_aliases():
@@ -282,7 +282,7 @@ def test_create_model_with_another_class_count_keeps_the_encoder_and_reports_the
 
 
 def test_create_model_refuses_a_release_of_another_network(tmp_path):
-    from crossvit_mtl.engine.checkpoint import CheckpointError
+    from crossvit_mtl.serialization import CheckpointError
 
     torch.save(small_release(), tmp_path / "release.pth")
     with pytest.raises(CheckpointError, match=r"release\.pth: weights do not fit crossvit_9_240: loaded 0 tensors; "

@@ -38,7 +38,11 @@ def _command(*args):
 
 
 def _env():
-    return {**os.environ, "PYTHONWARNINGS": "ignore"}
+    """The environment of a fresh shell: nothing an earlier test's seeding or process group left
+    (Lightning's PL_* variables, torch.distributed's rank variables) reaches the runs."""
+    leaked = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PL_") and k not in leaked}
+    return {**env, "PYTHONWARNINGS": "ignore"}
 
 
 def _global_step(path):

@@ -6,10 +6,21 @@ import pytest
 import torch
 
 from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE, TASKS
-from crossvit_mtl.data.cache import synth_split_seed
-from crossvit_mtl.data.synth import (CUES, MIN_CUE_SHARE, SCENE_CLASSES, SynthScenes, intrinsics, layout_cues,
-                                     layout_from_cues, render_sample, scene_class, scene_for, shows_its_class,
-                                     synth_info)
+from crossvit_mtl.data.synth import (
+    CUES,
+    MIN_CUE_SHARE,
+    SCENE_CLASSES,
+    SynthScenes,
+    intrinsics,
+    layout_cues,
+    layout_from_cues,
+    render_sample,
+    scene_class,
+    scene_for,
+    shows_its_class,
+    synth_info,
+    synth_split_seed,
+)
 
 SKY = CATEGORY_NAMES.index("sky")
 FLAT = CATEGORY_NAMES.index("flat")
@@ -186,7 +197,7 @@ def test_dataset_returns_tensors():
     assert len(train) == 3 and train.info == synth_info()
     x = train[1]
     assert x["image"].shape == (3, 32, 64) and x["image"].dtype == torch.float32
-    assert 0.0 <= x["image"].min() and x["image"].max() <= 1.0
+    assert x["image"].min() >= 0.0 and x["image"].max() <= 1.0
     assert x["segmentation"].shape == (32, 64) and x["segmentation"].dtype == torch.uint8
     assert x["depth"].shape == (1, 32, 64) and x["normal"].shape == (3, 32, 64)
     assert x["classification"].dtype == torch.int64 and x["classification"].ndim == 0

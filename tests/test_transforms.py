@@ -6,8 +6,15 @@ import torch
 
 from crossvit_mtl.data.common import IGNORE_INDEX, DatasetInfo
 from crossvit_mtl.data.transforms import (
-    DEFAULT_EVAL, DEFAULT_TRAIN, ColorJitter, Compose, Normalize, RandomHorizontalFlip,
-    RandomScaleCrop, Resize, build_transforms,
+    DEFAULT_EVAL,
+    DEFAULT_TRAIN,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomHorizontalFlip,
+    RandomScaleCrop,
+    Resize,
+    build_transforms,
 )
 
 H, W = 32, 48

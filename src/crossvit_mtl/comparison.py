@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ def read_metrics_file(path: str | Path) -> dict[str, Any]:
     results = payload.get("results") if isinstance(payload, dict) else None
     if not (isinstance(results, dict) and all(isinstance(v, dict) for v in results.values())):
         raise ValueError(f"{path}: not a metrics file of crossvit-mtl (no results per task)")
+    assert isinstance(payload, dict)  # results were found in it
     return payload
 
 
@@ -159,7 +161,7 @@ class Comparison:
         return [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
 
 
-def compare(runs: list[str | Path], baselines: list[str | Path], split: str = "test",
+def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: str = "test",
             reference: str | None = None) -> Comparison:
     """Load runs and single-task baselines, and give every run its Delta-m per seed in both conventions.
 
@@ -312,7 +314,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
         for convention, per_seed in group.delta.items():
             mean, std = mean_std(list(per_seed.values()))
             _, low, high = interval(list(per_seed.values()))
-            record = {"per_seed": per_seed, "mean": _json_number(mean), "std": _json_number(std),
+            record: dict[str, Any] = {"per_seed": per_seed, "mean": _json_number(mean), "std": _json_number(std),
                       "ci": [_json_number(low), _json_number(high)], "beyond_noise": beyond_noise(low, high)}
             if comparison.reference and not group.baseline and group.name != comparison.reference:
                 diff, dlow, dhigh = interval(comparison.paired(group, None, convention))

@@ -9,14 +9,11 @@ import argparse
 import importlib
 import sys
 
-#: sub-command modules, in the order `--help` lists them
+from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, UserError, print_error
+
+#: sub-command modules, in the order `--help` lists them (imported by name: each imports what it
+#: needs only when it runs, and none imports this package)
 COMMAND_MODULES = ("demo", "train", "predict", "export", "report", "models", "data", "bench", "compare", "sweep")
-#: handed whole to Lightning's CLI (cli/train.py), which parses YAML configs and overrides
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
-
-
-class UserError(Exception):
-    """An error in what the user asked for; printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else None
-    from crossvit_mtl.engine.host_memory import keep_host_memory
-
-    keep_host_memory()
     try:
         if command in LIGHTNING_COMMANDS:
-            from crossvit_mtl.cli.train import run_lightning
+            from crossvit_mtl.cli.train import run_command
 
-            return run_lightning(argv)
+            return run_command(argv)
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra and not getattr(args, "takes_overrides", False):
@@ -50,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = extra
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"crossvit-mtl {command}: error: {err}", file=sys.stderr)
-        return 2
+        return print_error(command, err)
 
+
+__all__ = ["LIGHTNING_COMMANDS", "UserError", "build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

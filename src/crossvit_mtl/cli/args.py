@@ -6,7 +6,32 @@ with one is a single line naming the argument and the file: ``--checkpoint run.c
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
+
+#: handed whole to Lightning's CLI (cli/train.py), which parses YAML configs and overrides
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+class UserError(Exception):
+    """An error in what the user asked for; printed as one line, exit code 2."""
+
+
+def own_command() -> str:
+    """How a fresh shell in the current folder runs this command again: the ``crossvit-mtl`` script
+    as it was invoked (``.venv/bin/crossvit-mtl`` from ``make demo``), else the interpreter that
+    runs now with ``-m crossvit_mtl``; a virtualenv need not be activated for either."""
+    script = Path(sys.argv[0])
+    if script.name == "crossvit-mtl" and script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m crossvit_mtl"
+
+
+def print_error(command: str | None, err: UserError) -> int:
+    """The one line a ``UserError`` prints, and its exit code."""
+    print(f"crossvit-mtl {command}: error: {err}", file=sys.stderr)
+    return 2
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -22,8 +47,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def checked_size(model, size: tuple[int, int]) -> tuple[int, int]:
     """``--size`` as the model's encoder accepts it, else a one-line ``UserError``."""
-    from crossvit_mtl.cli import UserError
-
     try:
         model.encoder.check_input_size(*size)
     except ValueError as err:
@@ -34,8 +57,6 @@ def checked_size(model, size: tuple[int, int]) -> tuple[int, int]:
 def named(argument: str, err: BaseException | str):
     """A ``UserError`` saying which argument a problem belongs to; ``err`` names the file first
     (``"path: what is wrong"``, as the readers' errors do)."""
-    from crossvit_mtl.cli import UserError
-
     return UserError(f"{argument} {' '.join(str(err).split())}")
 
 

@@ -7,8 +7,8 @@ from crossvit_mtl.cli.args import parse_size
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossvit_mtl.cli import UserError
-    from crossvit_mtl.engine.benchmark import benchmark, plan
+    from crossvit_mtl.bench import benchmark, plan
+    from crossvit_mtl.cli.args import UserError
     from crossvit_mtl.engine.precision import resolve
 
     if args.out:
@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(err) from None
     print(f"bench on {placement.device} ({placement.name}); --precision auto is {placement.precision}: "
           f"{placement.reason}")
+    print(f"host memory: each case in a fresh process, with --allocators {' and '.join(args.allocators)} "
+          "(kept: freed blocks kept for reuse; system: glibc's allocator as it is)")
     if "segformer_b0" in args.models:
         try:
             import transformers  # noqa: F401
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from crossvit_mtl.engine.benchmark import ALLOCATORS, DEFAULT_MODELS, VARIANTS
+    from crossvit_mtl.bench import ALLOCATORS, DEFAULT_MODELS, VARIANTS
     from crossvit_mtl.engine.precision import DEVICES, PRECISIONS
 
     p = sub.add_parser(

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         comparison = compare(runs, baselines, split=args.split, reference=args.reference)
     except ComparisonError as err:
-        raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role, "compare:"), err) from None
+        raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role or "", "compare:"), err) from None
     print(to_markdown(comparison, None if args.all_metrics else summary_columns(comparison)))
     if out:
         write_outputs(comparison, out)

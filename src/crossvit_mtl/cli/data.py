@@ -26,7 +26,7 @@ def _user_errors(run):
 
 @_user_errors
 def run_synth(args: argparse.Namespace) -> int:
-    from crossvit_mtl.data.cache import write_synth
+    from crossvit_mtl.data.synth import write_synth
 
     out = write_synth(args.out, train=args.train, val=args.val, test=args.test, height=args.size[0],
                       width=args.size[1], seed=args.seed, workers=args.workers, overwrite=args.overwrite,

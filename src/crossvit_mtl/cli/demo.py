@@ -6,6 +6,7 @@ new run folder, evaluates the best checkpoint, and says where everything is.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from importlib import resources
 from pathlib import Path
@@ -24,8 +25,9 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int) -> N
     import json
 
     from crossvit_mtl.cli.args import named, output_path
-    from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta, write_synth
+    from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta
     from crossvit_mtl.data.errors import DataError
+    from crossvit_mtl.data.synth import write_synth
 
     overwrite = False
     if (root / "meta.json").exists():
@@ -71,7 +73,7 @@ def write_examples(datamodule, out: Path, count: int = 4) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossvit_mtl.cli.args import output_path
+    from crossvit_mtl.cli.args import output_path, own_command
     from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs, test_best
 
     start = time.perf_counter()
@@ -90,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ndemo finished in {minutes:.1f} min. Run folder: {run_dir.resolve()}")
     print(f"  checkpoint: {best}\n  metrics:    {run_dir / 'metrics_test.json'}\n  plots:      {run_dir / 'plots'}")
     print(f"predict with (on {len(examples)} validation images saved as PNG; any image works):\n"
-          f"  crossvit-mtl predict --checkpoint {best} --input {run_dir / 'examples'} "
-          f"--out {run_dir / 'predictions'}")
+          f"  {own_command()} predict --checkpoint {shlex.quote(str(best))} "
+          f"--input {shlex.quote(str(run_dir / 'examples'))} --out {shlex.quote(str(run_dir / 'predictions'))}")
     return 0
 
 

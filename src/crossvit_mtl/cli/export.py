@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from crossvit_mtl.cli import UserError
-from crossvit_mtl.cli.args import checked_size
+from crossvit_mtl.cli.args import UserError, checked_size
 from crossvit_mtl.engine.precision import DEVICES, resolve
 
 FORMATS = ("onnx", "safetensors", "torchscript")
@@ -23,8 +22,8 @@ def parse_option(text: str) -> tuple[str, object]:
 def load_model(args: argparse.Namespace):
     """The network and its data-set description (None for a preset) from the chosen source."""
     from crossvit_mtl.cli.args import input_file, named
-    from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
-    from crossvit_mtl.models import create_model
+    from crossvit_mtl.models import create_model, model_from_checkpoint
+    from crossvit_mtl.serialization import CheckpointError
 
     if args.checkpoint:
         try:
@@ -37,7 +36,7 @@ def load_model(args: argparse.Namespace):
     except ValueError as err:
         raise UserError(str(err)) from None
     if weights is not None:
-        from crossvit_mtl.export import load_weights
+        from crossvit_mtl.models.pretrained import load_weights
 
         try:
             load_weights(model, weights)
@@ -48,11 +47,8 @@ def load_model(args: argparse.Namespace):
 
 def input_size(model, meta: dict | None, size: tuple[int, int] | None) -> tuple[int, int]:
     """--size, else the training size, else the size the preset was created for."""
-    if size:
-        return tuple(size)
-    if meta and meta.get("image_size"):
-        return tuple(meta["image_size"])
-    return tuple(model.encoder.img_size)
+    height, width = size or (meta or {}).get("image_size") or model.encoder.img_size
+    return int(height), int(width)
 
 
 def run(args: argparse.Namespace) -> int:

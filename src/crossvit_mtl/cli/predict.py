@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from crossvit_mtl.cli import UserError
-from crossvit_mtl.cli.args import checked_size
-from crossvit_mtl.functional import unit_vectors
-from crossvit_mtl.engine.precision import Placement, resolve
+from crossvit_mtl.cli.args import UserError, checked_size
+from crossvit_mtl.engine.precision import resolve
+from crossvit_mtl.inference import UnreadableImage, make_forward, predict_resize, predict_slide, read_image, to_input
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -32,41 +30,6 @@ def find_images(spec: str) -> list[Path]:
     if not files:
         raise UserError(f"--input {spec}: no PNG/JPEG images found")
     return files
-
-
-class UnreadableImage(ValueError):
-    """An input image that cannot be decoded; the message names the file."""
-
-
-def read_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))  # writable, as torch.from_numpy wants
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        reason = "empty file" if path.is_file() and path.stat().st_size == 0 else \
-            f"not a readable image ({' '.join(str(err).split())})"
-        raise UnreadableImage(f"{path}: {reason}") from None
-
-
-def to_input(rgb: np.ndarray, size: tuple[int, int], mean, std) -> torch.Tensor:
-    """HWC uint8 -> normalised (3, H, W) at the model's size (bilinear, antialiased)."""
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255).unsqueeze(0)
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return x[0]
-
-
-def resize_outputs(out: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Predictions back at the input's resolution: logits and depth bilinear, normals renormalised."""
-    resized = {}
-    for task, value in out.items():
-        if task != "classification" and tuple(value.shape[-2:]) != tuple(size):
-            value = F.interpolate(value.float(), size=size, mode="bilinear", align_corners=False)
-            if task == "normal":
-                value = unit_vectors(value)
-        resized[task] = value
-    return resized
 
 
 def write_outputs(stem: str, rgb: np.ndarray, out: dict[str, torch.Tensor], meta: dict, out_dir: Path) -> dict:
@@ -98,82 +61,13 @@ def write_outputs(stem: str, rgb: np.ndarray, out: dict[str, torch.Tensor], meta
     return record
 
 
-def make_forward(model: torch.nn.Module, precision: str | Placement = "fp32", batch_size: int | None = None):
-    """The network as inference wants it: no autograd, autocast as ``precision`` says (a
-    :class:`Placement`, or "bf16", "fp32" or "auto" on the CPU), inputs copied to its device
-    (from pinned memory, without blocking, on CUDA) and every task's output as a float32 CPU
-    tensor in a dict. The model must already be on that device.
-
-    With ``batch_size``, smaller batches are padded to it (repeating their last image) and the
-    padding's outputs dropped: a compiled network then sees one shape and compiles once.
-    """
-    placement = precision if isinstance(precision, Placement) else resolve("cpu", precision)
-    cuda = placement.device.type == "cuda"
-
-    def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        count = x.shape[0]
-        if batch_size is not None and count < batch_size:
-            x = torch.cat([x, x[-1:].expand(batch_size - count, *x.shape[1:])])
-        if cuda:
-            x = x.pin_memory().to(placement.device, non_blocking=True)
-        with torch.inference_mode(), placement.autocast():
-            out = model(x)
-        out = out if isinstance(out, dict) else {"classification": out}
-        return {task: value[:count].float().cpu() for task, value in out.items()}
-
-    return forward
-
-
-def window_starts(length: int, window: int, overlap: float) -> list[int]:
-    """Window offsets covering ``[0, length)`` with at least ``overlap`` shared between
-    neighbours; the last window ends at the border."""
-    if length <= window:
-        return [0]
-    stride = max(1, int(window * (1.0 - overlap)))
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
-
-
-def predict_slide(forward, x: torch.Tensor, window: tuple[int, int], overlap: float,
-                  batch_size: int) -> dict[str, torch.Tensor]:
-    """Sliding-window prediction of one normalised image (1, 3, H, W) at the training size, by
-    ``forward`` (see :func:`make_forward`):
-    dense outputs (logits, depth, normals) averaged where windows overlap, normals renormalised,
-    classification logits averaged over windows. Images smaller than a window are padded with
-    the mean colour (zero after normalisation) and the padding is cropped away."""
-    height, width = x.shape[-2:]
-    wh, ww = window
-    x = F.pad(x, (0, max(0, ww - width), 0, max(0, wh - height)))
-    boxes = [(t, l) for t in window_starts(x.shape[-2], wh, overlap) for l in window_starts(x.shape[-1], ww, overlap)]
-    sums: dict[str, torch.Tensor] = {}
-    count = x.new_zeros(1, 1, *x.shape[-2:])
-    for start in range(0, len(boxes), batch_size):
-        chunk = boxes[start:start + batch_size]
-        out = forward(torch.cat([x[..., t:t + wh, l:l + ww] for t, l in chunk]))
-        for task, value in out.items():
-            if task == "classification":
-                sums[task] = sums.get(task, 0) + value.sum(0, keepdim=True)
-                continue
-            acc = sums.setdefault(task, x.new_zeros(1, value.shape[1], *x.shape[-2:]))
-            for k, (t, l) in enumerate(chunk):
-                acc[..., t:t + wh, l:l + ww] += value[k]
-        for t, l in chunk:
-            count[..., t:t + wh, l:l + ww] += 1
-    result = {}
-    for task, value in sums.items():
-        if task == "classification":
-            result[task] = value / len(boxes)
-            continue
-        value = (value / count)[..., :height, :width]
-        result[task] = unit_vectors(value) if task == "normal" else value
-    return result
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from crossvit_mtl.cli.args import input_file, named, output_path
-    from crossvit_mtl.engine.checkpoint import CheckpointError, model_from_checkpoint
+    from crossvit_mtl.engine.host_memory import apply_host_memory
+    from crossvit_mtl.models import model_from_checkpoint
+    from crossvit_mtl.serialization import CheckpointError
 
     out_dir = output_path("--out", args.out, folder=True, overwrite=args.overwrite)
     try:
@@ -190,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     print(f"predict on {placement}")
+    print(apply_host_memory(args.system_malloc, "--system-malloc"))
     model.to(placement.device)
-    if args.compile:  # one input shape (partial batches padded), so it compiles once
-        model = torch.compile(model, dynamic=False)
-    forward = make_forward(model, placement, args.batch_size if args.compile else None)
+    # one input shape when compiled (partial batches padded), so it compiles once
+    runner = torch.compile(model, dynamic=False) if args.compile else model
+    forward = make_forward(runner, placement, args.batch_size if args.compile else None)
     files = find_images(args.input)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, unreadable = [], []
@@ -215,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
             if not images:
                 continue
             if args.mode == "resize":
-                x = torch.stack([to_input(img, size, meta["mean"], meta["std"]) for img in images])
-                out = forward(x)
-                outs = [resize_outputs({t: v[i:i + 1] for t, v in out.items()}, rgb.shape[:2])
-                        for i, rgb in enumerate(images)]
+                outs = predict_resize(forward, images, size, meta["mean"], meta["std"])
             else:
                 outs = [predict_slide(forward, to_input(rgb, rgb.shape[:2], meta["mean"], meta["std"])[None],
                                       size, args.overlap, args.batch_size) for rgb in images]
@@ -261,7 +153,9 @@ def add_parser(sub) -> None:
                    help="auto (default): the device's rule, as training's: bf16 autocast where it "
                    "multiplies bf16 natively, fp16 on GPUs without bf16, else fp32; fp32 for the "
                    "full-precision network")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (default: freed host memory is kept for reuse)")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile: about a minute of compiling first, "
-                   "worth it for large image sets (see the README's Speed section)")
+                   "worth it for large image sets (see docs/speed.md)")
     p.set_defaults(func=run)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from crossvit_mtl.cli import UserError
+from crossvit_mtl.cli.args import UserError
 
 DEFAULT_SEEDS = (0, 1, 2)
 SWEEP_KEYS = ("sweep_dir", "seeds", "base", "runs")
@@ -117,7 +117,6 @@ def check_run_folder(run: dict[str, Any], config: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossvit_mtl.cli import main
     from crossvit_mtl.cli.compare import write_outputs
     from crossvit_mtl.comparison import ComparisonError, compare, summary_columns, to_markdown
 
@@ -134,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         item["config_path"].parent.mkdir(parents=True, exist_ok=True)
         item["config_path"].write_text(yaml.safe_dump(item["config"], sort_keys=False))
-        code = main(fit_args(item))
+        from crossvit_mtl.cli.train import run_command
+
+        code = run_command(fit_args(item))
         if code or not finished(item):
             raise UserError(f"run {item['name']!r} seed {item['seed']} failed (exit code {code}); "
                             f"its folder: {item['run_dir']}")

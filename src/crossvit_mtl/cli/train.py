@@ -12,23 +12,32 @@ import sys
 import warnings
 from pathlib import Path
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from crossvit_mtl.cli import LIGHTNING_COMMANDS, UserError
-from crossvit_mtl.cli.args import named, output_path, read_yaml_mapping
+from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, UserError, named, output_path, print_error, read_yaml_mapping
 from crossvit_mtl.data.errors import DataError
-from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, CheckpointError, StepCheckpoint, read_checkpoint
+from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint
 from crossvit_mtl.engine.datamodule import DenseDataModule
+from crossvit_mtl.engine.host_memory import apply_host_memory
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
-from crossvit_mtl.engine.precision import auto_precision
+from crossvit_mtl.engine.precision import training_precision
 from crossvit_mtl.engine.report import RunReport, Throughput
+from crossvit_mtl.serialization import CheckpointError, read_checkpoint
 from crossvit_mtl.tasks.segmentation import TargetError
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    """A line of the run's output, printed once (by the first process under DDP)."""
+    print(message, flush=True)
+
 
 class SaveRunConfig(SaveConfigCallback):
     """The resolved config goes to the run folder itself, beside checkpoints and metrics."""
@@ -58,6 +67,9 @@ class CrossViTCLI(LightningCLI):
                             "split: metrics_test.json")
         parser.add_argument("--report_samples", type=int, default=6,
                             help="samples drawn in the prediction grid after fit/test (0: none)")
+        parser.add_argument("--system_malloc", type=bool, default=False,
+                            help="`fit`: leave glibc's allocator as it is (default: freed host memory is "
+                            "kept for reuse, which trains faster on CPU for a little more peak memory)")
         parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
                               apply_on="instantiate")
 
@@ -75,9 +87,15 @@ class CrossViTCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """The run folder is a folder (or can become one); a new `fit` never writes into an
-        existing run unless resuming or told to overwrite."""
+        existing run unless resuming or told to overwrite. The data module's seed is the run's
+        (``seed_everything``, resolved by now) unless given; training keeps host memory."""
         config = self.config[self.subcommand] if self.subcommand else self.config  # the demo runs no subcommand
         output_path("--run_dir", config.run_dir, folder=True, overwrite=True)
+        if config.data.seed is None and not isinstance(config.seed_everything, bool):
+            config.data.seed = int(config.seed_everything)
+        if self.subcommand not in ("fit", None):
+            return
+        say(apply_host_memory(config.system_malloc))
         if self.subcommand != "fit":
             return
         run_dir = Path(config.run_dir)
@@ -133,6 +151,9 @@ class CrossViTCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         kwargs.update(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=plugins)
         trainer = super().instantiate_trainer(**kwargs)
+        default, reason = training_precision(str(trainer_config.get("accelerator") or "auto"))
+        chosen = str(trainer.precision)
+        say(f"precision: {chosen}: {reason if chosen == default else 'asked for by --trainer.precision'}")
         try:  # fp16 by default on GPUs without bf16 (engine/precision.py) meets gradient weightings here
             if self.subcommand == "fit":
                 self.model.check_precision(trainer)
@@ -156,7 +177,7 @@ def cli_kwargs() -> dict:
     return dict(
         model_class=DenseTaskModule, datamodule_class=DenseDataModule,
         seed_everything_default=42,
-        trainer_defaults={"precision": auto_precision(), "log_every_n_steps": 10},
+        trainer_defaults={"precision": training_precision()[0], "log_every_n_steps": 10},
         save_config_callback=SaveRunConfig,
         auto_configure_optimizers=False,
         # parse errors raised, not printed after 70 lines of usage: run_lightning prints one line
@@ -210,6 +231,15 @@ def run_lightning(args: list[str]) -> int:
         print(f"crossvit-mtl {args[0]}: stopped: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_command(args: list[str]) -> int:
+    """``crossvit-mtl fit|validate|test ...`` as the command line runs it: the exit code, with a
+    problem in what was asked printed in one line."""
+    try:
+        return run_lightning(args)
+    except UserError as err:
+        return print_error(args[0] if args else None, err)
 
 
 def add_parser(sub) -> None:

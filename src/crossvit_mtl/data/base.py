@@ -1,7 +1,8 @@
 """The one Dataset base class: subclasses read raw arrays, the base turns them into tensors."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

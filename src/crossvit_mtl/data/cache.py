@@ -23,8 +23,9 @@ import multiprocessing
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.lib.format import open_memmap
@@ -177,7 +178,7 @@ class CacheWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self) -> "CacheWriter":
+    def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -314,30 +315,3 @@ class CachedDataset(DenseDataset):
             value = array[index]
             raw[key] = int(value) if key == "classification" else np.array(value)
         return raw
-
-
-#: The splits of the synthetic scenes, each rendered from its own stream (:func:`synth_split_seed`):
-#: ``val`` selects checkpoints, ``test`` is the held-out split results are reported on.
-SYNTH_SPLITS = ("train", "val", "test")
-
-
-def write_synth(out: str | os.PathLike, train: int = 1000, val: int = 200, test: int = 200, height: int = 128,
-                width: int = 256, seed: int = 0, workers: int = 1, overwrite: bool = False,
-                progress: bool = False) -> Path:
-    """Render the built-in synthetic scenes into a cache: train, val and test, each from its own
-    random stream. Rendering once and reading the cache is what makes long runs on synthetic data cheap."""
-    from crossvit_mtl.data import synth
-
-    counts = {"train": train, "val": val, "test": test}
-    with CacheWriter(out, synth.synth_info(), (height, width), overwrite=overwrite) as writer:
-        for split in SYNTH_SPLITS:
-            render = functools.partial(synth.render_sample, synth_split_seed(seed, split), height=height, width=width)
-            writer.write_split(split, counts[split], parallel_map(render, range(counts[split]), workers), progress)
-    return Path(out)
-
-
-def synth_split_seed(seed: int, split: str) -> int:
-    """The seed a split of the synthetic scenes is rendered with: no split repeats another's scenes."""
-    if split not in SYNTH_SPLITS:
-        raise ValueError(f"the synthetic scenes have splits {', '.join(SYNTH_SPLITS)}, not {split!r}")
-    return seed + 1_000_003 * SYNTH_SPLITS.index(split)

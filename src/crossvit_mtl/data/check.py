@@ -56,10 +56,11 @@ def scan(path: str | os.PathLike, kind: str = "auto", progress: bool = False) ->
     if not root.is_dir():
         return CheckReport(kind, {}, [str(DataError(root, "folder not found"))])
     if kind == "auto":
-        kind = detect_kind(root)
-        if kind is None:
+        detected = detect_kind(root)
+        if detected is None:
             return CheckReport("unknown", {}, [str(DataError(root, "not a recognised data set layout "
                                                                   f"(one of: {', '.join(KINDS)})"))])
+        kind = detected
     if kind not in KINDS:
         raise ValueError(f"unknown data set kind {kind!r} (choose from auto, {', '.join(KINDS)})")
     counts, problems = {"cache": _scan_cache, "cityscapes": _scan_cityscapes,
@@ -76,7 +77,7 @@ def _scan_cache(root: Path, kind: str, progress: bool) -> tuple[dict[str, int], 
     except DataError as err:
         return {}, [err]
     problems = []
-    for split, count in meta["splits"].items():
+    for split in meta["splits"]:
         for key in ("image", *meta["tasks"]):
             try:
                 array = cache_format.open_array(root, meta, split, key)

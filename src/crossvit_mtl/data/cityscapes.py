@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -123,7 +124,7 @@ def find_frames(root: str | os.PathLike, split: str) -> tuple[list[Frame], list[
             expected = root / FOLDERS[kind] / split / present.parent.name / (stem + SUFFIXES[kind])
             problems.append(DataError(present, f"no matching {kind} file {expected}"))
         if not missing:
-            frames.append(Frame(stem, **have))
+            frames.append(Frame(stem, **{kind: p for kind, p in have.items() if p is not None}))
     return frames, problems
 
 
@@ -199,7 +200,7 @@ def _frame_readers(frame: Frame, lut: np.ndarray) -> dict[str, tuple[Path, Calla
     readers = {"image": (frame.image, lambda: read_image(frame.image)),
                "segmentation": (frame.label, lambda: read_labels(frame.label, lut))}
     if frame.disparity is not None:
-        readers["depth"] = (frame.disparity, lambda: read_depth(frame.disparity, frame.camera))
+        readers["depth"] = (frame.disparity, lambda: read_depth(frame.disparity, frame.camera))  # type: ignore[arg-type]
     return readers
 
 
@@ -207,7 +208,7 @@ def frame_problems(frame: Frame, lut: np.ndarray) -> list[DataError]:
     """Every problem of one frame (for ``data check``): each file read, sizes compared."""
     problems, sizes = [], {}
     readers = _frame_readers(frame, lut)
-    for key, (path, reader) in readers.items():
+    for key, (_path, reader) in readers.items():
         try:
             sizes[key] = reader().shape[:2]
         except DataError as err:
@@ -273,7 +274,7 @@ def convert_cityscapes(root: str | os.PathLike, out: str | os.PathLike, size: tu
         name=f"cityscapes-{labels}", tasks=("segmentation", "depth") if with_depth else ("segmentation",),
         class_names=mode.class_names, palette=mode.palette, depth_kind="metric",
         extra={"source": "cityscapes", "labels": labels})
-    loader = _FrameLoader(tuple(size), mode.lut)
+    loader = _FrameLoader((size[0], size[1]), mode.lut)
     with CacheWriter(out, info, size, overwrite=overwrite, measure_stats=True) as writer:
         for split, split_frames in frames.items():
             writer.write_split(split, len(split_frames), parallel_map(loader, split_frames, workers), progress)

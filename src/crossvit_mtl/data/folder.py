@@ -7,8 +7,9 @@ does not shift the indices of the others.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,8 +24,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg")
 def read_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Decode an image file to uint8 RGB of ``size`` (H, W); corrupt files are a DataError."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        with Image.open(path) as file:
+            img = file.convert("RGB")
             if img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.array(img)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,9 @@ class _MTANDataset(DenseDataset):
     #: task -> folder name; subclasses may choose the label folder per instance
     FOLDERS: dict[str, str] = {}
     DEFAULT_TASKS: tuple[str, ...] = ()
+    #: set by ``_configure``: the folder of each task, and the class count
+    folders: dict[str, str]
+    num_classes: int
 
     def __init__(self, root: str | os.PathLike, split: str = "train", tasks: Iterable[str] | None = None,
                  transform: Callable[[Sample], Sample] | None = None, **options: Any):
@@ -226,7 +230,7 @@ class MTANCityscapes(_MTANDataset):
                  void_as_class: bool = False):
         super().__init__(root, split, tasks, transform, label_folder=label_folder, void_as_class=void_as_class)
 
-    def _configure(self, split_dir: Path, label_folder: str | None = None,
+    def _configure(self, split_dir: Path, label_folder: str | None = None,  # type: ignore[override]
                    void_as_class: bool = False) -> None:
         if label_folder is not None and label_folder not in CITYSCAPES_LABEL_FOLDERS:
             raise ValueError(f"label_folder {label_folder!r} is not one of {', '.join(CITYSCAPES_LABEL_FOLDERS)}")
@@ -264,7 +268,7 @@ class MTANNYUv2(_MTANDataset):
     FOLDERS = {"image": "image", "segmentation": "label", "depth": "depth", "normal": "normal"}
     DEFAULT_TASKS = ("segmentation", "depth", "normal")
 
-    def _configure(self, split_dir: Path) -> None:
+    def _configure(self, split_dir: Path) -> None:  # type: ignore[override]
         self.num_classes = len(NYUV2_CLASS_NAMES)
         self.folders = dict(self.FOLDERS)
         self.info = DatasetInfo(name="nyuv2_mtan", tasks=self.DEFAULT_TASKS, class_names=NYUV2_CLASS_NAMES,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from crossvit_mtl.data.base import DenseDataset, Sample
 

@@ -3,7 +3,8 @@
 Each transform takes a sample dict (the layout of :class:`~crossvit_mtl.data.common.DatasetInfo`,
 with ``image`` still in [0, 1] until :class:`Normalize`) and returns a new dict; keys a transform
 has nothing to do with, and keys that are absent, are passed through. Random draws come from the
-global ``torch`` RNG, so ``torch.manual_seed`` and DataLoader worker seeding make them reproducible.
+global ``torch`` RNG; in training each sample's draws are seeded from its own seed
+(``DenseDataset.__getitem__`` with the seed ``ResumableSampler`` yields), whatever the worker.
 
 They run per sample on the CPU inside DataLoader workers, so they avoid per-pixel Python and
 extra passes: labels, depth and normals are resampled by nearest neighbour (values copied
@@ -92,7 +93,8 @@ def _check_depth_kind(name: str, value: Any) -> str:
 def _spatial_size(sample: Sample) -> tuple[int, int] | None:
     for key in DENSE_KEYS:
         if key in sample:
-            return tuple(sample[key].shape[-2:])
+            height, width = sample[key].shape[-2:]
+            return int(height), int(width)
     return None
 
 

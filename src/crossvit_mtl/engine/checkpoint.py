@@ -1,95 +1,16 @@
-"""Rebuilding a trained network from a training checkpoint, without executing pickled code."""
+"""Training checkpoints as Lightning writes and reads them: atomically, weights-only, mid-epoch."""
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch import nn
 
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the reason."""
-
-
-#: how the two formats ``torch.save`` writes begin: a zip archive, or a pickle (protocol 2+)
-TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
-
-
-def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, so a file
-    carrying a pickled payload is refused before any of it runs. Whatever else is wrong with the
-    file (missing, empty, truncated, not written by ``torch.save``) is one ``CheckpointError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: {'is a folder, expected a' if path.is_dir() else 'no such'} checkpoint file")
-    with path.open("rb") as handle:
-        head = handle.read(4)
-    if not head:
-        raise CheckpointError(f"{path}: empty file")
-    if not head.startswith(TORCH_HEADERS):
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (written by neither torch.save nor Lightning)")
-    try:
-        with warnings.catch_warnings():  # damaged pickles warn about their protocol before failing
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        detail = next((line.split("error:", 1)[-1].strip() for line in str(err).splitlines()
-                       if "Unsupported global" in line), None)
-        if detail:  # a pickle that names code to run: the payload a weights-only load refuses
-            raise CheckpointError(f"{path}: refused to load (it holds more than weights: "
-                                  f"{detail.split(' was not')[0]})") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle data)") from None
-    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on damaged files
-        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first})") from None
-
-
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of a training checkpoint and the data-set description it was trained with."""
-    ckpt = read_checkpoint(path)
-    hparams = ckpt.get("hyper_parameters") or {}
-    meta = hparams.get("dataset_meta")
-    if "state_dict" not in ckpt or not meta or "model" not in hparams:
-        raise CheckpointError(f"{path}: not a crossvit-mtl training checkpoint "
-                              "(needs state_dict and hyper_parameters.model/dataset_meta)")
-    from crossvit_mtl.engine.module import DenseTaskModule
-
-    model = DenseTaskModule.build_network(hparams["model"], hparams.get("model_options"), meta)
-    prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    load_state_strict(model, state, path)
-    return model.eval(), meta
-
-
-def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
-    """How ``state`` fails to fit a model whose state dict is ``own``, naming the missing,
-    unexpected and mis-shaped entries (the first five of each); None if it fits."""
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
-              if getattr(state[k], "shape", None) != own[k].shape]
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            parts.append(f"{label}: {', '.join(items[:5])}{more}")
-    return "; ".join(parts) or None
-
-
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load every tensor or fail naming the missing, unexpected and mis-shaped entries."""
-    problem = state_mismatch(model.state_dict(), state)
-    if problem:
-        raise CheckpointError(f"{source}: weights do not fit the model; {problem}")
-    model.load_state_dict(state)
+from crossvit_mtl.serialization import CheckpointError, read_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from typing import Any
 
@@ -43,6 +42,9 @@ class DenseDataModule(pl.LightningDataModule):
             and are tested on their last checkpoint, as the literature reports them.
         train_transforms / eval_transforms: settings of the augmentation pipelines
             (``crossvit_mtl.data.transforms.DEFAULT_TRAIN`` / ``DEFAULT_EVAL``).
+        seed: the seed of the training order, of every sample's augmentation and of the samples
+            the initial losses are measured on; None: 0. The command line sets it to the run's
+            ``seed_everything``.
     """
 
     def __init__(self, dataset: str = "synth", root: str | None = None, tasks: list[str] | None = None,
@@ -51,13 +53,14 @@ class DenseDataModule(pl.LightningDataModule):
                  train_transforms: dict[str, Any] | None = None,
                  eval_transforms: dict[str, Any] | None = None, batch_size: int = 16,
                  eval_batch_size: int | None = None, num_workers: int = 2,
-                 persistent_workers: bool = True):
+                 persistent_workers: bool = True, seed: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
                                 ("num_workers", num_workers, 0)):
             if value is not None and value < low:
                 raise ValueError(f"data.{key} must be >= {low}, got {value}")
+        self.seed = 0 if seed is None else int(seed)
         self.datasets: dict[str, DenseDataset] = {}
         self._sampler: ResumableSampler | None = None
         self._sampler_state: dict[str, int] | None = None
@@ -104,7 +107,8 @@ class DenseDataModule(pl.LightningDataModule):
     def image_size(self) -> tuple[int, int]:
         """(H, W) of the images the model sees in evaluation."""
         if not hasattr(self, "_image_size"):
-            self._image_size = tuple(self.dataset(self.hparams.val_split)[0]["image"].shape[-2:])
+            height, width = self.dataset(self.hparams.val_split)[0]["image"].shape[-2:]
+            self._image_size = int(height), int(width)
         return self._image_size
 
     def dataset(self, split: str, train: bool = False) -> DenseDataset:
@@ -119,7 +123,7 @@ class DenseDataModule(pl.LightningDataModule):
         hp = self.hparams
         workers = hp.num_workers
         dataset = self.dataset(split, train)
-        sampler = None
+        sampler: ResumableSampler | UnrepeatedDistributedSampler | None = None
         if train:
             sampler = self._train_sampler(dataset)
         elif torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -128,7 +132,7 @@ class DenseDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            sampler=sampler, drop_last=train and len(sampler) > hp.batch_size,
+            sampler=sampler, drop_last=train and sampler is not None and len(sampler) > hp.batch_size,
             num_workers=workers, persistent_workers=hp.persistent_workers and workers > 0,
             pin_memory=self._on_cuda(),
             # workers' base seed from a generator of its own, not from the global RNG, whose
@@ -145,7 +149,7 @@ class DenseDataModule(pl.LightningDataModule):
         """One sampler for the whole fit, created when Lightning first asks for the loader (after
         DDP is set up) and kept, so its epoch count survives reloads of the loader."""
         if self._sampler is None:
-            self._sampler = ResumableSampler(dataset, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            self._sampler = ResumableSampler(dataset, seed=self.seed)
             if self._sampler_state is not None:
                 self._sampler.load_state_dict(self._sampler_state)
         return self._sampler
@@ -154,7 +158,7 @@ class DenseDataModule(pl.LightningDataModule):
         """The same ``size`` training samples every time, augmented as in training (each from its
         own seed): what each task's initial loss is measured on (``model.loss_scaling``)."""
         dataset = self.dataset(self.hparams.train_split, train=True)
-        generator = torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        generator = torch.Generator().manual_seed(self.seed)
         chosen = torch.randperm(len(dataset), generator=generator)[:size].tolist()
         return default_collate([dataset[(index, index)] for index in chosen])
 

@@ -3,10 +3,11 @@
 glibc serves every block above its mmap threshold (32 MB at most) with fresh pages from the
 kernel and unmaps it on free, so on CPU each large activation and gradient is page-faulted and
 zeroed again at every step. With mmap off (``M_MMAP_MAX`` 0) such blocks come from the heap,
-and a high ``M_TRIM_THRESHOLD`` keeps the freed heap for reuse. Side by side on the 2-core
-machine (``crossvit-mtl bench --allocators kept system``) bf16 training ran 1.1x faster at
-128x256 and 1.5-1.7x at 512x1024, for 7-33 % more peak memory. Set
-``CROSSVIT_MTL_SYSTEM_MALLOC=1`` to leave the allocator as it is.
+and a high ``M_TRIM_THRESHOLD`` keeps the freed heap for reuse: faster training for a little more
+peak memory, as ``crossvit-mtl bench --allocators kept system`` measures (docs/speed.md). Nothing
+here runs at import:
+the commands that train or predict (fit, the demo, predict; bench per case) apply it and say so,
+and leave the allocator alone when asked to (their flag, or ``CROSSVIT_MTL_SYSTEM_MALLOC=1``).
 """
 from __future__ import annotations
 
@@ -32,3 +33,12 @@ def keep_host_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+
+
+def apply_host_memory(system_malloc: bool = False, flag: str = "--system_malloc true") -> str:
+    """Keep host memory unless ``system_malloc``; the line a command prints to say what it did."""
+    if system_malloc:
+        return f"host memory: glibc's allocator as it is ({flag})"
+    if keep_host_memory():
+        return f"host memory: freed blocks kept for reuse (glibc: mmap off, no trimming; {flag} to opt out)"
+    return f"host memory: the allocator as it is ({OPT_OUT} is set, or the C library is not glibc)"

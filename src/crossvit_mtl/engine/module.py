@@ -5,10 +5,11 @@ The network stays a plain ``nn.Module`` (``self.model``); nothing here changes w
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -16,23 +17,14 @@ from torch import nn
 from crossvit_mtl.engine.config_checks import check_model_fits_data, check_training_options
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
-from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
-from crossvit_mtl.models import as_task_dict, create_task_model, get_preset
-from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss
+from crossvit_mtl.models import as_task_dict, build_for_data
+from crossvit_mtl.models.pretrained import load_weights
+from crossvit_mtl.serialization import CheckpointError, state_mismatch
+from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss, build_metric
 from crossvit_mtl.weighting import build_weighting
 from crossvit_mtl.weighting.loss_scale import InitialLossScale
 
 STAGES = ("val", "test")
-
-
-def _metric_for(task: str, channels: int) -> nn.Module:
-    if task == "segmentation":
-        return SegmentationMetric(channels)
-    if task == "depth":
-        return DepthMetric()
-    if task == "normal":
-        return NormalMetric()
-    return ClassificationMetric(channels)
 
 
 def monitor_key(tasks: list[str]) -> tuple[str, str]:
@@ -75,8 +67,8 @@ class DenseTaskModule(pl.LightningModule):
             checkpoint). What fits by name and shape is loaded, positions interpolated to the
             model's grid; what was loaded, interpolated and left as initialised is printed.
         compile: run the network's forward through ``torch.compile`` (``nn.Module.compile``: the
-            state dict keeps its names). Off by default: on the 2-core CPU it compiled for ~2 min
-            and then trained at 0.99x eager (``crossvit-mtl bench --variants compile``).
+            state dict keeps its names). Off by default: measured, it did not pay for its compile
+            time in training (docs/speed.md; ``crossvit-mtl bench --variants compile``).
         dataset_meta: what the data module says of its data (tasks, classes, palette...);
             the command line links it, and it is saved in checkpoints so prediction can rebuild
             the model and show its outputs.
@@ -108,7 +100,7 @@ class DenseTaskModule(pl.LightningModule):
         if unknown:
             raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
                              f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
-        self.model = self.build_network(model, model_options, dataset_meta)
+        self.model = build_for_data(model, model_options, dataset_meta)
         if pretrained:
             self._load_pretrained(pretrained)
         self.loss_weights: dict[str, float] = {}
@@ -143,23 +135,12 @@ class DenseTaskModule(pl.LightningModule):
         self._stats_before: list[torch.Tensor] = []
         self._rng_to_restore: dict[str, Any] | None = None
         self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({t: _metric_for(t, c) for t, c in self.task_channels.items()})
+            stage: nn.ModuleDict({t: build_metric(t, c) for t, c in self.task_channels.items()})
             for stage in STAGES})
         #: the last computed results per stage, {task: {metric: value}}, for reports
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
 
-    @staticmethod
-    def build_network(model: str, model_options: dict[str, Any] | None, dataset_meta: dict[str, Any]) -> nn.Module:
-        """The zoo network sized for the data: its tasks' channels and its image size."""
-        options = dict(model_options or {})
-        if (get_preset(model) or {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
-            options.setdefault("img_size", tuple(dataset_meta["image_size"]))  # positions fit the data
-        return create_task_model(model, dataset_meta["task_channels"], **options)
-
     def _load_pretrained(self, path: str) -> None:
-        from crossvit_mtl.engine.checkpoint import CheckpointError
-        from crossvit_mtl.export.weights import load_weights
-
         try:
             report = load_weights(self.model, path, partial=True)
         except CheckpointError as err:
@@ -188,7 +169,7 @@ class DenseTaskModule(pl.LightningModule):
 
     @torch.no_grad()
     def measure_initial_losses(self, batch: dict[str, torch.Tensor], chunk: int = 16,
-                               context: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, float]:
+                               context: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict[str, float]:
         """Each task's mean loss for the network as it is on ``batch``, in training mode (batch
         statistics, as the first steps see them) under ``context`` (the run's precision), in chunks
         of ``chunk`` samples whatever the run's batch size or number of processes, so every rank
@@ -323,8 +304,6 @@ class DenseTaskModule(pl.LightningModule):
         checkpoint["loss_scale"] = self.loss_scale.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from crossvit_mtl.engine.checkpoint import CheckpointError, state_mismatch
-
         mine, theirs = ({k: v for k, v in state.items() if k.startswith("model.")}
                         for state in (self.state_dict(), checkpoint["state_dict"]))
         problem = state_mismatch(mine, theirs)

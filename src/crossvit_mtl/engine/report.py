@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from crossvit_mtl.tasks import METRIC_LABELS
-
-#: the training log of a run folder (the CSV logger's `fit` version), where curves are drawn from
-FIT_LOG = Path("csv") / "fit" / "metrics.csv"
+from crossvit_mtl.viz import plots
+from crossvit_mtl.viz.plots import FIT_LOG
+from crossvit_mtl.viz.report import build_report
 
 
 def _plain(value: Any) -> Any:
@@ -56,7 +56,7 @@ def format_results(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> 
             lines.append(f"  {'class':<22} {'IoU':>7} {'acc':>7}")
             for name, iou, acc in zip(meta["class_names"], values["iou_per_class"].tolist(),
                                       values["acc_per_class"].tolist()):
-                fmt = lambda v: "    n/a" if math.isnan(v) else f"{v:7.4f}"  # noqa: E731
+                fmt = lambda v: "    n/a" if math.isnan(v) else f"{v:7.4f}"
                 lines.append(f"  {name:<22} {fmt(iou)} {fmt(acc)}")
     return "\n".join(lines)
 
@@ -87,8 +87,6 @@ class RunReport(pl.Callback):
     def _report(self, trainer: pl.Trainer, module, stage: str) -> None:
         if not trainer.is_global_zero or stage not in module.results:
             return
-        from crossvit_mtl.viz import plots
-
         run_dir = Path(trainer.default_root_dir)
         meta = module.hparams.dataset_meta
         results = module.results[stage]
@@ -107,15 +105,13 @@ class RunReport(pl.Callback):
         if "segmentation" in results:
             plots.plot_confusion(results["segmentation"]["confusion"].cpu().numpy(),
                                  meta["class_names"], plot_dir / f"confusion_{stage}.png")
-        dm = trainer.datamodule
+        dm = getattr(trainer, "datamodule", None)
         if dm is not None and self.num_samples:
             split = dm.hparams.val_split if stage == "val" else dm.hparams.test_split
             was_training = module.training
             samples, preds = predict_samples(module, dm.dataset(split), self.num_samples)
             module.train(was_training)
             plots.plot_samples(samples, preds, meta, plot_dir / f"samples_{stage}.png")
-        from crossvit_mtl.viz.report import build_report
-
         report = build_report(run_dir)
         print(f"run folder: {run_dir.resolve()}  (metrics: {path.name}, plots: plots/, report: {report.name})")
 

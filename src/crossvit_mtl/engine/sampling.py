@@ -9,7 +9,8 @@ on how many batches they had prefetched when the process died.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ class ResumableSampler(DistributedSampler):
     def order(self, epoch: int) -> tuple[list[int], list[int]]:
         """This rank's sample indices and augmentation seeds for ``epoch``, in order."""
         g = torch.Generator().manual_seed(self.seed + epoch)
-        n = len(self.dataset)
+        n = len(self.dataset)  # type: ignore[arg-type]  # a map-style data set
         indices = torch.randperm(n, generator=g)
         seeds = torch.randint(0, 2 ** 62, (n,), generator=g)
         if self.total_size > n:  # as DistributedSampler: pad with the first samples
@@ -79,7 +80,7 @@ class ResumableSampler(DistributedSampler):
 def capture_rng_states() -> dict[str, Any]:
     """Every global RNG a training step may draw from (dropout, drop-path, RLW...), as plain data
     that ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import inspect
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -33,16 +35,17 @@ def _accepted_keys(cls: type) -> set[str]:
     for klass in cls.__mro__:
         if klass is nn.Module or "__init__" not in vars(klass):
             continue
-        params = inspect.signature(klass.__init__).parameters.values()
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
         keys |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     return keys - {"self"}
 
 
 def model_config(name: str, **overrides) -> dict:
     """The full keyword set a preset builds with, overrides applied and checked by name."""
-    if get_preset(name) is None:
+    preset = get_preset(name)
+    if preset is None:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(PRESETS)}")
-    config = copy.deepcopy(get_preset(name))
+    config = copy.deepcopy(preset)
     cls = ARCHITECTURES[config.pop("arch")]
     unknown = sorted(set(overrides) - _accepted_keys(cls))
     if unknown:
@@ -91,15 +94,15 @@ def create_model(name: str, weights: str | None = None, **overrides) -> nn.Modul
     """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused).
 
     ``weights``: a file to fill it from, this library's own (which must fit exactly) or a
-    published CrossViT release, recognised by its tensor names (``export.weights.load_weights``).
+    published CrossViT release, recognised by its tensor names (``models.pretrained.load_weights``).
     """
     config = model_config(name, **overrides)
     _check_config(name, config, overrides)
     model = ARCHITECTURES[get_preset(name)["arch"]](**config)
-    model.preset_name = ALIASES.get(name, name)
-    model.preset_overrides = dict(overrides)
+    # plain attributes (not parameters or modules): what save_weights records to rebuild the model
+    vars(model).update(preset_name=ALIASES.get(name, name), preset_overrides=dict(overrides))
     if weights is not None:
-        from crossvit_mtl.export.weights import load_weights
+        from crossvit_mtl.models.pretrained import load_weights
 
         load_weights(model, weights)
     return model
@@ -122,10 +125,46 @@ def create_task_model(name: str, task_channels: dict[str, int], **overrides) -> 
     return create_model(name, **overrides)
 
 
+def build_for_data(name: str, options: dict[str, Any] | None, dataset_meta: dict[str, Any]) -> nn.Module:
+    """The zoo network sized for a data set's description: its tasks' channels and image size."""
+    options = dict(options or {})
+    if (get_preset(name) or {}).get("arch") != "crossvit" and dataset_meta.get("image_size"):
+        options.setdefault("img_size", tuple(dataset_meta["image_size"]))  # positions fit the data
+    return create_task_model(name, dataset_meta["task_channels"], **options)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a training checkpoint and the data-set description it was trained with."""
+    from crossvit_mtl.serialization import CheckpointError, load_state_strict, read_checkpoint, training_state
+
+    ckpt = read_checkpoint(path)
+    hparams = ckpt.get("hyper_parameters") or {}
+    meta = hparams.get("dataset_meta")
+    if "state_dict" not in ckpt or not meta or "model" not in hparams:
+        raise CheckpointError(f"{path}: not a crossvit-mtl training checkpoint "
+                              "(needs state_dict and hyper_parameters.model/dataset_meta)")
+    model = build_for_data(hparams["model"], hparams.get("model_options"), meta)
+    load_state_strict(model, training_state(ckpt), path)
+    return model.eval(), meta
+
+
+def model_from_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any] | None]:
+    """Rebuild an exported model from its file alone: the network and its data-set description."""
+    from crossvit_mtl.serialization import CheckpointError, load_state_strict, read_weights
+
+    state, recipe = read_weights(path)
+    if not recipe.get("preset"):
+        raise CheckpointError(f"{path}: records no preset; use create_model(name, weights=path, **options)")
+    model = create_model(recipe["preset"], **recipe.get("overrides", {}))
+    load_state_strict(model, state, path)
+    return model.eval(), recipe.get("dataset_meta")
+
+
 def as_task_dict(output) -> dict:
     """Classifiers return logits; the engine speaks of ``{task: output}`` everywhere."""
     return output if isinstance(output, dict) else {"classification": output}
 
 
-__all__ = ["ALIASES", "ARCHITECTURES", "PRESETS", "as_task_dict", "check_input_size", "create_model",
-           "create_task_model", "get_preset", "list_models", "model_config"]
+__all__ = ["ALIASES", "ARCHITECTURES", "PRESETS", "as_task_dict", "build_for_data", "check_input_size",
+           "create_model", "create_task_model", "get_preset", "list_models", "model_config",
+           "model_from_checkpoint", "model_from_weights"]

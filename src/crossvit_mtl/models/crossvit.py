@@ -1,7 +1,7 @@
 """CrossViT image classifiers (Chen, Fan, Panda, ICCV 2021) on the shared dual-branch encoder."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ class CrossViT(nn.Module):
             mlp_ratios=mlp_ratios, fusion="cls", stem=stem, pos_embed="learned", in_chans=in_chans,
             branch_sizes=sizes, qkv_bias=qkv_bias, drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
-        self.head = ClsHead(tuple(dims), num_classes, drop_rate)
+        self.head = ClsHead((dims[0], dims[1]), num_classes, drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x).cls_tokens())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ class LightDecoder(nn.Module):
     their outputs are upsampled bilinearly, which keeps the decoder a small share of the cost.
     """
 
-    def __init__(self, dims: tuple[int, int], channels: int, num_stages: int = 1,
+    def __init__(self, dims: Sequence[int], channels: int, num_stages: int = 1,
                  detail_channels: int = 0, in_chans: int = 3):
         super().__init__()
         self.num_stages = num_stages
@@ -71,8 +72,10 @@ class LightDecoder(nn.Module):
                 fmap = F.interpolate(fmap, size=fine, mode="bilinear", align_corners=False)
             out = fmap if out is None else out + fmap
         out = self.fuse(out)
-        if self.detail is None:
+        if self.detail is None or self.refine is None:
             return out, None
+        if image is None:
+            raise ValueError("a decoder with a detail stem needs the input image")
         half, detail = self.detail.forward_both(image)
         out = F.interpolate(out, size=detail.shape[-2:], mode="bilinear", align_corners=False)
         return self.refine(torch.cat([out, detail], dim=1)), half

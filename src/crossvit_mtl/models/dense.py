@@ -2,7 +2,7 @@
 multi-task network (one shared encoder + decoder, one head per task)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -84,7 +84,7 @@ class DenseCrossViT(nn.Module):
         if self.classifier == "map":
             self.heads["classification"] = MapClsHead(decoder_channels, self.tasks["classification"], drop=drop_rate)
         elif self.classifier == "cls":
-            self.heads["classification"] = ClsHead(tuple(dims), self.tasks["classification"], drop_rate)
+            self.heads["classification"] = ClsHead((dims[0], dims[1]), self.tasks["classification"], drop_rate)
         self.task_interaction = None
         if task_interaction == "cross_attention":
             stride = 4 if detail_channels else min(patch_sizes)  # the decoder map's stride
@@ -98,12 +98,14 @@ class DenseCrossViT(nn.Module):
         Split from the heads so gradient methods can tell shared from task-specific computation.
         """
         enc = self.encoder(x)
-        feats, half = self.decoder.forward_both(enc, x) if self.decoder is not None else (None, None)
+        if self.decoder is None:
+            return {"classification": enc.cls_tokens()}
+        feats, half = self.decoder.forward_both(enc, x)
         if self.task_interaction is not None:
             out: dict = self.task_interaction(feats)
         else:
             out = {t: feats for t in self.heads if t != "classification"}
-        if any(getattr(h, "refine", None) is not None for h in self.heads.values()):
+        if half is not None and any(getattr(h, "refine", None) is not None for h in self.heads.values()):
             # a view: its own node in the graph, beside the decoder map rather than its ancestor
             detail = half.view_as(half)
             out = {t: [fmap, detail] if t != "classification" else fmap for t, fmap in out.items()}

@@ -5,15 +5,22 @@ encoder; they differ in stems, positions, widths, depths and the fusion they cho
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from crossvit_mtl.models.layers import (
-    STEMS, Block, CrossBlock, LayerNorm, check_divisible, resize_pos_embed, sincos_pos_embed, trunc_normal_init,
+    STEMS,
+    Block,
+    CrossBlock,
+    LayerNorm,
+    check_divisible,
+    resize_pos_embed,
+    sincos_pos_embed,
+    trunc_normal_init,
 )
 
 
@@ -51,7 +58,7 @@ class ClsFusion(nn.Module):
         for i in range(2):
             other = xs[1 - i]
             cls = self.projs[i](xs[i][:, :1])
-            for block in self.fusion[i]:
+            for block in self.fusion[i]:  # type: ignore[attr-defined]  # a ModuleList per branch
                 cls = block(cls, torch.cat([cls, other[:, 1:]], dim=1))
             out.append(torch.cat([self.revert_projs[i](cls), xs[i][:, 1:]], dim=1))
         return out
@@ -110,6 +117,7 @@ class MultiScaleStage(nn.Module):
                 for k in range(depths[i]))
             for i in range(2))
         fusion_drop_path = drop_paths[n_blocks - 1] if n_blocks else 0.0
+        self.fusion: ClsFusion | TokenFusion
         if fusion == "cls":
             self.fusion = ClsFusion(dims, heads, depths[2], qkv_bias, drop, attn_drop, fusion_drop_path)
         else:
@@ -119,7 +127,7 @@ class MultiScaleStage(nn.Module):
     def forward(self, xs: list[torch.Tensor], grids: list[tuple[int, int]]) -> list[torch.Tensor]:
         out = []
         for blocks, x, grid in zip(self.blocks, xs, grids):
-            for block in blocks:
+            for block in blocks:  # type: ignore[attr-defined]  # a ModuleList per branch
                 x = block(x, grid)
             out.append(x)
         return self.fusion(out, grids) if isinstance(self.fusion, TokenFusion) else self.fusion(out)
@@ -180,7 +188,7 @@ class DualBranchEncoder(nn.Module):
         self.dims = tuple(dims)
         self.branch_sizes = None if branch_sizes is None else tuple(tuple(int(v) for v in s) for s in branch_sizes)
         for size, patch in zip(self.branch_sizes or (), self.patch_sizes):
-            check_divisible(*size, patch, "branch size")
+            check_divisible(size[0], size[1], patch, "branch size")
         self.pos_embed_kind = pos_embed
         self.num_stages = len(stages)
         self.patch_embed = nn.ModuleList(
@@ -191,7 +199,7 @@ class DualBranchEncoder(nn.Module):
             self.pos_embed = nn.ParameterList(
                 nn.Parameter(torch.zeros(1, 1 + gh * gw, d)) for (gh, gw), d in zip(self.base_grids, dims))
         else:
-            self.pos_embed = None
+            self.pos_embed = None  # type: ignore[assignment]  # fixed sinusoidal positions
         self.pos_drop = nn.Dropout(drop_rate)
 
         total = sum(max(s[0], s[1]) for s in stages)
@@ -216,7 +224,8 @@ class DualBranchEncoder(nn.Module):
 
     def _branch_size(self, height: int, width: int, i: int) -> tuple[int, int]:
         if self.branch_sizes is not None:
-            return self.branch_sizes[i]
+            height, width = self.branch_sizes[i]
+            return height, width
         return int(height), int(width)  # tensors while tracing for export
 
     def _grid(self, height: int, width: int, i: int) -> tuple[int, int]:

@@ -42,12 +42,12 @@ class DenseHead(nn.Module):
             nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
         self.refine = None
         if detail_channels:
+            correction = nn.Conv2d(refine_channels, out_channels, 3, padding=1)
+            nn.init.zeros_(correction.weight)
+            nn.init.zeros_(correction.bias)  # type: ignore[arg-type]  # Conv2d made with bias
             self.refine = nn.Sequential(
                 nn.Conv2d(out_channels + detail_channels, refine_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(refine_channels), nn.ReLU(inplace=True),
-                nn.Conv2d(refine_channels, out_channels, 3, padding=1))
-            nn.init.zeros_(self.refine[-1].weight)
-            nn.init.zeros_(self.refine[-1].bias)
+                nn.BatchNorm2d(refine_channels), nn.ReLU(inplace=True), correction)
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """``x``: the decoder map, or [map, stride-2 detail features] for a refining head."""

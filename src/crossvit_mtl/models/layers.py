@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def LayerNorm(dim: int) -> nn.LayerNorm:  # noqa: N802 - reads as the layer it builds
+def LayerNorm(dim: int) -> nn.LayerNorm:
     """LayerNorm with eps 1e-6, as ViT and CrossViT use (so their weights load exactly)."""
     return nn.LayerNorm(dim, eps=1e-6)
 
@@ -262,7 +262,7 @@ class CrossBlock(nn.Module):
         if context_grid is not None:
             context = pool_kv_tokens(context, context_grid, self.kv_tokens)
         x = x + self.drop_path(self.attn(self.norm_q(x), context))
-        if self.mlp is not None:
+        if self.mlp is not None and self.norm2 is not None:
             x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 

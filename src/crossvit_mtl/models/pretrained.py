@@ -21,16 +21,20 @@ The releases' LayerNorms use eps 1e-6, as the project's layers do.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
 
 from crossvit_mtl.models.layers import resize_pos_embed
+from crossvit_mtl.serialization import CheckpointError, load_state_strict, read_checkpoint, read_weights
+
+log = logging.getLogger(__name__)
 
 
 _FUSION = re.compile(r"^blocks\.(\d+)\.fusion\.(\d+)\.(?:(\d+)\.)?(norm1|attn\.w[qkv]|attn\.proj)\.(weight|bias)$")
@@ -84,8 +88,6 @@ def read_published(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str,
 
         state = load_file(str(source))
     else:
-        from crossvit_mtl.engine.checkpoint import read_checkpoint
-
         state = read_checkpoint(source)
     for key in ("model", "state_dict", "model_ema"):
         if isinstance(state.get(key), Mapping):
@@ -244,3 +246,27 @@ def load_crossvit_pretrained(model: nn.Module, source: str | Path | Mapping[str,
     interpolated to its grid; its decoder and heads stay as initialised.
     """
     return load_state(model, read_published(source), "all" if strict else "some")
+
+
+def load_weights(model: nn.Module, path: str | Path, partial: bool = False) -> LoadReport:
+    """Fill ``model`` from a weights file and say what it did; what does not fit fails in one
+    line naming the keys, before anything changes.
+
+    This library's files (safetensors, a training checkpoint, a state dict) must fit exactly,
+    unless ``partial``. A published CrossViT file (IBM's release, timm's ``crossvit_*``) is
+    recognised by its tensor names and mapped: it must fill the whole encoder, positions
+    interpolated to the model's grid; heads of another class count and a dense model's decoder
+    stay as initialised. ``partial`` (starting a model to train, ``model.pretrained``) loads
+    whatever fits, provided part of the encoder does and none of it has another shape.
+    """
+    state, _ = read_weights(path)
+    published = is_published(state)
+    if not (published or partial):
+        load_state_strict(model, state, path)
+        return LoadReport(loaded=sorted(state))
+    try:
+        report = load_state(model, state, "some" if partial else "encoder")
+    except PretrainedError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    log.info("%s: %s", path, report)
+    return report

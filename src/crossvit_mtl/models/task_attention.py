@@ -7,7 +7,7 @@ attend to the other tasks' tokens; the message is upsampled and added to the tas
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,7 @@ branch's information in CLS fusion); logits out, no softmax inside.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

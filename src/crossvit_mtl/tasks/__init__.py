@@ -1,43 +1,20 @@
-"""Task heads' losses and metrics, and the tables the engine needs to rank results.
+"""Task heads' losses and metrics, and the tables the engine needs to rank results (``registry``).
 
 Each task module owns its metric (a torchmetrics ``Metric`` with summed states) and its losses
-(on logits / raw outputs, computed in float32). ``build_loss(task, name)`` is the one entry point.
+(on logits / raw outputs, computed in float32). ``build_loss(task, name)`` and
+``build_metric(task, channels)`` are the entry points.
 """
 from __future__ import annotations
 
 from torch import nn
+from torchmetrics import Metric
 
-#: task -> scalar metric key (as returned by the task metric's ``compute()``) -> higher_is_better.
-METRIC_DIRECTION: dict[str, dict[str, bool]] = {
-    "segmentation": {"miou": True, "pixel_acc": True, "thesis_iou": True},
-    "depth": {"abs_err": False, "rel_err": False, "rmse": False, "log_rmse": False,
-              "delta1": True, "delta2": True, "delta3": True},
-    "normal": {"mean": False, "median": False, "within_11.25": True, "within_22.5": True, "within_30": True},
-    "classification": {"top1": True, "top5": True},
-}
-
-#: How tables and reports name each metric.
-METRIC_LABELS = {
-    "miou": "mIoU", "pixel_acc": "pixel acc", "thesis_iou": "thesis pooled IoU",
-    "abs_err": "abs err", "rel_err": "rel err", "rmse": "RMSE", "log_rmse": "log RMSE",
-    "delta1": "delta<1.25", "delta2": "delta<1.25^2", "delta3": "delta<1.25^3",
-    "mean": "mean angle (deg)", "median": "median angle (deg)", "within_11.25": "<11.25 deg",
-    "within_22.5": "<22.5 deg", "within_30": "<30 deg", "top1": "top-1 acc", "top5": "top-5 acc",
-}
-
-#: The one metric per task that checkpoints and model selection monitor.
-PRIMARY_METRIC: dict[str, str] = {
-    "segmentation": "miou",
-    "depth": "abs_err",
-    "normal": "mean",
-    "classification": "top1",
-}
-
-from crossvit_mtl.tasks.classification import ClassificationMetric, build_classification_loss  # noqa: E402
-from crossvit_mtl.tasks.delta import DELTA_M_CONVENTIONS, DELTA_M_METRICS, delta_m  # noqa: E402
-from crossvit_mtl.tasks.depth import DepthMetric, build_depth_loss  # noqa: E402
-from crossvit_mtl.tasks.normal import NormalMetric, build_normal_loss  # noqa: E402
-from crossvit_mtl.tasks.segmentation import SegmentationMetric, build_segmentation_loss  # noqa: E402
+from crossvit_mtl.tasks.classification import ClassificationMetric, build_classification_loss
+from crossvit_mtl.tasks.delta import DELTA_M_CONVENTIONS, DELTA_M_METRICS, delta_m
+from crossvit_mtl.tasks.depth import DepthMetric, build_depth_loss
+from crossvit_mtl.tasks.normal import NormalMetric, build_normal_loss
+from crossvit_mtl.tasks.registry import METRIC_DIRECTION, METRIC_LABELS, PRIMARY_METRIC
+from crossvit_mtl.tasks.segmentation import SegmentationMetric, build_segmentation_loss
 
 _LOSS_BUILDERS = {
     "segmentation": build_segmentation_loss,
@@ -55,8 +32,22 @@ def build_loss(task: str, name: str | None = None, **kwargs) -> nn.Module:
     return builder(**kwargs) if name is None else builder(name, **kwargs)
 
 
+def build_metric(task: str, channels: int) -> Metric:
+    """The summed-state metric of ``task``; ``channels`` is its class count where it has classes."""
+    if task == "segmentation":
+        return SegmentationMetric(channels)
+    if task == "depth":
+        return DepthMetric()
+    if task == "normal":
+        return NormalMetric()
+    if task == "classification":
+        return ClassificationMetric(channels)
+    raise ValueError(f"unknown task {task!r}; choose from {sorted(_LOSS_BUILDERS)}")
+
+
 __all__ = [
-    "METRIC_DIRECTION", "METRIC_LABELS", "PRIMARY_METRIC", "DELTA_M_CONVENTIONS", "DELTA_M_METRICS", "delta_m", "build_loss",
+    "METRIC_DIRECTION", "METRIC_LABELS", "PRIMARY_METRIC", "DELTA_M_CONVENTIONS", "DELTA_M_METRICS", "delta_m",
+    "build_loss", "build_metric",
     "SegmentationMetric", "DepthMetric", "NormalMetric", "ClassificationMetric",
     "build_segmentation_loss", "build_depth_loss", "build_normal_loss", "build_classification_loss",
 ]

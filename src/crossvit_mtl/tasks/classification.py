@@ -24,6 +24,8 @@ class ClassificationMetric(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    correct: Tensor
+    total: Tensor
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, **kwargs):
         super().__init__(**kwargs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from crossvit_mtl.tasks import METRIC_DIRECTION
+from crossvit_mtl.tasks.registry import METRIC_DIRECTION
 
 #: Default metric set: the one MTAN / LibMTL / Nash-MTL report Delta-m over, so figures are
 #: comparable with the literature. It leaves out ``thesis_iou`` (a function of pixel accuracy,

@@ -26,8 +26,14 @@ class DepthMetric(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = False
+    higher_is_better = None  # mixed: each key's direction is in tasks.registry.METRIC_DIRECTION
     full_state_update = False
+    abs_sum: Tensor
+    rel_sum: Tensor
+    sq_sum: Tensor
+    log_sq_sum: Tensor
+    delta_counts: Tensor
+    count: Tensor
 
     def __init__(self, eps: float = DEPTH_EPS, **kwargs):
         super().__init__(**kwargs)

@@ -37,8 +37,12 @@ class NormalMetric(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = False
+    higher_is_better = None  # mixed: each key's direction is in tasks.registry.METRIC_DIRECTION
     full_state_update = False
+    hist: Tensor
+    err_sum: Tensor
+    within: Tensor
+    count: Tensor
 
     def __init__(self, bins_per_degree: int = 100, **kwargs):
         super().__init__(**kwargs)
@@ -70,7 +74,7 @@ class NormalMetric(Metric):
         return ((bins.mean() + 0.5) / self.bins_per_degree).item()
 
     def compute(self) -> dict:
-        n = self.count.item()
+        n = int(self.count.item())
         keys = ("mean", "median") + tuple(f"within_{t:g}" for t in NORMAL_THRESHOLDS)
         if n == 0:
             return dict.fromkeys(keys, math.nan)

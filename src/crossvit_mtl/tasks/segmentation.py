@@ -39,6 +39,7 @@ class SegmentationMetric(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    confmat: Tensor
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, **kwargs):
         super().__init__(**kwargs)
@@ -110,6 +111,8 @@ class CrossEntropyLoss(nn.Module):
     batch has no valid target, so a crop of pure void cannot poison training. With
     ``class_weights`` it is the weighted mean, as in ``F.cross_entropy``.
     """
+
+    class_weights: Tensor | None
 
     def __init__(self, ignore_index: int = IGNORE_INDEX, class_weights=None):
         super().__init__()

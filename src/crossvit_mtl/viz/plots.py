@@ -1,4 +1,8 @@
-"""PNG plots of a run: training curves, the confusion matrix, and sample predictions."""
+"""PNG plots of a run: training curves, the confusion matrix, and sample predictions.
+
+Drawn on ``matplotlib.figure.Figure`` objects, not pyplot: no backend is chosen and no global
+figure state is touched, so importing this in a notebook changes nothing there.
+"""
 from __future__ import annotations
 
 import csv
@@ -6,13 +10,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from crossvit_mtl.viz.colors import colorize_depth, colorize_labels, colorize_normals, denormalize
 
-from crossvit_mtl.viz.colors import colorize_depth, colorize_labels, colorize_normals, denormalize  # noqa: E402
+#: the training log of a run folder (the CSV logger's `fit` version), where curves are drawn from
+FIT_LOG = Path("csv") / "fit" / "metrics.csv"
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -41,7 +45,8 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
     panels = {k: v for k, v in panels.items() if v}
     cols = min(4, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (title, keys) in zip(axes.flat, panels.items()):
         for key in keys:
             steps, values = zip(*series[key])
@@ -55,7 +60,6 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return Path(out)
 
 
@@ -65,7 +69,8 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], out: str | Pat
     rows = conf.sum(1, keepdims=True)
     norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    fig = Figure(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), class_names, fontsize=8)
@@ -78,7 +83,6 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], out: str | Pat
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return Path(out)
 
 
@@ -88,7 +92,7 @@ def sample_panels(sample: dict[str, Any], prediction: dict[str, Any], meta: dict
     for task in meta["tasks"]:
         if task not in prediction:
             continue
-        gt, pred = sample.get(task), prediction[task]
+        gt, pred = sample[task], prediction[task]
         if task == "segmentation":
             panels += [("labels", colorize_labels(gt, meta["palette"])),
                        ("prediction", colorize_labels(pred, meta["palette"]))]
@@ -108,8 +112,8 @@ def plot_samples(samples: list[dict[str, Any]], predictions: list[dict[str, Any]
     cols = max(len(r) for r in rows)
     h, w = rows[0][0][1].shape[:2]
     scale = 2.2 / h * 100
-    fig, axes = plt.subplots(len(rows), cols, squeeze=False,
-                             figsize=(cols * w * scale / 100, len(rows) * (h * scale / 100 + 0.3)))
+    fig = Figure(figsize=(cols * w * scale / 100, len(rows) * (h * scale / 100 + 0.3)))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
     names = meta.get("scene_classes") or []
     for r, (row, sample, pred) in enumerate(zip(rows, samples, predictions)):
         for c, (title, image) in enumerate(row):
@@ -122,5 +126,4 @@ def plot_samples(samples: list[dict[str, Any]], predictions: list[dict[str, Any]
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return Path(out)

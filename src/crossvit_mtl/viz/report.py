@@ -98,7 +98,7 @@ def _stage_section(title: str, payload: dict[str, Any], plot_dir: Path, stage: s
     if seg.get("iou_per_class"):
         parts.append(_class_bars(seg))
     if seg.get("confusion"):
-        parts.append(_confusion(seg["confusion"], list(seg.get("iou_per_class") or range(len(seg["confusion"])))))
+        parts.append(_confusion(seg["confusion"], [str(n) for n in seg.get("iou_per_class") or range(len(seg["confusion"]))]))
     used = {f"confusion_{stage}.png"}
     samples = plot_dir / f"samples_{stage}.png"
     if samples.is_file():
@@ -114,9 +114,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Draws ``plots/curves.png`` from the run's training log when the run has the log but no plot.
     """
     from crossvit_mtl.comparison import read_metrics_file as read_metrics
-    from crossvit_mtl.engine.report import FIT_LOG
     from crossvit_mtl.tasks import METRIC_LABELS
     from crossvit_mtl.viz import plots
+    from crossvit_mtl.viz.plots import FIT_LOG
 
     run_dir = Path(run_dir)
     stages = [(stage, read_metrics(run_dir / name), title)

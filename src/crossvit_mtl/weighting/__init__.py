@@ -11,8 +11,13 @@ from typing import Any
 
 from crossvit_mtl.weighting.gradient import AGGREGATORS, GradientAggregation
 from crossvit_mtl.weighting.loss_weighting import (
-    LOSS_WEIGHTINGS, DynamicWeightAverage, EqualWeighting, GeometricLossStrategy, LossWeighting,
-    RandomLossWeighting, UncertaintyWeighting,
+    LOSS_WEIGHTINGS,
+    DynamicWeightAverage,
+    EqualWeighting,
+    GeometricLossStrategy,
+    LossWeighting,
+    RandomLossWeighting,
+    UncertaintyWeighting,
 )
 
 #: every name ``build_weighting`` accepts, loss weightings first

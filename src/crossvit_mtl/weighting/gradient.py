@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,8 +68,8 @@ def _encode(value: Any) -> tuple[bool, Any]:
         items = [_encode(v) for v in value]
         return all(ok for ok, _ in items), type(value)(v for _, v in items)
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        items = {k: _encode(v) for k, v in value.items()}
-        return all(ok for ok, _ in items.values()), {k: v for k, (_, v) in items.items()}
+        encoded = {k: _encode(v) for k, v in value.items()}
+        return all(ok for ok, _ in encoded.values()), {k: v for k, (_, v) in encoded.items()}
     return False, None
 
 

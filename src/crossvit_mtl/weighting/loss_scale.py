@@ -25,6 +25,8 @@ LOSS_SCALINGS = ("initial", "none")
 class InitialLossScale(nn.Module):
     """Holds one divisor per task; ``1`` until :meth:`set_initial` has been called."""
 
+    divisors: Tensor
+
     def __init__(self, tasks: list[str], mode: str = "initial"):
         super().__init__()
         if mode not in LOSS_SCALINGS:

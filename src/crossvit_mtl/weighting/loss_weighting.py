@@ -85,6 +85,9 @@ class DynamicWeightAverage(LossWeighting):
     """DWA (Liu et al., CVPR 2019): w = K softmax(r / T), r_k = L_k(t-1) / L_k(t-2) from the
     average losses of the last two epochs; equal weights until two epochs have ended."""
 
+    history: Tensor
+    epochs_seen: Tensor
+
     def __init__(self, tasks: list[str], temperature: float = 2.0):
         super().__init__(tasks)
         if temperature <= 0:

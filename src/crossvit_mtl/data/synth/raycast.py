@@ -1,0 +1,137 @@
+"""The camera's rays and the z-buffer pass that finds the surface each pixel sees."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from crossvit_mtl.data.synth.base import _FIRST_PRIM_ID, _GROUND_ID, _SKY_ID, F32, FLAT, NATURE, Z_FAR, intrinsics
+from crossvit_mtl.data.synth.draws import _cell_noise, _frac
+from crossvit_mtl.data.synth.primitives import _Prim
+from crossvit_mtl.data.synth.scene import (
+    _GROUND_TEXTURE,
+    _KERB,
+    _MARKING,
+    _PAVEMENT,
+    _ROAD,
+    _SIDEWALK,
+    _TERRAIN,
+    _Scene,
+)
+
+
+def _rotation(yaw: float, pitch: float) -> np.ndarray:
+    """Camera (OpenCV: x right, y down, z forward) to world (x right, y up, z forward)."""
+    cp, sp, cy, sy = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw)
+    flip = np.diag((1.0, -1.0, 1.0))
+    rx = np.array(((1, 0, 0), (0, cp, sp), (0, -sp, cp)))
+    ry = np.array(((cy, 0, sy), (0, 1, 0), (-sy, 0, cy)))
+    return (ry @ rx @ flip).astype(F32)
+
+
+_BOX_CORNERS = np.array([(i, j, k) for i in (-1, 1) for j in (0, 1) for k in (-1, 1)], F32)
+
+
+def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
+    """Pixel rectangles (r0, r1, c0, c1), nearest z and index of every primitive the camera sees.
+
+    All bounding boxes are projected at once; the rectangles are conservative, and a box that
+    straddles the camera plane gets the whole image. Sorted near to far for occlusion culling.
+    """
+    if not prims:
+        return []
+    x, z, ex, ez, y0, y1 = np.array([p.bounds for p in prims], F32).T
+    cx, cy, cz = _BOX_CORNERS.T[:, None, :]
+    corners = np.stack((x[:, None] + cx * ex[:, None], y0[:, None] + cy * (y1 - y0)[:, None],
+                        z[:, None] + cz * ez[:, None]), -1)
+    pc = (corners - cam) @ rot  # world -> camera (rot is orthonormal)
+    depth = pc[..., 2]
+    fx, fy, px, py = k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = fx * pc[..., 0] / depth + px, fy * pc[..., 1] / depth + py
+    straddle = depth.min(1) <= 0.05
+    c0 = np.where(straddle, 0, np.clip(np.floor(u.min(1) + 0.5), 0, width)).astype(int)
+    c1 = np.where(straddle, width, np.clip(np.floor(u.max(1) + 1.5), 0, width)).astype(int)
+    r0 = np.where(straddle, 0, np.clip(np.floor(v.min(1) + 0.5), 0, height)).astype(int)
+    r1 = np.where(straddle, height, np.clip(np.floor(v.max(1) + 1.5), 0, height)).astype(int)
+    znear = np.maximum(depth.min(1), 0)
+    seen = np.nonzero((depth.max(1) > 0.05) & (c1 > c0) & (r1 > r0))[0]
+    seen = seen[np.argsort(znear[seen], kind="stable")]
+    return [(int(r0[i]), int(r1[i]), int(c0[i]), int(c1[i]), float(znear[i]), int(i)) for i in seen]
+
+
+def _ground(scene: _Scene, x: np.ndarray, z: np.ndarray):
+    """Labels (k,) and albedo (3, k) of ground points: road, markings, kerb, sidewalk, pavement, terrain."""
+    g = scene.ground
+    edge, lat, along, n_on_road = None, None, None, 0
+    for road in scene.roads:
+        dist, la, s = road.project(x, z)
+        e = dist - road.hw
+        n_on_road = n_on_road + (e < 0)
+        if edge is None:
+            edge, lat, along = e, la, s
+        else:
+            closer = e < edge
+            edge, lat, along = np.where(closer, e, edge), np.where(closer, la, lat), np.where(closer, s, along)
+    assert edge is not None and lat is not None and along is not None  # a scene has roads
+    wave = sum(np.sin(a * x + c * z + ph) for a, c, ph in g["waves"]) / 3
+    kind = np.where(wave > g["terrain_cut"], _TERRAIN, _PAVEMENT)
+    kind[edge < scene.sidewalk] = _SIDEWALK
+    kind[(edge >= 0) & (edge < 0.25)] = _KERB
+    kind[edge < 0] = _ROAD
+    kind[(n_on_road == 1) & (  # markings, except where roads overlap: centre dashes, edge lines
+        ((np.abs(lat) < 0.08) & (_frac(along / g["dash"]) < 0.45)) | ((edge < -0.25) & (edge > -0.4)))] = _MARKING
+    tiles = (_frac(x / g["tile"]) < 0.07) | (_frac(z / g["tile"]) < 0.07)
+    grain, blotch = _cell_noise(x, None, z, 0.08) - 0.5, _cell_noise(x, None, z, 1.3, 5.1) - 0.5
+    a, b, c = np.take(_GROUND_TEXTURE, kind, axis=1)
+    albedo = np.take(g["colours"], kind, axis=1) * (1 + a * grain + b * blotch + c * tiles)
+    return np.where(kind == _TERRAIN, NATURE, FLAT), albedo
+
+
+def _sky(scene: _Scene, d: np.ndarray) -> np.ndarray:
+    """Sky colour (3, k) per ray (3, k): horizon-to-zenith gradient and cloud bands on a high plane."""
+    horizon, zenith = scene.sky
+    dx, dy, dz = d
+    w = np.clip(dy / np.sqrt(dx * dx + dy * dy + dz * dz) * 2.5, 0, 1)
+    col = horizon[:, None] + (zenith - horizon)[:, None] * w
+    h = 1.0 / np.maximum(dy, 0.02)
+    a, b, c = scene.clouds
+    cloud = np.clip(np.sin(a * dx * h) * np.sin(b * dz * h + c) - 0.2, 0, 1) * np.sqrt(1 - w)
+    return col + (1.0 - col) * (0.7 * cloud)
+
+
+def _camera_rays(scene: _Scene, height: int, width: int):
+    """World ray directions (3, height, width), scaled so the ray parameter is z-depth, and the rotation."""
+    fx, fy, cx, cy = intrinsics(height, width)
+    rot = _rotation(scene.yaw, scene.pitch)
+    u = (np.arange(width, dtype=F32) - cx) / fx
+    v = (np.arange(height, dtype=F32)[:, None] - cy) / fy
+    d = np.stack([np.broadcast_to(r[0] * u + r[1] * v + r[2], (height, width)) for r in rot])
+    return d, rot
+
+
+def _z_pass(scene: _Scene, height: int, width: int):
+    """Ray directions (3, H, W), the camera rotation, the z-buffer and the id of the surface each
+    pixel sees (sky, ground, or a primitive)."""
+    d, rot = _camera_rays(scene, height, width)
+    dx, dy, dz = d
+    o = scene.cam
+    # Without roll each row has one ground depth, so the ground is a block of rows.
+    zbuf = np.full((height, width), np.inf, F32)
+    ids = np.full((height, width), _SKY_ID, np.int16)
+    t_row = np.where(dy[:, 0] < 0, -o[1] / np.minimum(dy[:, 0], -1e-9), np.inf)
+    ground_rows = t_row < Z_FAR
+    zbuf[ground_rows] = t_row[ground_rows, None]
+    ids[ground_rows] = _GROUND_ID
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for r0, r1, c0, c1, znear, i in _screen_boxes(scene.prims, np.array(o, F32), rot,
+                                                       intrinsics(height, width), height, width):
+            zb = zbuf[r0:r1, c0:c1]
+            if znear >= zb.max():
+                continue  # hidden behind what is already drawn
+            t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), zb)
+            np.copyto(zb, t, where=closer)
+            np.copyto(ids[r0:r1, c0:c1], i + _FIRST_PRIM_ID, where=closer)
+    return d, rot, zbuf, ids
+
+

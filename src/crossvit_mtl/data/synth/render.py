@@ -1,0 +1,73 @@
+"""Rendering one sample: shading, fog, sensor noise, and every task's ground truth."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from crossvit_mtl.data.synth.base import _FIRST_GROUP, _FIRST_PRIM_ID, _GROUND_ID, _SKY_ID, F32, SKY
+from crossvit_mtl.data.synth.cues import scene_for
+from crossvit_mtl.data.synth.materials import _TEXTURES
+from crossvit_mtl.data.synth.primitives import _SHAPES
+from crossvit_mtl.data.synth.raycast import _ground, _sky, _z_pass
+
+
+def render_sample(seed: int, index: int, height: int = 128, width: int = 256) -> dict[str, Any]:
+    """Render sample ``index`` of stream ``seed``: image, segmentation, depth, normal, classification."""
+    scene, cls = scene_for(seed, index)
+    d, rot, zbuf, ids = _z_pass(scene, height, width)
+    o = scene.cam
+    cam = np.array(o, F32)[:, None]
+
+    # Shading pass. Pixels are sorted by group (sky, ground, then shape class x texture kind), so
+    # each group is one contiguous slice shaded in one batch; the result is unsorted at the end.
+    n_pix = height * width
+    flat_ids, z = ids.ravel(), zbuf.ravel()
+    prims = scene.prims
+    groups = np.array([_SKY_ID, _GROUND_ID, *(q.group for q in prims)], np.int8)
+    key = np.take(groups, flat_ids)
+    order = np.argsort(key, kind="stable")
+    bounds = np.cumsum(np.bincount(key, minlength=_FIRST_GROUP + len(_SHAPES) * len(_TEXTURES)))
+    ids_s, d_s = np.take(flat_ids, order), np.take(d.reshape(3, n_pix), order, axis=1)
+    z_s = np.take(np.where(flat_ids == _SKY_ID, F32(0), z), order)
+    p_s = cam + z_s * d_s
+    label = np.empty(n_pix, np.uint8)
+    normal = np.zeros((3, n_pix), F32)
+    albedo = np.empty((3, n_pix), F32)
+    table = np.array([q.row for q in prims], F32).reshape(-1, 24)
+    labels = np.array([q.label for q in prims], np.uint8)
+    n_sky = bounds[_SKY_ID]
+    albedo[:, :n_sky] = _sky(scene, d_s[:, :n_sky])
+    label[:n_sky] = SKY
+    ground = slice(n_sky, bounds[_GROUND_ID])
+    label[ground], albedo[:, ground] = _ground(scene, p_s[0, ground], p_s[2, ground])
+    normal[1, ground] = 1.0
+    for group in range(_FIRST_GROUP, len(bounds)):
+        sl = slice(bounds[group - 1], bounds[group])
+        if sl.start == sl.stop:
+            continue
+        shape, kind = divmod(group - _FIRST_GROUP, len(_TEXTURES))
+        pid = ids_s[sl] - _FIRST_PRIM_ID
+        rows = np.ascontiguousarray(np.take(table, pid, axis=0).T)
+        normal[:, sl], loc, axis = _SHAPES[shape].surface(rows[:8], p_s[:, sl], o)
+        albedo[:, sl] = _TEXTURES[kind](rows[8:], loc, axis)
+        label[sl] = np.take(labels, pid)
+
+    shade = scene.ambient + scene.sun_gain * np.maximum(scene.sun @ normal, 0)
+    fog = np.exp(z_s * F32(-1.0 / scene.fog))
+    rgb = albedo * (shade * fog) * scene.tint[:, None] + scene.sky[0][:, None] * (1 - fog)
+    rgb[:, :n_sky] = albedo[:, :n_sky]
+    # Sensor noise: uniform, std scene.noise (in 0..255 units), from its own stream.
+    noise = np.frombuffer(np.random.default_rng([seed, index, 1]).bytes(3 * n_pix), np.uint8).reshape(3, n_pix)
+    rgb = rgb * 255 + (noise - F32(127.5)) * F32(scene.noise * math.sqrt(12) / 256)
+    rgb = np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
+    unsort = np.empty_like(order)
+    unsort[order] = np.arange(n_pix)
+    image, normal = np.take(rgb, unsort, axis=1), np.take(rot.T @ normal, unsort, axis=1)  # world -> camera
+    return {"image": np.ascontiguousarray(image.T).reshape(height, width, 3),
+            "segmentation": np.take(label, unsort).reshape(height, width),
+            "depth": np.where(ids == _SKY_ID, F32(0), zbuf),
+            "normal": np.ascontiguousarray(normal.T).reshape(height, width, 3), "classification": cls}
+
+
