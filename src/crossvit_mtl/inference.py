@@ -14,6 +14,7 @@ from PIL import Image
 
 from crossvit_mtl.engine.precision import Placement, resolve
 from crossvit_mtl.functional import unit_vectors
+from crossvit_mtl.models import as_task_dict
 
 
 class UnreadableImage(ValueError):
@@ -71,8 +72,7 @@ def make_forward(model: Callable[[torch.Tensor], Any], precision: str | Placemen
         if cuda:
             x = x.pin_memory().to(placement.device, non_blocking=True)
         with torch.inference_mode(), placement.autocast():
-            out = model(x)
-        out = out if isinstance(out, dict) else {"classification": out}
+            out = as_task_dict(model(x))
         return {task: value[:count].float().cpu() for task, value in out.items()}
 
     return forward
