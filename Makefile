@@ -1,38 +1,43 @@
 # The two commands of the quick start, `make demo` and `make test`; `make lint` (ruff, mypy and the
 # import layers, as CI runs them) and `make gpu-check` for a machine with a CUDA device. Each creates
-# .venv when it is missing and installs the package with pinned dependencies (the dev extra brings
-# pytest, ruff, mypy and import-linter).
+# .venv when it is missing and installs the package with pinned dependencies: the demo needs the
+# package alone, the others also its dev extra (pytest, ruff, mypy, import-linter) and ONNX export.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+CORE := $(VENV)/.installed-core
+DEV := $(VENV)/.installed-dev
 
 .PHONY: demo test lint gpu-check install clean
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+$(CORE): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e .
+	touch $(CORE)
+
+$(DEV): $(CORE)
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev,export]"
-	touch $(STAMP)
+	touch $(DEV)
 
-install: $(STAMP)
+install: $(DEV)
 
-demo: $(STAMP)
+demo: $(CORE)
 	$(BIN)/crossvit-mtl demo
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
 # lint and types on the library, the layer contract of pyproject's [tool.importlinter]
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 # the CUDA tests and the bench on the GPU: writes gpu-check/gpu_check.json and gpu_check.md
-gpu-check: $(STAMP)
+gpu-check: $(DEV)
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev,export,bench]"
 	$(BIN)/python benchmarks/gpu_check.py --out gpu-check
 
 clean:
-	rm -rf $(VENV) runs data/synth gpu-check
+	rm -rf $(VENV) runs data/synth data/synth96 gpu-check

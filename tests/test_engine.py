@@ -273,7 +273,7 @@ def test_initial_losses_are_measured_without_side_effects_and_divide_each_loss()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         module.train()
         for start in (0, 4):
-            chunk = module.on_after_batch_transfer({k: v[start:start + 4] for k, v in batch.items()}, 0)
+            chunk = module.widen({k: v[start:start + 4] for k, v in batch.items()})
             out = module(chunk["image"])
             for t in module.tasks:
                 expected[t] = expected.get(t, 0.0) + float(module.criteria[t](out[t], chunk[t])) * len(chunk["image"])
@@ -283,7 +283,7 @@ def test_initial_losses_are_measured_without_side_effects_and_divide_each_loss()
     assert measured["depth"] > 3 * measured["classification"]
     module.loss_scale.set_initial(measured)
     out = module(batch["image"][:2].float())
-    batch2 = module.on_after_batch_transfer({k: v[:2] for k, v in batch.items()}, 0)
+    batch2 = module.widen({k: v[:2] for k, v in batch.items()})
     scaled = module.weighted_losses(out, batch2)
     for t in module.tasks:
         raw = module.criteria[t](out[t], batch2[t]).float()
@@ -309,11 +309,14 @@ def test_loss_scale_state_round_trip_and_mismatch():
     assert not InitialLossScale(["depth"], "none").needs_measuring
 
 
-def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, capsys):
+def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, caplog):
     config = write_config(tmp_path / "c.yaml", data=MTL_DATA,
                           model={"model": "crossvit_mtl_tiny", "model_options": MTL_OPTIONS})
     run_dir = tmp_path / "run"
     assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--report_samples", "0"]) == 0
+    first, _ = caplog.text, caplog.clear()
+    depth = DenseDataModule(**MTL_DATA).calibration_batch()["depth"]
+    assert f"depth head: starts at {float(depth[depth > 0].median()):.3g}, the calibration batch's median" in first
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     state = ckpt["loss_scale"]
     assert state["mode"] == "initial" and state["measured"]
@@ -323,6 +326,7 @@ def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, c
                  "--ckpt_path", "last", "--report_samples", "0"]) == 0
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["loss_scale"]
     assert resumed == state  # measured once, at the start of the run, not again on resuming
+    assert "loss scaling" in first and "depth head: starts at" not in caplog.text  # a resumed head keeps its weights
 
 
 def test_the_training_order_seed_is_the_data_modules_argument(fitted_run, monkeypatch):

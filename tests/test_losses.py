@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from crossvit_mtl.data.common import IGNORE_INDEX
 from crossvit_mtl.tasks import build_loss
-from crossvit_mtl.tasks.depth import MaskedL1Loss, ScaleInvariantLogLoss, build_depth_loss
+from crossvit_mtl.tasks.depth import MaskedL1Loss, MaskedLogL1Loss, ScaleInvariantLogLoss, build_depth_loss
 from crossvit_mtl.tasks.normal import CosineNormalLoss
 from crossvit_mtl.tasks.segmentation import CEDiceLoss, CrossEntropyLoss, DiceLoss, build_segmentation_loss
 
@@ -76,6 +76,20 @@ def test_masked_l1_ignores_invalid_pixels():
     loss.backward()
     assert pred.grad[0, 0, 1].abs().sum() == 0
     empty = MaskedL1Loss()(pred, torch.zeros_like(target))
+    assert empty.item() == 0 and empty.requires_grad
+
+
+def test_log_l1_scores_each_pixel_relative_to_its_depth():
+    # 10 % too far at 3 m and 10 % too near at 150 m cost the same; the invalid pixel nothing
+    pred = torch.tensor([[[[3.3, 135.0, 1e3]]]], requires_grad=True)
+    target = torch.tensor([[[[3.0, 150.0, 0.0]]]])
+    loss = MaskedLogL1Loss()(pred, target)
+    assert loss.item() == pytest.approx((math.log(1.1) + math.log(150 / 135)) / 2, rel=1e-5)
+    loss.backward()
+    assert pred.grad[0, 0, 0, 2] == 0
+    # a non-positive prediction is clamped, not a NaN; a batch without valid pixels gives 0
+    assert torch.isfinite(MaskedLogL1Loss()(torch.zeros(1, 1, 1, 2), torch.ones(1, 1, 1, 2)))
+    empty = build_depth_loss("log_l1")(pred, torch.zeros_like(target))
     assert empty.item() == 0 and empty.requires_grad
 
 

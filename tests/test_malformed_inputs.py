@@ -33,6 +33,7 @@ import yaml
 from PIL import Image
 
 from crossvit_mtl.cli import main
+from crossvit_mtl.data.synth import write_synth
 from fixtures_data import cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes, write_mtan_nyuv2
 
 # A tiny run: a 32x64 synthetic street scene, segmentation only. Cases fail while the classes are
@@ -612,7 +613,10 @@ OUTPUT_ARGUMENTS = {
              "demo --data {tmp}/data --run_dir {tmp}/run", r"^--run_dir \S+/run: already holds files; choose another")],
     ("demo", "--data"): [
         Case("demo_data_not_a_cache", existing("data", folder_with_file=True), "demo --data {tmp}/data --run_dir {tmp}/run",
-             r"^--data \S+/data: already holds files; not a cache of scenes")],
+             r"^--data \S+/data: already holds files; not a cache of scenes"),
+        Case("demo_data_of_another_size", lambda tmp: write_synth(tmp / "data", train=1, val=1, test=1, height=16, width=32),
+             "demo --data {tmp}/data --run_dir {tmp}/run",
+             r"^--data \S+/data: holds 16x32 scenes, the demo trains at 96x192; choose another --data or pass --size 16x32$")],
 }
 
 #: folder arguments: missing, a file, an empty folder (what is inside them: FILE_ARGUMENTS)

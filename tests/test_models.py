@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from crossvit_mtl import create_model, list_models
 from crossvit_mtl.models import PRESETS, layers
@@ -285,6 +286,23 @@ def test_seg_small_is_at_most_a_quarter_of_thesis_flops():
     small = count_flops(create_model("crossvit_seg_small"), (128, 256))
     thesis = count_flops(create_model("thesis_seg"), (128, 256))
     assert small <= thesis / 4
+
+
+@pytest.mark.parametrize("metres", [0.5, 10.6, 19.99, 20.0, 150.0])
+def test_depth_head_starts_at_the_depth_it_is_given(metres):
+    from crossvit_mtl.models.heads import DenseHead
+
+    head = DenseHead("depth", 8, 1)
+    nn.init.zeros_(head.conv[-1].weight)  # the output is the bias alone
+    out = head(torch.randn(2, 8, 4, 8), (8, 16))
+    assert not torch.allclose(out, torch.full_like(out, metres))
+    head.start_depth_at(metres)
+    torch.testing.assert_close(head(torch.randn(2, 8, 4, 8), (8, 16)), torch.full((2, 1, 8, 16), metres),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must be > 0 m, got 0"):
+        head.start_depth_at(0.0)
+    with pytest.raises(ValueError, match="for the depth head, not 'normal'"):
+        DenseHead("normal", 8, 3).start_depth_at(5.0)
 
 
 def test_refining_heads_start_as_upsampling_and_learn_at_stride_two():

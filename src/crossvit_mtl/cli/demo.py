@@ -19,9 +19,10 @@ def config_path(name: str) -> Path:
     return Path(str(resources.files("crossvit_mtl") / "configs" / name))
 
 
-def ensure_synth(root: Path, train: int, val: int, test: int, workers: int) -> None:
+def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size: tuple[int, int] = (96, 192)) -> None:
     """Render the scenes into ``root`` unless a cache of this version is there; synthetic scenes
-    cached by an older version of the format are rendered again, anything else is left alone."""
+    cached by an older version of the format are rendered again, anything else is left alone
+    (a cache of another image size is refused: the recipe's time and figures are for ``size``)."""
     import json
 
     from crossvit_mtl.cli.args import named, output_path
@@ -32,7 +33,11 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int) -> N
     overwrite = False
     if (root / "meta.json").exists():
         try:
-            read_meta(root)
+            meta = read_meta(root)
+            if tuple(meta["image_size"]) != tuple(size):
+                have = "x".join(map(str, meta["image_size"]))
+                raise named("--data", f"{root}: holds {have} scenes, the demo trains at {size[0]}x{size[1]}; "
+                                      f"choose another --data or pass --size {have}")
             print(f"using the synthetic scenes in {root}")
             return
         except DataError as err:
@@ -50,8 +55,9 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int) -> N
     else:  # never written over if it holds anything
         output_path("--data", root, folder=True, overwrite=False, hint="not a cache of scenes; choose another --data")
     start = time.perf_counter()
-    write_synth(root, train=train, val=val, test=test, workers=workers, overwrite=overwrite, progress=True)
-    print(f"wrote {train} + {val} + {test} synthetic scenes (train, val, test) to {root} "
+    write_synth(root, train=train, val=val, test=test, height=size[0], width=size[1], workers=workers,
+                overwrite=overwrite, progress=True)
+    print(f"wrote {train} + {val} + {test} synthetic scenes (train, val, test) at {size[0]}x{size[1]} to {root} "
           f"in {time.perf_counter() - start:.0f} s")
 
 
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = output_path("--run_dir", args.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), folder=True,
                           overwrite=False, hint="choose another --run_dir")
     data = Path(args.data)
-    ensure_synth(data, args.train, args.val, args.test, args.workers)
+    ensure_synth(data, args.train, args.val, args.test, args.workers, args.size)
     cli_args = ["--config", str(config_path(DEMO_CONFIG)), "--data.root", str(data),
                 "--run_dir", str(run_dir), *args.overrides]
     cli = CrossViTCLI(**cli_kwargs(), args=cli_args, run=False)
@@ -98,10 +104,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
+    from crossvit_mtl.cli.args import parse_size
+
     p = sub.add_parser("demo", help="train and evaluate on the built-in synthetic scenes",
                        description="The quick-start job: write the synthetic scenes if absent, train "
                        "the demo config, evaluate the best checkpoint, print the metric table.")
-    p.add_argument("--data", default="data/synth", help="cache folder of the synthetic scenes")
+    p.add_argument("--data", default="data/synth96", help="cache folder of the synthetic scenes")
+    p.add_argument("--size", type=parse_size, default=(96, 192),
+                   help="HxW of the scenes to render (default 96x192, the size the demo config is timed at)")
     p.add_argument("--train", type=int, default=2000, help="training scenes to write if absent")
     p.add_argument("--val", type=int, default=250, help="validation scenes (model selection) to write if absent")
     p.add_argument("--test", type=int, default=250, help="test scenes (reported) to write if absent")

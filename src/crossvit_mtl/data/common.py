@@ -32,7 +32,7 @@ class DatasetInfo:
 
     Between loader workers and the training step, bytes cost more than arithmetic: labels stay
     uint8, and the training pipeline hands over image and normals as float16 (half the bytes;
-    ``build_transforms``). ``DenseTaskModule.on_after_batch_transfer`` widens them on the device.
+    ``build_transforms``). ``DenseTaskModule.widen`` widens them on the device.
     """
 
     name: str

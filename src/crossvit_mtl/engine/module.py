@@ -148,9 +148,11 @@ class DenseTaskModule(pl.LightningModule):
         rank_zero_info(f"model.pretrained {path}: {report}")
 
     # ------------------------------------------------------------------ steps
-    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def widen(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Labels travel as uint8 and training images and normals as float16 (see ``DatasetInfo``);
-        losses and metrics take int64 and float32."""
+        losses and metrics take int64 and float32. Called by each step on the device (not as
+        Lightning's ``on_after_batch_transfer``, which a data module may own)."""
         for key, value in batch.items():
             if key == "segmentation":
                 batch[key] = value.long()
@@ -181,8 +183,7 @@ class DenseTaskModule(pl.LightningModule):
         self.train()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for start in range(0, count, chunk):
-                part = self.on_after_batch_transfer(
-                    {k: v[start:start + chunk].to(self.device) for k, v in batch.items()}, 0)
+                part = self.widen({k: v[start:start + chunk].to(self.device) for k, v in batch.items()})
                 with context():
                     outputs = self(part["image"])
                 for t in self.tasks:
@@ -193,6 +194,7 @@ class DenseTaskModule(pl.LightningModule):
         return {t: total / count for t, total in sums.items()}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        batch = self.widen(batch)
         images = batch["image"]
         if self.automatic_optimization:
             losses = self.weighted_losses(self(images), batch)
@@ -233,6 +235,7 @@ class DenseTaskModule(pl.LightningModule):
         return sum(losses.values()).detach(), weights, losses
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        batch = self.widen(batch)
         outputs = self(batch["image"])
         total = sum(self.weighted_losses(outputs, batch).values())
         self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, sync_dist=True,
@@ -341,6 +344,20 @@ class DenseTaskModule(pl.LightningModule):
                         for t, total in self._epoch_losses.items()}
             self.weighting.on_epoch_end(averages)
 
+    def start_depth_at_median(self, batch: dict[str, torch.Tensor]) -> None:
+        """A new run's depth head starts at the median valid depth of the calibration batch
+        (``DenseHead.start_depth_at``); models without such a head are left as they are."""
+        heads = getattr(self.model, "heads", None)
+        head = heads["depth"] if isinstance(heads, nn.ModuleDict) and "depth" in heads else None
+        if head is None or not hasattr(head, "start_depth_at"):
+            return
+        depth = batch["depth"].float()
+        if not (depth > 0).any():
+            return
+        median = float(depth[depth > 0].median())
+        head.start_depth_at(median)
+        rank_zero_info(f"depth head: starts at {median:.3g}, the calibration batch's median valid depth")
+
     def check_precision(self, trainer) -> None:
         """Gradient aggregation takes its own backward passes, which fp16 loss scaling cannot reach."""
         if not self.automatic_optimization and getattr(trainer.precision_plugin, "scaler", None) is not None:
@@ -351,8 +368,9 @@ class DenseTaskModule(pl.LightningModule):
         self.check_precision(self.trainer)
         datamodule = self.trainer.datamodule
         if self.loss_scale.needs_measuring and hasattr(datamodule, "calibration_batch"):
-            losses = self.measure_initial_losses(datamodule.calibration_batch(),
-                                                 context=self.trainer.precision_plugin.forward_context)
+            batch = datamodule.calibration_batch()
+            self.start_depth_at_median(batch)
+            losses = self.measure_initial_losses(batch, context=self.trainer.precision_plugin.forward_context)
             self.loss_scale.set_initial(losses)
             shown = ", ".join(f"{t} {v:.4g}" for t, v in self.loss_scale.as_dict().items())
             rank_zero_info(f"loss scaling: each task's loss is divided by its initial value ({shown})")

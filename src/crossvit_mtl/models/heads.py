@@ -1,6 +1,8 @@
 """Task heads: raw outputs for the losses (logits, positive depth, unit normals)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,6 +50,21 @@ class DenseHead(nn.Module):
             self.refine = nn.Sequential(
                 nn.Conv2d(out_channels + detail_channels, refine_channels, 3, padding=1, bias=False),
                 nn.BatchNorm2d(refine_channels), nn.ReLU(inplace=True), correction)
+
+    @torch.no_grad()
+    def start_depth_at(self, metres: float) -> None:
+        """Make a depth head's first output ``metres`` everywhere, by the bias of its last conv.
+
+        A new head outputs softplus(~0) = 0.7 m; climbing to street depths (median ~10 m) through
+        the weights takes a whole epoch of a short run, in which depth is scored as noise. The
+        same idea as a detector's prior bias: the output starts at the data's typical value.
+        """
+        if self.task != "depth":
+            raise ValueError(f"start_depth_at is for the depth head, not {self.task!r}")
+        if not metres > 0:
+            raise ValueError(f"a starting depth must be > 0 m, got {metres}")
+        last = self.conv[-1]
+        last.bias.fill_(math.log(math.expm1(metres)) if metres < 20 else metres)  # softplus^-1
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """``x``: the decoder map, or [map, stride-2 detail features] for a refining head."""
