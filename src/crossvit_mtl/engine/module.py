@@ -101,6 +101,8 @@ class DenseTaskModule(pl.LightningModule):
             raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
                              f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
         self.model = build_for_data(model, model_options, dataset_meta)
+        if dataset_meta.get("image_size"):  # what the model summary's FLOPs column runs once
+            self.example_input_array = torch.zeros(1, 3, *dataset_meta["image_size"])
         if pretrained:
             self._load_pretrained(pretrained)
         self.loss_weights: dict[str, float] = {}
