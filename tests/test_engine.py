@@ -329,6 +329,14 @@ def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, c
     assert "loss scaling" in first and "depth head: starts at" not in caplog.text  # a resumed head keeps its weights
 
 
+def test_a_new_run_starts_its_depth_head_without_loss_scaling_too(tmp_path, caplog):
+    config = write_config(tmp_path / "c.yaml", data=MTL_DATA,
+                          model={"model": "crossvit_mtl_tiny", "model_options": MTL_OPTIONS, "loss_scaling": "none"})
+    assert main(["fit", "--config", config, "--run_dir", str(tmp_path / "run"), "--report_samples", "0",
+                 "--trainer.max_steps", "1"]) == 0
+    assert "depth head: starts at" in caplog.text and "loss scaling" not in caplog.text
+
+
 def test_the_training_order_seed_is_the_data_modules_argument(fitted_run, monkeypatch):
     # the command line hands the run's seed_everything (42 by default) to the data module
     _, run_dir = fitted_run

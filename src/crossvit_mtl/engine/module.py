@@ -351,7 +351,7 @@ class DenseTaskModule(pl.LightningModule):
         (``DenseHead.start_depth_at``); models without such a head are left as they are."""
         heads = getattr(self.model, "heads", None)
         head = heads["depth"] if isinstance(heads, nn.ModuleDict) and "depth" in heads else None
-        if head is None or not hasattr(head, "start_depth_at"):
+        if head is None or not hasattr(head, "start_depth_at") or "depth" not in batch:
             return
         depth = batch["depth"].float()
         if not (depth > 0).any():
@@ -369,13 +369,16 @@ class DenseTaskModule(pl.LightningModule):
     def on_fit_start(self):
         self.check_precision(self.trainer)
         datamodule = self.trainer.datamodule
-        if self.loss_scale.needs_measuring and hasattr(datamodule, "calibration_batch"):
+        fresh = self.trainer.ckpt_path is None  # a resumed run has its weights and divisors back
+        if hasattr(datamodule, "calibration_batch") and (self.loss_scale.needs_measuring or fresh):
             batch = datamodule.calibration_batch()
-            self.start_depth_at_median(batch)
-            losses = self.measure_initial_losses(batch, context=self.trainer.precision_plugin.forward_context)
-            self.loss_scale.set_initial(losses)
-            shown = ", ".join(f"{t} {v:.4g}" for t, v in self.loss_scale.as_dict().items())
-            rank_zero_info(f"loss scaling: each task's loss is divided by its initial value ({shown})")
+            if fresh:
+                self.start_depth_at_median(batch)
+            if self.loss_scale.needs_measuring:
+                losses = self.measure_initial_losses(batch, context=self.trainer.precision_plugin.forward_context)
+                self.loss_scale.set_initial(losses)
+                shown = ", ".join(f"{t} {v:.4g}" for t, v in self.loss_scale.as_dict().items())
+                rank_zero_info(f"loss scaling: each task's loss is divided by its initial value ({shown})")
         if self.automatic_optimization:
             return
         if self.trainer.world_size > 1:

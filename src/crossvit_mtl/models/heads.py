@@ -64,7 +64,7 @@ class DenseHead(nn.Module):
         if not metres > 0:
             raise ValueError(f"a starting depth must be > 0 m, got {metres}")
         last = self.conv[-1]
-        last.bias.fill_(math.log(math.expm1(metres)) if metres < 20 else metres)  # softplus^-1
+        last.bias.fill_(metres + math.log(-math.expm1(-metres)))  # softplus^-1, stable at any depth
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """``x``: the decoder map, or [map, stride-2 detail features] for a refining head."""
