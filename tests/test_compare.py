@@ -181,7 +181,7 @@ def test_shipped_sweep_config_plans_baselines_and_methods():
     assert sorted(t for names in tasks.values() for t in names) == sorted(
         ["segmentation", "depth", "normal", "classification"])
     methods = {r["config"]["model"].get("weighting") for r in planned if not r["baseline"]}
-    assert {"ew", "upgrad", "nashmtl", "cagrad", "pcgrad"} <= methods
+    assert {"ew", "upgrad", "nashmtl", "cagrad", "pcgrad", "uw", "dwa", "rlw", "gls"} <= methods
     assert {r["seed"] for r in planned} == {0, 1, 2}
     variants = {r["name"]: r["config"]["model"].get("model_options", {}) for r in planned}
     assert variants["ew_cls_fusion"] == {"fusion": "cls"}

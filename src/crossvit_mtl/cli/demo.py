@@ -19,7 +19,7 @@ def config_path(name: str) -> Path:
     return Path(str(resources.files("crossvit_mtl") / "configs" / name))
 
 
-def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size: tuple[int, int] = (96, 192)) -> None:
+def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size: tuple[int, int]) -> None:
     """Render the scenes into ``root`` unless a cache of this version is there; synthetic scenes
     cached by an older version of the format are rendered again, anything else is left alone
     (a cache of another image size is refused: the recipe's time and figures are for ``size``)."""
