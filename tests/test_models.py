@@ -7,6 +7,7 @@ from torch import nn
 
 from crossvit_mtl import create_model, list_models
 from crossvit_mtl.models import PRESETS, layers
+from crossvit_mtl.models.decoders import DetailStem
 from crossvit_mtl.models.flops import count_flops
 from crossvit_mtl.models.layers import Attention, CrossAttention, DropPath, sincos_pos_embed
 
@@ -329,3 +330,26 @@ def test_refining_heads_start_as_upsampling_and_learn_at_stride_two():
     assert last.weight.grad.abs().sum() > 0  # the zero correction is trained from the first step
     with pytest.raises(ValueError, match="refine_heads reads the detail stem's stride-2 features"):
         create_model("crossvit_mtl_tiny", refine_heads=True, **{**options, "detail_channels": 0})
+
+
+def test_detail_stem_blocks_widen_its_view_by_eight_pixels_each():
+    """Each residual block at stride 4 lets one image pixel reach 2 more stride-4 positions on
+    each axis (8 px of view each side); the stride-2 features the heads refine with stay as they were."""
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    nudged = x.clone()
+    nudged[..., 32, 32] += 1.0
+    reach, halves = {}, {}
+    for depth in (0, 1, 2):
+        torch.manual_seed(0)  # the same two strided convolutions for every depth
+        stem = DetailStem(3, 8, depth).eval()
+        assert len(stem.blocks) == depth
+        with torch.no_grad():
+            halves[depth], out = stem.forward_both(x)
+            out2 = stem(nudged)
+        assert out.shape == (1, 8, 16, 16) and halves[depth].shape == (1, 4, 32, 32)
+        changed = (out2 - out).abs().amax(dim=(0, 1)) > 0
+        reach[depth] = (int(changed.any(1).sum()), int(changed.any(0).sum()))  # rows, columns
+    torch.testing.assert_close(halves[2], halves[0])
+    assert reach[1] == (reach[0][0] + 2, reach[0][1] + 2) and reach[2] == (reach[0][0] + 4, reach[0][1] + 4)
+    with pytest.raises(ValueError, match="detail_depth must be >= 0, got -1"):
+        create_model("crossvit_mtl_tiny", detail_depth=-1)

@@ -19,18 +19,29 @@ def _conv_bn_gelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class DetailStem(nn.Module):
     """Two strided 3x3 convolutions on the image: stride-4 features that keep what 8- and
     16-px patches blur away (poles, sign posts, distant people), at a few % of the FLOPs; the
-    stride-2 features on the way are what the heads' refinement reads (``forward_both``)."""
+    stride-2 features on the way are what the heads' refinement reads (``forward_both``).
 
-    def __init__(self, in_chans: int, channels: int):
+    ``depth`` residual 3x3 blocks follow at stride 4. Two convolutions see a 7x7-px window, too
+    little to tell a pole from a building's edge or a person from a bin; each block widens it by
+    8 px, and the residual form keeps the stem's first features within reach of the decoder.
+    """
+
+    def __init__(self, in_chans: int, channels: int, depth: int = 0):
         super().__init__()
+        if depth < 0:
+            raise ValueError(f"detail_depth must be >= 0, got {depth}")
         self.convs = nn.Sequential(_conv_bn_gelu(in_chans, channels // 2, 2), _conv_bn_gelu(channels // 2, channels, 2))
+        self.blocks = nn.ModuleList(_conv_bn_gelu(channels, channels) for _ in range(depth))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.forward_both(image)[1]
 
     def forward_both(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         half = self.convs[0](image)
-        return half, self.convs[1](half)
+        out = self.convs[1](half)
+        for block in self.blocks:
+            out = out + block(out)
+        return half, out
 
 
 class LightDecoder(nn.Module):
@@ -45,13 +56,13 @@ class LightDecoder(nn.Module):
     """
 
     def __init__(self, dims: Sequence[int], channels: int, num_stages: int = 1,
-                 detail_channels: int = 0, in_chans: int = 3):
+                 detail_channels: int = 0, in_chans: int = 3, detail_depth: int = 0):
         super().__init__()
         self.num_stages = num_stages
         self.norms = nn.ModuleList(LayerNorm(d * num_stages) for d in dims)
         self.projs = nn.ModuleList(nn.Linear(d * num_stages, channels) for d in dims)
         self.fuse = _conv_bn_gelu(channels, channels)
-        self.detail = DetailStem(in_chans, detail_channels) if detail_channels else None
+        self.detail = DetailStem(in_chans, detail_channels, detail_depth) if detail_channels else None
         self.refine = _conv_bn_gelu(channels + detail_channels, channels) if detail_channels else None
         self.out_channels = channels
 

@@ -55,7 +55,7 @@ class DenseCrossViT(nn.Module):
                  mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0), fusion: str = "tokens",
                  kv_pool: Sequence[int] = (2, 1), kv_tokens: int | None = None,
                  decoder_channels: int = 96, decoder_stages: int = 2, detail_channels: int = 32,
-                 in_chans: int = 3,
+                 detail_depth: int = 0, in_chans: int = 3,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, task_interaction: str = "none", classifier: str = "map",
                  separable_heads: bool = False, refine_heads: bool = False):
@@ -74,7 +74,7 @@ class DenseCrossViT(nn.Module):
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
         dense = [t for t in self.tasks if t in DENSE_TASKS]
         self.classifier = classifier if "classification" in self.tasks else None
-        self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans)
+        self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans, detail_depth)
                         if dense or self.classifier == "map" else None)
         self.heads = nn.ModuleDict(
             {t: DenseHead(t, decoder_channels, self.tasks[t], separable=separable_heads,
