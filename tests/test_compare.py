@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from crossvit_mtl import create_model
 from crossvit_mtl.cli import UserError, main
 from crossvit_mtl.cli.demo import config_path
 from crossvit_mtl.cli.sweep import plan
@@ -188,11 +189,13 @@ def test_shipped_sweep_config_plans_baselines_and_methods():
     assert variants["ew_cross_task_attention"] == {"task_interaction": "cross_attention"}
 
 
-@pytest.mark.parametrize("name", ["synth_mtl.yaml", "cityscapes_mtan_seg_depth.yaml", "nyuv2_mtan.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "synth_mtl.yaml", "cityscapes_mtan_seg_depth.yaml", "nyuv2_mtan.yaml"])
 def test_shipped_mtl_configs_parse(name, capsys):
+    """Every multi-task config parses, and its model options are ones its network takes."""
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", str(config_path(name)), "--print_config"])
     assert exc.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["weighting"] in ("ew", "dwa", "upgrad")
     assert len(printed["data"]["tasks"]) >= 2
+    create_model(printed["model"]["model"], **(printed["model"]["model_options"] or {}))
