@@ -3,9 +3,11 @@ side by side in one process (bf16 autocast on CPUs that multiply bf16, as `fit` 
 
     python benchmarks/detail_stem.py [--size 96x192] [--batch 8] [--repeats 8]
 
-Each variant is `crossvit_mtl_tiny` with `refine_heads` and the quick start's losses, stepping
-(forward, the four losses, backward, AdamW) on the same batch of rendered scenes; steps are
-interleaved so that every variant sees the same machine, and the median is reported.
+Each variant is the quick start's network and losses (read from `configs/demo.yaml`) with another
+stem, stepping (forward, the four losses, backward, AdamW) on the same batch of rendered scenes;
+steps are interleaved so that every variant sees the same machine, and the median is reported.
+`crossvit-mtl bench` measures each case in a fresh process, one after another: between such
+close variants its figures move more than the difference.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import statistics
 import time
 
 import torch
+import yaml
 
+from crossvit_mtl.cli.demo import config_path
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule
 from crossvit_mtl.engine.precision import auto_precision
@@ -25,8 +29,6 @@ VARIANTS = {
     "64 channels, no blocks": {"detail_channels": 64, "detail_depth": 0},
     "64 channels, 2 blocks (the quick start)": {"detail_channels": 64, "detail_depth": 2},
 }
-LOSSES = {"segmentation": {"name": "ce_dice", "dice_weight": 2.0,
-                           "class_weights": [1.9, 0.7, 0.7, 3.8, 1.5, 1.9, 4.3, 2.3]}}
 
 
 def main() -> None:
@@ -36,12 +38,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8)
     args = parser.parse_args()
     height, width = map(int, args.size.split("x"))
+    demo = yaml.safe_load(config_path("demo.yaml").read_text())["model"]
     data = DenseDataModule(dataset="synth", options={"length": args.batch, "height": height, "width": width},
                            tasks=["segmentation", "depth", "normal", "classification"], batch_size=args.batch,
                            num_workers=0)
     batch = DenseTaskModule.widen(data.calibration_batch(args.batch))
-    modules = {name: DenseTaskModule("crossvit_mtl_tiny", {"refine_heads": True, **options},
-                                     dataset_meta=data.meta, losses=LOSSES)
+    modules = {name: DenseTaskModule(demo["model"], {**demo["model_options"], **options},
+                                     dataset_meta=data.meta, losses=demo["losses"])
                for name, options in VARIANTS.items()}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-3) for name, m in modules.items()}
     bf16 = auto_precision("cpu").startswith("bf16")
