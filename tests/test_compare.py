@@ -196,6 +196,6 @@ def test_shipped_mtl_configs_parse(name, capsys):
         main(["fit", "--config", str(config_path(name)), "--print_config"])
     assert exc.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["weighting"] in ("ew", "dwa", "upgrad")
+    assert printed["model"]["weighting"] in ("ew", "fixed", "dwa", "upgrad")
     assert len(printed["data"]["tasks"]) >= 2
     create_model(printed["model"]["model"], **(printed["model"]["model_options"] or {}))
