@@ -64,8 +64,11 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_resume_from_last_and_test(fitted_run, tmp_path, capfd):
+def test_resume_from_last_and_test(fitted_run, tmp_path, capfd, monkeypatch):
     config, fitted = fitted_run
+    # a CPU with bf16 matrix products, so that the config's 32-true differs from the automatic choice
+    # whatever CPU runs the test
+    monkeypatch.setattr("crossvit_mtl.engine.precision.cpu_has_bf16_matmul", lambda: True)
     run_dir = tmp_path / "run"  # a copy: the other tests see the fitted run as it was, in any order
     shutil.copytree(fitted, run_dir)
     assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--trainer.max_steps", "4",
