@@ -31,13 +31,16 @@ def test_compare_prints_every_scalar_and_delta_m_both_ways(runs, tmp_path, capsy
     seg, depth, mtl = runs
     out = tmp_path / "table.json"
     assert main(["compare", mtl, "--baselines", seg, depth, "--out", str(out), "--all-metrics"]) == 0
-    table = capsys.readouterr().out.strip().splitlines()
+    table, per_task = capsys.readouterr().out.strip().split("\n\nEach task against its single-task baseline:\n\n")
+    table = table.splitlines()
     # miou +10 %, pixel acc 0 %, abs err -25 %, rel err +25 % (lower is better): per metric +2.5 %;
     # per task: segmentation +5, depth 0 -> +2.5 too
     assert table[-1].startswith("| mtl | 1 |") and table[-1].endswith("| +2.50 | +2.50 |")
     assert "segmentation mIoU ↑" in table[0] and "depth RMSE ↓" in table[0]
     assert "Δm metrics (%) ↑" in table[0] and "Δm tasks (%) ↑" in table[0]
     assert "iou_per_class" not in table[0] and len(table) == 2 + 3
+    assert per_task.splitlines()[0] == "| run | seeds | Δ segmentation (%) ↑ | Δ depth (%) ↑ |"
+    assert per_task.splitlines()[2:] == ["| mtl | 1 | +5.00 | +0.00 |"]  # runs only, not the baselines
     data = json.loads(out.read_text())
     assert data["split"] == "test" and data["groups"][-1]["delta_m"]["metrics"]["mean"] == pytest.approx(2.5)
     assert [g["baseline"] for g in data["groups"]] == [True, True, False]
@@ -88,13 +91,20 @@ def test_seed_folders_give_mean_std_paired_delta_m_and_noise_marks(tmp_path, cap
     ew_json = next(g for g in data["groups"] if g["name"] == "ew")
     assert ew_json["delta_m"]["metrics"]["std"] == pytest.approx(0.0)
     assert ew_json["mean"]["segmentation"]["miou"] == pytest.approx(0.55)
-    assert next(g for g in data["groups"] if g["name"] == "other")["delta_m"]["metrics"]["minus_reference"][
-        "beyond_noise"] is False
+    other_json = next(g for g in data["groups"] if g["name"] == "other")
+    assert other_json["delta_m"]["metrics"]["minus_reference"]["beyond_noise"] is False
+    # each task's own Delta-m: segmentation +20, +20, +21 %; depth -10, -11, -10 %
+    assert other_json["task_delta_m"]["segmentation"]["per_seed"] == pytest.approx(
+        {"seed0": 20.0, "seed1": 20.0, "seed2": 21.0})
+    assert other_json["task_delta_m"]["depth"]["mean"] == pytest.approx(-31 / 3)
+    assert other_json["task_delta_m"]["depth"]["beyond_noise"] is True
+    assert ew_json["task_delta_m"]["depth"]["mean"] == pytest.approx(0.0)
     assert main(["compare", ew, other, "--baselines", seg, dep]) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].startswith("| run | seeds |") and "Δm metrics − ew" in table[0]
     row = next(line for line in table if line.startswith("| other |"))
     assert "| 3 |" in row and "0.6020 ± 0.1230" in row and "+0.00 [" in row and "*" not in row.split("|")[-2]
+    assert table[-1] == "| other | 3 | +20.33 ± 0.58 * | -10.33 ± 0.58 * |"
 
 
 def test_consistent_gain_is_marked_beyond_noise(tmp_path):

@@ -45,6 +45,7 @@ class Group:
     seeds: dict[str, dict[str, dict[str, float]]]
     baseline: bool = False
     delta: dict[str, dict[str, float]] = field(default_factory=dict)  # convention -> seed -> Delta-m
+    task_delta: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> seed -> its own Delta-m
 
 
 def read_metrics_file(path: str | Path) -> dict[str, Any]:
@@ -198,6 +199,12 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
                 except ValueError as err:
                     raise ComparisonError(f"{group.name}{' ' + seed if seed else ''}: {err}", "run") from None
                 group.delta.setdefault(convention, {})[seed] = value
+            for task in results:  # which tasks gain and which lose: the terms "tasks" averages
+                try:
+                    value = delta_m(_finite({task: results[task]}), _finite({task: reference_results[task]}))
+                except ValueError:  # none of the task's Delta-m metrics is finite in this seed
+                    continue
+                group.task_delta.setdefault(task, {})[seed] = value
     if reference is None:
         reference = "ew" if any(g.name == "ew" for g in run_groups) else None
     elif reference not in [g.name for g in run_groups]:
@@ -291,6 +298,27 @@ def to_markdown(comparison: Comparison, columns: list[tuple[str, str]] | None = 
     return "\n".join(lines)
 
 
+def task_delta_markdown(comparison: Comparison) -> str:
+    """One row per compared run: each task's own Delta-m (the mean relative change of its Delta-m
+    metrics against its single-task baseline, %), mean ± std over seeds, ``*`` where its 95 %
+    interval excludes 0. The "tasks" convention is the mean of these columns."""
+    tasks = [t for t in METRIC_DIRECTION if any(t in g.task_delta for g in comparison.runs)]
+    header = ["run", "seeds"] + [f"Δ {task} (%) ↑" for task in tasks]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for group in comparison.runs:
+        cells = [group.name, str(len(group.seeds))]
+        cells += [_delta_cell(list(group.task_delta.get(task, {}).values()), mark=True) for task in tasks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(comparison: Comparison, every_metric: bool = False) -> str:
+    """What ``compare`` and ``sweep`` print: the table of each task's primary metric (or of every
+    metric) with Delta-m both ways, then each task's own Delta-m."""
+    table = to_markdown(comparison, None if every_metric else summary_columns(comparison))
+    return f"{table}\n\nEach task against its single-task baseline:\n\n{task_delta_markdown(comparison)}"
+
+
 def summary_columns(comparison: Comparison) -> list[tuple[str, str]]:
     """Each task's primary metric: the condensed table."""
     present = {task for task, _ in comparison.columns()}
@@ -321,6 +349,13 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
                 record["minus_reference"] = {"mean": _json_number(diff), "ci": [_json_number(dlow), _json_number(dhigh)],
                                              "beyond_noise": beyond_noise(dlow, dhigh)}
             entry["delta_m"][convention] = record
+        entry["task_delta_m"] = {}
+        for task, per_seed in group.task_delta.items():
+            mean, std = mean_std(list(per_seed.values()))
+            _, low, high = interval(list(per_seed.values()))
+            entry["task_delta_m"][task] = {"per_seed": per_seed, "mean": _json_number(mean), "std": _json_number(std),
+                                           "ci": [_json_number(low), _json_number(high)],
+                                           "beyond_noise": beyond_noise(low, high)}
         out["groups"].append(entry)
     return out
 

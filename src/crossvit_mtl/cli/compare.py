@@ -13,19 +13,18 @@ from pathlib import Path
 
 def write_outputs(comparison, out: Path) -> None:
     """``.json`` gives the numbers as data; anything else the markdown tables."""
-    from crossvit_mtl.comparison import summary_columns, to_json, to_markdown
+    from crossvit_mtl.comparison import report_markdown, to_json, to_markdown
 
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".json":
         out.write_text(json.dumps(to_json(comparison), indent=2))
     else:
-        out.write_text(f"{to_markdown(comparison, summary_columns(comparison))}\n\nEvery metric:\n\n"
-                       f"{to_markdown(comparison)}\n")
+        out.write_text(f"{report_markdown(comparison)}\n\nEvery metric:\n\n{to_markdown(comparison)}\n")
 
 
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli.args import input_folder, named, output_path
-    from crossvit_mtl.comparison import ComparisonError, compare, summary_columns, to_markdown
+    from crossvit_mtl.comparison import ComparisonError, compare, report_markdown
 
     out = output_path("--out", args.out, folder=False, overwrite=args.overwrite) if args.out else None
     runs = [input_folder("RUN", r) for r in args.runs]
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         comparison = compare(runs, baselines, split=args.split, reference=args.reference)
     except ComparisonError as err:
         raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role or "", "compare:"), err) from None
-    print(to_markdown(comparison, None if args.all_metrics else summary_columns(comparison)))
+    print(report_markdown(comparison, every_metric=args.all_metrics))
     if out:
         write_outputs(comparison, out)
     return 0

@@ -118,7 +118,7 @@ def check_run_folder(run: dict[str, Any], config: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli.compare import write_outputs
-    from crossvit_mtl.comparison import ComparisonError, compare, summary_columns, to_markdown
+    from crossvit_mtl.comparison import ComparisonError, compare, report_markdown
 
     sweep_dir, runs = plan(args.config, args.seeds, args.runs)
     for item in runs:  # before any fit: nothing of the user's is written over
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                              [sweep_dir / n for n, b in names.items() if b])
     except ComparisonError as err:
         raise UserError(str(err)) from None
-    print(to_markdown(comparison, summary_columns(comparison)))
+    print(report_markdown(comparison))
     for suffix in (".md", ".json"):
         write_outputs(comparison, sweep_dir / f"compare{suffix}")
     print(f"tables: {sweep_dir / 'compare.md'}, numbers: {sweep_dir / 'compare.json'}")
