@@ -193,15 +193,16 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
             for b in base_groups:
                 matched = b.seeds.get(seed) if seed in b.seeds else _mean_results(b)
                 reference_results.update({t: v for t, v in matched.items() if t in results})
+            mine, theirs = _finite(results), _finite(reference_results)
             for convention in DELTA_M_CONVENTIONS:
                 try:
-                    value = delta_m(_finite(results), _finite(reference_results), average=convention)
+                    value = delta_m(mine, theirs, average=convention)
                 except ValueError as err:
                     raise ComparisonError(f"{group.name}{' ' + seed if seed else ''}: {err}", "run") from None
                 group.delta.setdefault(convention, {})[seed] = value
-            for task in results:  # which tasks gain and which lose: the terms "tasks" averages
+            for task in mine:  # which tasks gain and which lose: the terms "tasks" averages
                 try:
-                    value = delta_m(_finite({task: results[task]}), _finite({task: reference_results[task]}))
+                    value = delta_m({task: mine[task]}, {task: theirs[task]})
                 except ValueError:  # none of the task's Delta-m metrics is finite in this seed
                     continue
                 group.task_delta.setdefault(task, {})[seed] = value
@@ -340,24 +341,24 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
                 entry["mean"].setdefault(task, {})[key] = _json_number(mean)
                 entry["std"].setdefault(task, {})[key] = _json_number(std)
         for convention, per_seed in group.delta.items():
-            mean, std = mean_std(list(per_seed.values()))
-            _, low, high = interval(list(per_seed.values()))
-            record: dict[str, Any] = {"per_seed": per_seed, "mean": _json_number(mean), "std": _json_number(std),
-                      "ci": [_json_number(low), _json_number(high)], "beyond_noise": beyond_noise(low, high)}
+            record = _seed_summary(per_seed)
             if comparison.reference and not group.baseline and group.name != comparison.reference:
                 diff, dlow, dhigh = interval(comparison.paired(group, None, convention))
                 record["minus_reference"] = {"mean": _json_number(diff), "ci": [_json_number(dlow), _json_number(dhigh)],
                                              "beyond_noise": beyond_noise(dlow, dhigh)}
             entry["delta_m"][convention] = record
-        entry["task_delta_m"] = {}
-        for task, per_seed in group.task_delta.items():
-            mean, std = mean_std(list(per_seed.values()))
-            _, low, high = interval(list(per_seed.values()))
-            entry["task_delta_m"][task] = {"per_seed": per_seed, "mean": _json_number(mean), "std": _json_number(std),
-                                           "ci": [_json_number(low), _json_number(high)],
-                                           "beyond_noise": beyond_noise(low, high)}
+        entry["task_delta_m"] = {task: _seed_summary(per_seed) for task, per_seed in group.task_delta.items()}
         out["groups"].append(entry)
     return out
+
+
+def _seed_summary(per_seed: dict[str, float]) -> dict[str, Any]:
+    """A Delta-m over seeds as data: the values, mean, std, 95 % interval and whether it excludes 0."""
+    values = list(per_seed.values())
+    mean, std = mean_std(values)
+    _, low, high = interval(values)
+    return {"per_seed": per_seed, "mean": _json_number(mean), "std": _json_number(std),
+            "ci": [_json_number(low), _json_number(high)], "beyond_noise": beyond_noise(low, high)}
 
 
 def _json_number(value: float) -> float | None:
