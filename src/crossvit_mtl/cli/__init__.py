@@ -13,7 +13,7 @@ from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, UserError, print_error
 
 #: sub-command modules, in the order `--help` lists them (imported by name: each imports what it
 #: needs only when it runs, and none imports this package)
-COMMAND_MODULES = ("demo", "train", "predict", "export", "report", "models", "data", "bench", "compare", "sweep")
+COMMAND_MODULES = ("demo", "train", "predict", "export", "report", "models", "data", "bench", "compare", "sweep", "edges")
 
 
 def build_parser() -> argparse.ArgumentParser:
