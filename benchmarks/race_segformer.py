@@ -33,7 +33,7 @@ from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.precision import DEVICES, PRECISIONS, resolve
 from crossvit_mtl.metrics import SegmentationMetric
-from crossvit_mtl.tasks import build_loss
+from crossvit_mtl.tasks import get_task
 
 SCHEDULE_STEPS = 1000  # the budget's time fraction is mapped onto this many schedule steps
 
@@ -121,7 +121,7 @@ def main() -> None:
     num_classes = train_set.info.num_classes
     size = tuple(train_set[0]["image"].shape[-2:])
     val_loader = DataLoader(val_set, batch_size=args.batch_size, pin_memory=cuda)
-    criterion = build_loss("segmentation")
+    criterion = get_task("segmentation").build_loss()
     schedule = warmup_cosine(SCHEDULE_STEPS, int(args.warmup * SCHEDULE_STEPS))
     runners = []
     for name in args.models:

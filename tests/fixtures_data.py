@@ -122,12 +122,19 @@ def random_sample(rng: np.random.Generator, size: tuple[int, int], num_classes: 
     normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
     labels = rng.integers(0, num_classes, (h, w)).astype(np.uint8)
     labels[0, 0] = 255
+    parts = rng.integers(0, 7, (h, w)).astype(np.uint8)
+    parts[-1] = 255
+    saliency = (rng.random((h, w)) < 0.3).astype(np.uint8)
     return {"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "segmentation": labels,
+            "human_parts": parts, "saliency": saliency,
             "depth": (rng.random((h, w)) * 50).astype(np.float32), "normal": normal,
+            "edge": (rng.random((h, w)) < 0.1).astype(np.uint8),
             "classification": int(rng.integers(0, scene_classes))}
 
 
-CACHE_INFO = DatasetInfo(name="tiny", tasks=("segmentation", "depth", "normal", "classification"),
+#: every task the project knows, as a cache stores them
+CACHE_INFO = DatasetInfo(name="tiny", tasks=("segmentation", "human_parts", "saliency", "depth", "normal", "edge",
+                                             "classification"),
                          class_names=CATEGORY_NAMES, palette=CATEGORY_PALETTE,
                          scene_classes=("a", "b", "c"))
 

@@ -32,6 +32,8 @@ def test_compare_prints_every_scalar_and_delta_m_both_ways(runs, tmp_path, capsy
     out = tmp_path / "table.json"
     assert main(["compare", mtl, "--baselines", seg, depth, "--out", str(out), "--all-metrics"]) == 0
     table, per_task = capsys.readouterr().out.strip().split("\n\nEach task against its single-task baseline:\n\n")
+    table, which = table.split("\n\nΔm over ")
+    assert which.startswith("each task's Delta-m metrics")
     table = table.splitlines()
     # miou +10 %, pixel acc 0 %, abs err -25 %, rel err +25 % (lower is better): per metric +2.5 %;
     # per task: segmentation +5, depth 0 -> +2.5 too
@@ -199,7 +201,8 @@ def test_shipped_sweep_config_plans_baselines_and_methods():
     assert variants["ew_cross_task_attention"] == {"task_interaction": "cross_attention"}
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "synth_mtl.yaml", "cityscapes_mtan_seg_depth.yaml", "nyuv2_mtan.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "synth_mtl.yaml", "synth_five_tasks.yaml", "cityscapes_mtan_seg_depth.yaml",
+                                  "nyuv2_mtan.yaml"])
 def test_shipped_mtl_configs_parse(name, capsys):
     """Every multi-task config parses, and its model options are ones its network takes."""
     with pytest.raises(SystemExit) as exc:
@@ -209,3 +212,12 @@ def test_shipped_mtl_configs_parse(name, capsys):
     assert printed["model"]["weighting"] in ("ew", "fixed", "dwa", "upgrad")
     assert len(printed["data"]["tasks"]) >= 2
     create_model(printed["model"]["model"], **(printed["model"]["model_options"] or {}))
+    if printed["data"]["dataset"] == "synth":  # its losses and options build on the scenes' description
+        from crossvit_mtl.data.synth import synth_info
+        from crossvit_mtl.engine.module import DenseTaskModule
+
+        info = synth_info()
+        meta = {**info.as_meta(), "tasks": printed["data"]["tasks"], "image_size": [96, 192],
+                "task_channels": {t: c for t, c in info.task_channels().items() if t in printed["data"]["tasks"]}}
+        module = DenseTaskModule(**{k: v for k, v in printed["model"].items() if k != "dataset_meta"}, dataset_meta=meta)
+        assert module.tasks == printed["data"]["tasks"]

@@ -38,7 +38,7 @@ def test_round_trip(tmp_path):
 def test_arrays_and_meta_on_disk(tmp_path):
     write_cache(tmp_path / "c", {"train": 3})
     meta = json.loads((tmp_path / "c" / "meta.json").read_text())
-    assert meta["splits"] == {"train": 3} and meta["image_size"] == [8, 16] and meta["version"] == FORMAT_VERSION == 2
+    assert meta["splits"] == {"train": 3} and meta["image_size"] == [8, 16] and meta["version"] == FORMAT_VERSION == 3
     expected = {"images.npy": ((3, 8, 16, 3), np.uint8), "labels.npy": ((3, 8, 16), np.uint8),
                 "depth.npy": ((3, 8, 16), np.float32), "normals.npy": ((3, 8, 16, 3), np.float16),
                 "classes.npy": ((3,), np.int64)}
@@ -93,7 +93,7 @@ def test_interrupted_write_leaves_nothing(tmp_path):
 def test_writer_rejects_bad_samples(tmp_path):
     bad = random_sample(np.random.default_rng(0), (8, 16))
     bad["segmentation"][1, 1] = 9
-    with pytest.raises(ValueError, match="sample 0: segmentation values outside 0..7"), \
+    with pytest.raises(ValueError, match="sample 0: segmentation has label values outside 0..7 and 255"), \
             CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:
         writer.write_split("train", 1, [bad])
     with pytest.raises(ValueError, match=r"depth has shape \(4, 4\)"), CacheWriter(tmp_path / "c", CACHE_INFO, (8, 16)) as writer:

@@ -48,16 +48,24 @@ def test_cache_problems(tmp_path, capsys):
     depth.flush()
     np.save(tmp_path / "c" / "val" / "classes.npy", np.array([0, 7]))
     (tmp_path / "c" / "train" / "normals.npy").write_bytes(b"x")
+    for name, value in (("edges", 2), ("saliency", 128), ("parts", 7)):
+        array = np.load(tmp_path / "c" / "train" / f"{name}.npy", mmap_mode="r+")
+        array[2, 1, 1] = value
+        array.flush()
+        del array
     del labels, depth
     _assert_reports(check_dataset(tmp_path / "c"), [
         "train/labels.npy: 2 of 4 samples have label values outside 0..7 and 255 (first: sample 1)",
         "val/depth.npy: 1 of 2 samples have NaN, Inf or negative depth (first: sample 1)",
-        "val/classes.npy: 1 of 2 samples have classes outside 0..2 (first: sample 1)",
+        "val/classes.npy: 1 of 2 samples have classes outside 0..2 and 255 (first: sample 1)",
         "train/normals.npy: not a .npy file",
+        "train/edges.npy: 1 of 4 samples have values other than 0, 1 and 255 (an edge map is binary) (first: sample 2)",
+        "train/saliency.npy: 1 of 4 samples have values other than 0, 1 and 255 (first: sample 2)",
+        "train/parts.npy: 1 of 4 samples have label values outside 0..6 and 255 (first: sample 2)",
     ])
     assert _run([str(tmp_path / "c")]) == 1
     out = capsys.readouterr().out
-    assert "4 problem(s) found" in out and "labels.npy" in out
+    assert "7 problem(s) found" in out and "labels.npy" in out
 
 
 def test_mtan_problems(tmp_path):

@@ -17,6 +17,20 @@ def test_delta_m_hand_case():
     assert delta_m(RESULTS, BASELINES, metrics="all") == pytest.approx(15 / 6)
     assert delta_m(RESULTS, BASELINES, metrics={"segmentation": "miou", "depth": ["abs_err", "rel_err"]}) \
         == pytest.approx((25 + 10 - 20) / 3)
+    # MTI-Net's set, one metric per task: segmentation mIoU +25, depth RMSE 0 -> 12.5
+    assert delta_m(RESULTS, BASELINES, metrics="single") == pytest.approx(12.5)
+    with pytest.raises(ValueError, match="metric set must be one of default, single, all, got 'best'"):
+        delta_m(RESULTS, BASELINES, metrics="best")
+
+
+def test_delta_m_single_set_on_the_benchmarks_tasks():
+    """PASCAL-Context's five tasks as MTI-Net scores them: saliency by mIoU, edges by odsF."""
+    base = {"segmentation": {"miou": 0.60}, "human_parts": {"miou": 0.50}, "saliency": {"maxf": 0.80, "miou": 0.60},
+            "normal": {"mean": 15.0}, "edge": {"odsf": 0.70}}
+    new = {"segmentation": {"miou": 0.66}, "human_parts": {"miou": 0.45}, "saliency": {"maxf": 0.60, "miou": 0.63},
+           "normal": {"mean": 16.5}, "edge": {"odsf": 0.70}}
+    # +10, -10, +5 (saliency by mIoU, not maxF), -10 (lower is better), 0
+    assert delta_m(new, base, metrics="single") == pytest.approx(-5 / 5)
 
 
 def test_delta_m_two_conventions_can_disagree_in_sign():

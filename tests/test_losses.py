@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from crossvit_mtl.data.common import IGNORE_INDEX
-from crossvit_mtl.tasks import build_loss
-from crossvit_mtl.tasks.depth import MaskedL1Loss, MaskedLogL1Loss, ScaleInvariantLogLoss, build_depth_loss
+from crossvit_mtl.tasks import get_task
+from crossvit_mtl.tasks.depth import MaskedL1Loss, MaskedLogL1Loss, ScaleInvariantLogLoss
 from crossvit_mtl.tasks.normal import CosineNormalLoss
-from crossvit_mtl.tasks.segmentation import CEDiceLoss, CrossEntropyLoss, DiceLoss, build_segmentation_loss
+from crossvit_mtl.tasks.segmentation import CEDiceLoss, CrossEntropyLoss, DiceLoss
 
 
 def probs_to_logits(p0):
@@ -89,7 +89,7 @@ def test_log_l1_scores_each_pixel_relative_to_its_depth():
     assert pred.grad[0, 0, 0, 2] == 0
     # a non-positive prediction is clamped, not a NaN; a batch without valid pixels gives 0
     assert torch.isfinite(MaskedLogL1Loss()(torch.zeros(1, 1, 1, 2), torch.ones(1, 1, 1, 2)))
-    empty = build_depth_loss("log_l1")(pred, torch.zeros_like(target))
+    empty = get_task("depth").build_loss("log_l1")(pred, torch.zeros_like(target))
     assert empty.item() == 0 and empty.requires_grad
 
 
@@ -119,30 +119,30 @@ def test_losses_are_float32_under_autocast():
     logits = torch.randn(1, 3, 4, 4).bfloat16()
     target = torch.randint(0, 3, (1, 4, 4))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        for loss in (build_segmentation_loss("ce_dice")(logits, target),
-                     build_depth_loss("silog")(logits[:, :1].abs(), logits[:, 1:2].float().abs()),
+        for loss in (get_task("segmentation").build_loss("ce_dice")(logits, target),
+                     get_task("depth").build_loss("silog")(logits[:, :1].abs(), logits[:, 1:2].float().abs()),
                      CosineNormalLoss()(logits, logits.float())):
             assert loss.dtype == torch.float32
 
 
 def test_build_loss_dispatch_and_errors():
-    assert isinstance(build_loss("segmentation"), CrossEntropyLoss)
-    assert isinstance(build_loss("segmentation", "dice", smooth=0.5), DiceLoss)
-    assert isinstance(build_loss("depth"), MaskedL1Loss)
-    assert isinstance(build_loss("depth", "silog", lambda_=0.5), ScaleInvariantLogLoss)
-    assert isinstance(build_loss("normal"), CosineNormalLoss)
-    assert isinstance(build_loss("classification"), CrossEntropyLoss)
-    with pytest.raises(ValueError, match="unknown task"):
-        build_loss("edges")
+    assert isinstance(get_task("segmentation").build_loss(), CrossEntropyLoss)
+    assert isinstance(get_task("segmentation").build_loss("dice", smooth=0.5), DiceLoss)
+    assert isinstance(get_task("depth").build_loss(), MaskedL1Loss)
+    assert isinstance(get_task("depth").build_loss("silog", lambda_=0.5), ScaleInvariantLogLoss)
+    assert isinstance(get_task("normal").build_loss(), CosineNormalLoss)
+    assert isinstance(get_task("classification").build_loss(), CrossEntropyLoss)
+    with pytest.raises(ValueError, match="unknown task 'edges'; known tasks: segmentation, "):
+        get_task("edges")
     with pytest.raises(ValueError, match="unknown depth loss 'l2'"):
-        build_loss("depth", "l2")
+        get_task("depth").build_loss("l2")
 
 
 @pytest.mark.parametrize("name", ["ce", "dice", "ce_dice"])
 def test_a_loss_never_sees_a_target_outside_the_classes(name):
-    from crossvit_mtl.tasks.segmentation import TargetError, build_segmentation_loss
+    from crossvit_mtl.tasks import TargetError
 
-    loss = build_segmentation_loss(name)
+    loss = get_task("segmentation").build_loss(name)
     logits = torch.randn(2, 8, 4, 4, requires_grad=True)
     target = torch.randint(0, 8, (2, 4, 4))
     target[0, 0, 0] = 255  # not annotated: fine

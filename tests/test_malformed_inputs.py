@@ -677,7 +677,11 @@ CASES += _hostile_file_cases() + _hostile_folder_cases() + [c for cases in OUTPU
     Case("cache_labels_outside_the_classes_refused_by_fit", lambda tmp: (
             write_cache(tmp / "cache", size=(32, 64)), _put_label(tmp / "cache" / "train" / "labels.npy", 1, 77),
             write_config(tmp, data={"dataset": "cache", "root": str(tmp / "cache"), "options": None})), FIT,
-         r"cache/train/labels\.npy: sample 1 holds class id 77, outside 0\.\.7 and 255"),
+         r"cache/train/labels\.npy: sample 1 has label values outside 0\.\.7 and 255"),
+    Case("compare_delta_m_set_unknown", both(damaged("run/metrics_test.json", "metrics", "valid"),
+                                             damaged("base/metrics_test.json", "metrics", "valid")),
+         "compare {tmp}/run --baselines {tmp}/base --delta_m_set best",
+         r"^compare: metric set must be one of default, single, all, got 'best'$"),
 ]
 
 
@@ -788,7 +792,7 @@ NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size
              "--batch-size", "--precision", "--compile", "--model", "--model-option", "--format", "--opset",
              "--no-check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
              "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry-run",
-             "--device", "--test", "--split", "--reference", "--all-metrics", "--seeds", "--runs",
+             "--device", "--test", "--split", "--reference", "--delta_m_set", "--all-metrics", "--seeds", "--runs",
              "--system-malloc"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
 LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir")}

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from crossvit_mtl.data.common import IGNORE_INDEX
 from crossvit_mtl.metrics import ClassificationMetric, DepthMetric, NormalMetric, SegmentationMetric
-from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC
+from crossvit_mtl.tasks import get_task
 
 
 def merged(factory, update_args_a, update_args_b):
@@ -274,5 +274,6 @@ def test_direction_table_covers_every_scalar_metric():
     }
     for task, out in outputs.items():
         scalars = {k for k, v in out.items() if isinstance(v, float)}
-        assert scalars == set(METRIC_DIRECTION[task]), task
-        assert PRIMARY_METRIC[task] in scalars
+        assert scalars == set(get_task(task).metrics), task
+        assert get_task(task).primary_metric in scalars
+        assert set(get_task(task).delta_metrics) <= scalars and get_task(task).single_delta_metric in scalars

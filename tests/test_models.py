@@ -290,20 +290,23 @@ def test_seg_small_is_at_most_a_quarter_of_thesis_flops():
 
 
 @pytest.mark.parametrize("metres", [0.5, 10.6, 19.99, 20.0, 150.0])
-def test_depth_head_starts_at_the_depth_it_is_given(metres):
+def test_depth_head_starts_at_the_median_depth_of_its_targets(metres):
     from crossvit_mtl.models.heads import DenseHead
+    from crossvit_mtl.tasks import get_task
 
     head = DenseHead("depth", 8, 1)
     nn.init.zeros_(head.conv[-1].weight)  # the output is the bias alone
     out = head(torch.randn(2, 8, 4, 8), (8, 16))
     assert not torch.allclose(out, torch.full_like(out, metres))
-    head.start_depth_at(metres)
+    target = torch.tensor([0.0, metres / 2, metres, metres, 3 * metres]).view(1, 1, 1, 5)  # 0: invalid, left out
+    bias, said = get_task("depth").initial_bias(target)
+    assert f"starts at {metres:.3g}" in said
+    head.set_output_bias(bias)
     torch.testing.assert_close(head(torch.randn(2, 8, 4, 8), (8, 16)), torch.full((2, 1, 8, 16), metres),
                                rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="must be > 0 m, got 0"):
-        head.start_depth_at(0.0)
-    with pytest.raises(ValueError, match="for the depth head, not 'normal'"):
-        DenseHead("normal", 8, 3).start_depth_at(5.0)
+    assert get_task("depth").initial_bias(torch.zeros(1, 1, 2, 2)) is None  # no valid depth: as initialised
+    with pytest.raises(ValueError, match="must be finite, got nan"):
+        head.set_output_bias(float("nan"))
 
 
 def test_refining_heads_start_as_upsampling_and_learn_at_stride_two():
@@ -322,8 +325,8 @@ def test_refining_heads_start_as_upsampling_and_learn_at_stride_two():
         head = model.heads[task]
         plain = F.interpolate(F.interpolate(head.conv(fmap), size=(16, 32), mode="bilinear", align_corners=False),
                               size=(32, 64), mode="bilinear", align_corners=False)
-        from crossvit_mtl.models.heads import finalize_dense
-        torch.testing.assert_close(out[task], finalize_dense(task, plain), rtol=1e-5, atol=1e-5)
+        from crossvit_mtl.tasks import get_task
+        torch.testing.assert_close(out[task], get_task(task).finalize(plain), rtol=1e-5, atol=1e-5)
     model.train()
     sum(v.float().square().mean() for v in model(x).values()).backward()
     last = model.heads["segmentation"].refine[-1]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE, TASKS
+from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE
 from crossvit_mtl.data.synth import (
     CUES,
     MIN_CUE_SHARE,
@@ -21,6 +21,7 @@ from crossvit_mtl.data.synth import (
     synth_info,
     synth_split_seed,
 )
+from crossvit_mtl.data.synth.dataset import SYNTH_TASKS
 
 SKY = CATEGORY_NAMES.index("sky")
 FLAT = CATEGORY_NAMES.index("flat")
@@ -68,13 +69,29 @@ def samples():
 def test_shapes_and_dtypes(size):
     h, w = size
     s = render_sample(3, 5, h, w)
-    assert set(s) == {"image", "segmentation", "depth", "normal", "classification"}
+    assert set(s) == {"image", "segmentation", "depth", "normal", "edge", "classification"}
     assert s["image"].shape == (h, w, 3) and s["image"].dtype == np.uint8
     assert s["segmentation"].shape == (h, w) and s["segmentation"].dtype == np.uint8
     assert s["depth"].shape == (h, w) and s["depth"].dtype == np.float32
     assert s["normal"].shape == (h, w, 3) and s["normal"].dtype == np.float32
     assert isinstance(s["classification"], int) and 0 <= s["classification"] < len(SCENE_CLASSES)
     assert s["segmentation"].max() < len(CATEGORY_NAMES)
+    assert s["edge"].shape == (h, w) and s["edge"].dtype == np.uint8 and set(np.unique(s["edge"])) == {0, 1}
+
+
+def test_edges_are_the_label_maps_boundaries_one_pixel_wide():
+    """SEISM's ground truth drawn from a segmentation: a pixel whose right, lower or lower-right
+    neighbour has another category, thinned (scikit-image's thin: MATLAB's bwmorph 'thin')."""
+    from skimage.morphology import thin
+
+    s = render_sample(2, 4, 64, 128)
+    seg = s["segmentation"].astype(int)
+    differs = np.zeros(seg.shape, bool)
+    differs[:-1, :-1] = (seg[:-1, :-1] != seg[:-1, 1:]) | (seg[:-1, :-1] != seg[1:, :-1]) | (seg[:-1, :-1] != seg[1:, 1:])
+    differs[-1, :-1] = seg[-1, :-1] != seg[-1, 1:]
+    differs[:-1, -1] = seg[:-1, -1] != seg[1:, -1]
+    assert np.array_equal(s["edge"].astype(bool), thin(differs))
+    assert s["edge"][~differs].sum() == 0 and 0.02 < s["edge"].mean() < 0.3
 
 
 def test_resolution_samples_the_same_scene():
@@ -183,11 +200,11 @@ def test_the_image_level_classes_are_four_road_layouts():
 
 def test_info():
     info = synth_info()
-    assert info.name == "synth" and info.tasks == TASKS == ("segmentation", "depth", "normal", "classification")
+    assert info.name == "synth" and info.tasks == SYNTH_TASKS == ("segmentation", "depth", "normal", "edge", "classification")
     assert info.class_names == CATEGORY_NAMES and info.palette == CATEGORY_PALETTE
     assert info.depth_kind == "metric" and info.scene_classes == SCENE_CLASSES
     assert not info.crop_keeps_class  # a crop can cut a junction's arm away
-    assert info.task_channels() == {"segmentation": 8, "depth": 1, "normal": 3, "classification": 4}
+    assert info.task_channels() == {"segmentation": 8, "depth": 1, "normal": 3, "edge": 1, "classification": 4}
     assert all(0.2 < m < 0.6 for m in info.mean) and all(0.1 < s < 0.35 for s in info.std)
 
 

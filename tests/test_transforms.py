@@ -93,7 +93,7 @@ def test_scale_crop_hand_made_depth(kind, factor):
     seg = torch.tensor([[0, 1, 2, 3], [1, IGNORE_INDEX, 3, 0], [2, 3, 0, 1], [3, 0, 1, IGNORE_INDEX]])
     s = {"depth": depth, "segmentation": seg, "image": torch.rand(3, 4, 4)}
     torch.manual_seed(0)
-    t = RandomScaleCrop(scales=(2.0,), depth_kind=kind)
+    t = RandomScaleCrop(scales=(2.0,), meta={"depth_kind": kind})
     seen = set()
     for _ in range(30):
         out = t(s)
@@ -121,7 +121,7 @@ def test_scale_crop_copies_labels_depth_and_normals(kind, scale):
     src_depth = s["depth"] / scale if kind == "metric" else s["depth"] * scale
     depths = set(src_depth.unique().tolist())
     normals = {tuple(v) for v in s["normal"].flatten(1).T.tolist()}
-    t = RandomScaleCrop(scales=(scale,), depth_kind=kind)
+    t = RandomScaleCrop(scales=(scale,), meta={"depth_kind": kind})
     for _ in range(5):
         out = t(s)
         assert out["segmentation"].dtype == torch.int64 and out["segmentation"].shape == (H, W)
@@ -138,7 +138,7 @@ def test_invalid_depth_region_stays_zero_and_exactly_scaled():
     depth[:, :, : W // 2] = 0.0  # any (H/1.5, W/1.5) window sees both halves
     torch.manual_seed(3)
     for kind, value in (("metric", 2.0), ("disparity", 4.5)):
-        out = RandomScaleCrop(scales=(1.5,), depth_kind=kind)({"depth": depth})
+        out = RandomScaleCrop(scales=(1.5,), meta={"depth_kind": kind})({"depth": depth})
         assert set(out["depth"].unique().tolist()) == {0.0, value}
 
 
@@ -234,12 +234,12 @@ def test_reproducible_under_manual_seed():
 
 def test_scale_crop_drops_a_whole_view_class_only_when_it_crops():
     sample = make_sample()
-    whole_view = RandomScaleCrop((1.5,), keeps_class=False)
+    whole_view = RandomScaleCrop((1.5,), meta={"crop_keeps_class": False})
     cropped = whole_view(sample)
     assert cropped["classification"].item() == IGNORE_INDEX and cropped["classification"].dtype == torch.int64
     assert sample["classification"].item() == 1  # the input is left alone
-    assert RandomScaleCrop((1.0,), keeps_class=False)(sample)["classification"].item() == 1  # no crop, no doubt
-    assert RandomScaleCrop((1.5,), keeps_class=True)(sample)["classification"].item() == 1  # object classes
+    assert RandomScaleCrop((1.0,), meta={"crop_keeps_class": False})(sample)["classification"].item() == 1  # no crop, no doubt
+    assert RandomScaleCrop((1.5,), meta={"crop_keeps_class": True})(sample)["classification"].item() == 1  # object classes
     # the dense maps are cropped exactly as with an object class
     torch.manual_seed(3)
     a = whole_view(sample)
@@ -248,8 +248,8 @@ def test_scale_crop_drops_a_whole_view_class_only_when_it_crops():
     assert torch.equal(a["segmentation"], b["segmentation"]) and torch.equal(a["depth"], b["depth"])
     # build_transforms takes the data set's word for it
     layout = DatasetInfo(name="l", tasks=("classification",), scene_classes=("x", "y"), crop_keeps_class=False)
-    assert not build_transforms(layout, train=True).transforms[0].keeps_class
-    assert build_transforms(INFO, train=True).transforms[0].keeps_class
+    assert build_transforms(layout, train=True).transforms[0].meta["crop_keeps_class"] is False
+    assert build_transforms(INFO, train=True).transforms[0].meta["crop_keeps_class"] is True
 
 
 def test_build_transforms_pipelines():
@@ -261,7 +261,7 @@ def test_build_transforms_pipelines():
     assert [type(t).__name__ for t in mtan.transforms] == ["RandomScaleCrop", "RandomHorizontalFlip", "Normalize",
                                                            "CastFloats"]
     disp = DatasetInfo(name="cs", tasks=("depth",), depth_kind="disparity")
-    assert build_transforms(disp, train=True).transforms[0].depth_kind == "disparity"
+    assert build_transforms(disp, train=True).transforms[0].meta["depth_kind"] == "disparity"
     assert DEFAULT_EVAL == {"size": None}
     assert [type(t).__name__ for t in build_transforms(INFO, train=False).transforms] == ["Normalize", "CastFloats"]
     evals = build_transforms(INFO, train=False, config={"size": (16, 24)})
@@ -305,6 +305,6 @@ def test_constructor_and_info_validation():
     with pytest.raises(ValueError, match="scales"):
         RandomScaleCrop(scales=(0.5,))
     with pytest.raises(ValueError, match="depth_kind"):
-        RandomScaleCrop(depth_kind="inverse")
+        RandomScaleCrop(meta={"depth_kind": "inverse"})
     with pytest.raises(ValueError, match="depth_kind"):
         build_transforms(DatasetInfo(name="bad", tasks=("depth",), depth_kind="log"), train=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossvit_mtl.tasks import DELTA_M_CONVENTIONS, METRIC_DIRECTION, METRIC_LABELS, PRIMARY_METRIC, delta_m
+from crossvit_mtl.tasks import DELTA_M_CONVENTIONS, DELTA_M_SETS, delta_m, get_task, is_task, task_names
 
 #: the metrics file of each split, as the engine writes it
 METRICS_FILES = {"test": "metrics_test.json", "val": "metrics.json"}
@@ -81,8 +81,12 @@ def read_metrics(run: Path, split: str) -> dict[str, dict[str, float]]:
         results = read_metrics_file(path)["results"]
     except ValueError as err:
         raise ComparisonError(str(err)) from None
+    unknown = [task for task in results if not is_task(task)]
+    if unknown:
+        raise ComparisonError(f"{path}: task {unknown[0]!r} is not a registered task (is the package that "
+                              "defines it installed?)")
     return {task: {k: math.nan if v is None else float(v) for k, v in values.items()
-                   if k in METRIC_DIRECTION.get(task, {}) and (v is None or isinstance(v, (int, float)))}
+                   if k in get_task(task).metrics and (v is None or isinstance(v, (int, float)))}
             for task, values in results.items()}
 
 
@@ -134,6 +138,7 @@ class Comparison:
     groups: list[Group]
     reference: str | None
     split: str
+    metric_set: str = "default"
 
     @property
     def baselines(self) -> list[Group]:
@@ -145,7 +150,7 @@ class Comparison:
 
     def columns(self) -> list[tuple[str, str]]:
         """Every (task, metric) any group has, in the engine's order."""
-        return [(task, key) for task, keys in METRIC_DIRECTION.items() for key in keys
+        return [(task, key) for task in task_names() for key in get_task(task).metrics
                 if any(key in seed.get(task, {}) for g in self.groups for seed in g.seeds.values())]
 
     def values(self, group: Group, task: str, key: str) -> list[float]:
@@ -163,14 +168,17 @@ class Comparison:
 
 
 def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: str = "test",
-            reference: str | None = None) -> Comparison:
+            reference: str | None = None, metric_set: str = "default") -> Comparison:
     """Load runs and single-task baselines, and give every run its Delta-m per seed in both conventions.
 
     ``reference`` names the run the others are tested against (seed-paired); None picks a run
-    named ``ew`` when there is one.
+    named ``ew`` when there is one. ``metric_set`` is the metrics Delta-m averages
+    (``tasks.DELTA_M_SETS``: ``default``, ``single`` for MTI-Net's one per task, ``all``).
     """
     if split not in METRICS_FILES:
         raise ComparisonError(f"split must be one of {', '.join(METRICS_FILES)}, got {split!r}")
+    if metric_set not in DELTA_M_SETS:
+        raise ComparisonError(f"metric set must be one of {', '.join(DELTA_M_SETS)}, got {metric_set!r}")
     base_groups = [_load(b, split, "baseline") for b in baselines]
     owner: dict[str, str] = {}
     for group in base_groups:
@@ -196,13 +204,13 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
             mine, theirs = _finite(results), _finite(reference_results)
             for convention in DELTA_M_CONVENTIONS:
                 try:
-                    value = delta_m(mine, theirs, average=convention)
+                    value = delta_m(mine, theirs, metrics=metric_set, average=convention)
                 except ValueError as err:
                     raise ComparisonError(f"{group.name}{' ' + seed if seed else ''}: {err}", "run") from None
                 group.delta.setdefault(convention, {})[seed] = value
             for task in mine:  # which tasks gain and which lose: the terms "tasks" averages
                 try:
-                    value = delta_m({task: mine[task]}, {task: theirs[task]})
+                    value = delta_m({task: mine[task]}, {task: theirs[task]}, metrics=metric_set)
                 except ValueError:  # none of the task's Delta-m metrics is finite in this seed
                     continue
                 group.task_delta.setdefault(task, {})[seed] = value
@@ -211,7 +219,7 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
     elif reference not in [g.name for g in run_groups]:
         raise ComparisonError(f"reference run {reference!r} is not among the runs "
                               f"({', '.join(g.name for g in run_groups)})")
-    return Comparison(base_groups + run_groups, reference, split)
+    return Comparison(base_groups + run_groups, reference, split, metric_set)
 
 
 def _load(folder: str | Path, split: str, role: str) -> Group:
@@ -279,8 +287,8 @@ def to_markdown(comparison: Comparison, columns: list[tuple[str, str]] | None = 
     baselines is beyond seed noise) and, with a reference run, the seed-paired difference of each
     Delta-m to it with its 95 % interval (``*``: beyond seed noise)."""
     columns = comparison.columns() if columns is None else columns
-    header = ["run", "seeds"] + [f"{task} {METRIC_LABELS.get(key, key)} {_ARROW[METRIC_DIRECTION[task][key]]}"
-                                 for task, key in columns]
+    header = ["run", "seeds"] + [f"{task} {info.label} {_ARROW[info.higher_is_better]}"
+                                 for task, key in columns for info in [get_task(task).metrics[key]]]
     header += [f"Δm {c} (%) ↑" for c in DELTA_M_CONVENTIONS]
     ref = comparison.reference
     if ref:
@@ -303,7 +311,7 @@ def task_delta_markdown(comparison: Comparison) -> str:
     """One row per compared run: each task's own Delta-m (the mean relative change of its Delta-m
     metrics against its single-task baseline, %), mean ± std over seeds, ``*`` where its 95 %
     interval excludes 0. The "tasks" convention is the mean of these columns."""
-    tasks = [t for t in METRIC_DIRECTION if any(t in g.task_delta for g in comparison.runs)]
+    tasks = [t for t in task_names() if any(t in g.task_delta for g in comparison.runs)]
     header = ["run", "seeds"] + [f"Δ {task} (%) ↑" for task in tasks]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for group in comparison.runs:
@@ -317,20 +325,22 @@ def report_markdown(comparison: Comparison, every_metric: bool = False) -> str:
     """What ``compare`` and ``sweep`` print: the table of each task's primary metric (or of every
     metric) with Delta-m both ways, then each task's own Delta-m."""
     table = to_markdown(comparison, None if every_metric else summary_columns(comparison))
-    return f"{table}\n\nEach task against its single-task baseline:\n\n{task_delta_markdown(comparison)}"
+    which = f"Δm over {DELTA_M_SETS[comparison.metric_set]} (`--delta_m_set`)."
+    return f"{table}\n\n{which}\n\nEach task against its single-task baseline:\n\n{task_delta_markdown(comparison)}"
 
 
 def summary_columns(comparison: Comparison) -> list[tuple[str, str]]:
     """Each task's primary metric: the condensed table."""
     present = {task for task, _ in comparison.columns()}
-    return [(task, metric) for task, metric in PRIMARY_METRIC.items() if task in present]
+    return [(task, get_task(task).primary_metric) for task in task_names() if task in present]
 
 
 def to_json(comparison: Comparison) -> dict[str, Any]:
     """Everything the tables show, as data: per group the per-seed results, mean and std of every
     metric and of Delta-m in both conventions, and the paired differences to the reference."""
     out: dict[str, Any] = {"split": comparison.split, "reference": comparison.reference,
-                           "confidence": CONFIDENCE, "delta_m_conventions": DELTA_M_CONVENTIONS, "groups": []}
+                           "confidence": CONFIDENCE, "delta_m_conventions": DELTA_M_CONVENTIONS,
+                           "delta_m_set": comparison.metric_set, "groups": []}
     for group in comparison.groups:
         entry: dict[str, Any] = {"name": group.name, "baseline": group.baseline, "seeds": group.seeds,
                                  "mean": {}, "std": {}, "delta_m": {}}

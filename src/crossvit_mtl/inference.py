@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from crossvit_mtl.engine.precision import Placement, resolve
-from crossvit_mtl.functional import unit_vectors
 from crossvit_mtl.models import as_task_dict
+from crossvit_mtl.tasks import get_task
 
 
 class UnreadableImage(ValueError):
@@ -41,13 +41,13 @@ def to_input(rgb: np.ndarray, size: tuple[int, int], mean, std) -> torch.Tensor:
 
 
 def resize_outputs(out: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Predictions back at the input's resolution: logits and depth bilinear, normals renormalised."""
+    """Predictions back at the input's resolution: dense outputs bilinear, then as their task says
+    (normals unit again)."""
     resized = {}
     for task, value in out.items():
-        if task != "classification" and tuple(value.shape[-2:]) != tuple(size):
+        if get_task(task).kind == "dense" and tuple(value.shape[-2:]) != tuple(size):
             value = F.interpolate(value.float(), size=size, mode="bilinear", align_corners=False)
-            if task == "normal":
-                value = unit_vectors(value)
+            value = get_task(task).after_resample(value)
         resized[task] = value
     return resized
 
@@ -92,8 +92,8 @@ def predict_slide(forward, x: torch.Tensor, window: tuple[int, int], overlap: fl
                   batch_size: int) -> dict[str, torch.Tensor]:
     """Sliding-window prediction of one normalised image (1, 3, H, W) at the training size, by
     ``forward`` (see :func:`make_forward`):
-    dense outputs (logits, depth, normals) averaged where windows overlap, normals renormalised,
-    classification logits averaged over windows. Images smaller than a window are padded with
+    dense outputs (logits, depth, normals ...) averaged where windows overlap, then as their task
+    says (normals unit again), image-level logits averaged over windows. Images smaller than a window are padded with
     the mean colour (zero after normalisation) and the padding is cropped away."""
     height, width = x.shape[-2:]
     wh, ww = window
@@ -105,7 +105,7 @@ def predict_slide(forward, x: torch.Tensor, window: tuple[int, int], overlap: fl
         chunk = boxes[start:start + batch_size]
         out = forward(torch.cat([x[..., t:t + wh, l:l + ww] for t, l in chunk]))
         for task, value in out.items():
-            if task == "classification":
+            if get_task(task).kind == "image":
                 sums[task] = sums.get(task, 0) + value.sum(0, keepdim=True)
                 continue
             acc = sums.setdefault(task, x.new_zeros(1, value.shape[1], *x.shape[-2:]))
@@ -115,11 +115,10 @@ def predict_slide(forward, x: torch.Tensor, window: tuple[int, int], overlap: fl
             count[..., t:t + wh, l:l + ww] += 1
     result = {}
     for task, value in sums.items():
-        if task == "classification":
+        if get_task(task).kind == "image":
             result[task] = value / len(boxes)
             continue
-        value = (value / count)[..., :height, :width]
-        result[task] = unit_vectors(value) if task == "normal" else value
+        result[task] = get_task(task).after_resample((value / count)[..., :height, :width])
     return result
 
 

@@ -21,7 +21,7 @@ from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer
 from crossvit_mtl.engine.precision import resolve
 from crossvit_mtl.models.flops import count_flops
-from crossvit_mtl.tasks import build_loss
+from crossvit_mtl.tasks import get_task
 
 CPU = torch.device("cpu")
 
@@ -78,7 +78,7 @@ def measure_case(case: Case) -> Result:
     else:
         baseline = _maxrss_mb()  # growth from here on includes the input batch and its targets
     images, targets = synthetic_batch(model, case.size, case.batch_size)
-    criteria = {t: build_loss(t) for t in targets}
+    criteria = {t: get_task(t).build_loss() for t in targets}
     runner: Callable[..., Any] = model
     if case.variant == "channels_last":
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossvit_mtl.bench.cases import PEER, parse_model
+from crossvit_mtl.tasks import get_task
 
 
 class SegformerDense(nn.Module):
@@ -49,12 +50,5 @@ def synthetic_batch(model: nn.Module, size: tuple[int, int], batch_size: int) ->
     with torch.no_grad():
         shapes = {t: tuple(v.shape) for t, v in model.eval()(images[:1].to(device)).items()}
     model.train()
-    targets: dict[str, torch.Tensor] = {}
-    for task, shape in shapes.items():
-        if task in ("segmentation", "classification"):
-            targets[task] = torch.randint(shape[1], (batch_size, *shape[2:]), generator=gen)
-        elif task == "depth":
-            targets[task] = torch.rand(batch_size, *shape[1:], generator=gen) + 0.1
-        else:  # normal: unit vectors
-            targets[task] = F.normalize(torch.randn(batch_size, *shape[1:], generator=gen), dim=1)
+    targets = {task: get_task(task).example_target(shape[1], batch_size, size, gen) for task, shape in shapes.items()}
     return images.to(device), {task: value.to(device) for task, value in targets.items()}

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     runs = [input_folder("RUN", r) for r in args.runs]
     baselines = [input_folder("--baselines", b) for b in args.baselines]
     try:
-        comparison = compare(runs, baselines, split=args.split, reference=args.reference)
+        comparison = compare(runs, baselines, split=args.split, reference=args.reference, metric_set=args.delta_m_set)
     except ComparisonError as err:
         raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role or "", "compare:"), err) from None
     print(report_markdown(comparison, every_metric=args.all_metrics))
@@ -51,6 +51,10 @@ def add_parser(sub) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="metrics_test.json (default; the split never used for selection) or metrics.json (val)")
     p.add_argument("--reference", help="run the others are tested against (default: the run named ew)")
+    p.add_argument("--delta_m_set", default="default",
+                   help="the metrics Delta-m averages: each task's Delta-m metrics (default: MTAN, LibMTL, "
+                   "Nash-MTL), single (one per task: MTI-Net, ATRC, InvPT; saliency by mIoU, edges by odsF, "
+                   "depth by RMSE) or all")
     p.add_argument("--all-metrics", action="store_true", help="print every metric, not each task's primary one")
     p.add_argument("--out", help="also write the tables (.md) or the numbers (.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from crossvit_mtl.cli.args import UserError, checked_size
 from crossvit_mtl.engine.precision import resolve
@@ -33,31 +32,12 @@ def find_images(spec: str) -> list[Path]:
 
 
 def write_outputs(stem: str, rgb: np.ndarray, out: dict[str, torch.Tensor], meta: dict, out_dir: Path) -> dict:
-    """PNG files per task; returns the JSON-able record of this image."""
-    from crossvit_mtl.viz.colors import colorize_depth, colorize_labels, colorize_normals
+    """Each task's files (``Task.write_prediction``); returns the JSON-able record of this image."""
+    from crossvit_mtl.tasks import get_task
 
     record: dict = {"image": stem}
-    if "segmentation" in out:
-        labels = out["segmentation"].argmax(0).numpy().astype(np.uint8)
-        color = colorize_labels(labels, meta["palette"])
-        Image.fromarray(labels).save(out_dir / f"{stem}_labels.png")
-        Image.fromarray(color).save(out_dir / f"{stem}_seg.png")
-        overlay = (0.5 * rgb.astype(np.float32) + 0.5 * color.astype(np.float32)).round().astype(np.uint8)
-        Image.fromarray(overlay).save(out_dir / f"{stem}_overlay.png")
-    if "depth" in out:
-        depth = out["depth"][0].float().numpy()
-        Image.fromarray(colorize_depth(depth)).save(out_dir / f"{stem}_depth.png")
-        if meta.get("depth_kind", "metric") == "metric":
-            mm = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
-            Image.fromarray(mm).save(out_dir / f"{stem}_depth_mm.png")
-    if "normal" in out:
-        Image.fromarray(colorize_normals(out["normal"].float().numpy())).save(out_dir / f"{stem}_normal.png")
-    if "classification" in out:
-        probs = out["classification"].float().softmax(-1)
-        k = int(probs.argmax())
-        names = meta.get("scene_classes") or []
-        record["class"] = names[k] if k < len(names) else k
-        record["confidence"] = round(float(probs[k]), 4)
+    for task, value in out.items():
+        record.update(get_task(task).write_prediction(stem, value, rgb, meta, out_dir))
     return record
 
 

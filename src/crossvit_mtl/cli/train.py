@@ -30,7 +30,7 @@ from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import training_precision
 from crossvit_mtl.engine.report import RunReport, Throughput
 from crossvit_mtl.serialization import CheckpointError, read_checkpoint
-from crossvit_mtl.tasks.segmentation import TargetError
+from crossvit_mtl.tasks import TargetError
 
 
 @rank_zero_only

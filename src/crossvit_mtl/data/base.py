@@ -9,12 +9,14 @@ import torch
 from torch.utils.data import Dataset
 
 from crossvit_mtl.data.common import DatasetInfo
+from crossvit_mtl.tasks import get_task, is_task
 
 Sample = dict[str, torch.Tensor]
 
 
 def to_tensors(raw: dict[str, Any]) -> Sample:
-    """Raw numpy arrays (HWC images, HW maps) -> the project's tensor layout (see DatasetInfo).
+    """Raw numpy arrays (HWC images, HW maps) -> the project's tensor layout (see DatasetInfo):
+    the image here, every task's target by its task.
 
     Images may be uint8 (0..255) or floating point in [0, 1]; both become float32 in [0, 1].
     """
@@ -25,20 +27,8 @@ def to_tensors(raw: dict[str, Any]) -> Sample:
             img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
             # contiguous CHW: per-pixel transforms and batch collation are ~4x slower on a view
             out[key] = (img.float().div_(255.0) if arr.dtype == np.uint8 else img.float()).contiguous()
-        elif key == "segmentation":
-            # uint8 until the batch reaches the device (the engine widens it there): an eighth of
-            # the bytes an int64 map costs between loader workers and the main process
-            out[key] = torch.from_numpy(np.asarray(value).astype(np.uint8, copy=False))
-        elif key == "depth":
-            out[key] = torch.from_numpy(np.asarray(value, dtype=np.float32)).unsqueeze(0)
-        elif key == "normal":
-            # float16 as a cache stores them stays float16: the training pipeline hands them over
-            # in float16 anyway, and the evaluation pipeline widens them last (build_transforms)
-            arr = np.asarray(value)
-            arr = arr if arr.dtype == np.float16 else arr.astype(np.float32, copy=False)
-            out[key] = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-        elif key == "classification":
-            out[key] = torch.tensor(int(value), dtype=torch.int64)
+        elif is_task(key):
+            out[key] = get_task(key).to_tensor(value)
         else:
             raise KeyError(f"unknown sample key {key!r}")
     return out

@@ -9,7 +9,9 @@ Layout (``H, W`` the image size, ``N`` the samples of a split)::
     {root}/{split}/labels.npy   (N, H, W)    uint8, IGNORE_INDEX (255) = not annotated
     {root}/{split}/depth.npy    (N, H, W)    float32, 0 = invalid
     {root}/{split}/normals.npy  (N, H, W, 3) float16, all-zero = invalid
+    {root}/{split}/edges.npy    (N, H, W)    uint8, 1 = boundary
     {root}/{split}/classes.npy  (N,)         int64
+    ...                         one array per task, as its task's ``storage`` says
 
 Only the arrays of the tasks the data set has are written. Plain ``.npy`` files are read with
 ``np.load(mmap_mode="r")``: no decoding per sample, the OS page cache shares them between
@@ -31,27 +33,26 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from crossvit_mtl.data.base import DenseDataset, Sample
-from crossvit_mtl.data.common import IGNORE_INDEX, TASKS, DatasetInfo
+from crossvit_mtl.data.common import DatasetInfo
 from crossvit_mtl.data.errors import DataError, load_npy
+from crossvit_mtl.tasks import Storage, get_task, is_task, task_names
 
 FORMAT = "crossvit-mtl-cache"
-FORMAT_VERSION = 2
+#: 3: edge maps of the synthetic scenes, ``task_options``
+FORMAT_VERSION = 3
 META_KEYS = ("format", "version", "name", "tasks", "class_names", "palette", "depth_kind",
              "scene_classes", "crop_keeps_class", "mean", "std", "image_size", "splits")
+IMAGES = Storage("images.npy", np.uint8, (3,))
 
-#: sample key -> (file name, stored dtype, per-pixel trailing shape, or None for one value per sample)
-ARRAYS: dict[str, tuple[str, Any, tuple[int, ...] | None]] = {
-    "image": ("images.npy", np.uint8, (3,)),
-    "segmentation": ("labels.npy", np.uint8, ()),
-    "depth": ("depth.npy", np.float32, ()),
-    "normal": ("normals.npy", np.float16, (3,)),
-    "classification": ("classes.npy", np.int64, None),
-}
+
+def storage(key: str) -> Storage:
+    """How the array of sample key ``key`` (the image or a task) is stored."""
+    return IMAGES if key == "image" else get_task(key).storage
 
 
 def array_shape(key: str, count: int, size: tuple[int, int]) -> tuple[int, ...]:
     """Shape of the stacked array of ``key`` for ``count`` samples of ``size`` (H, W)."""
-    trailing = ARRAYS[key][2]
+    trailing = storage(key).trailing
     return (count,) if trailing is None else (count, *size, *trailing)
 
 
@@ -96,6 +97,7 @@ class CacheWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         self.splits: dict[str, int] = {}
+        self._meta_of_info = info.as_meta()
         self._stats: dict[str, np.ndarray] = {}  # split -> [pixels, sum r,g,b, sum of squares r,g,b]
 
     def _check_target(self) -> None:
@@ -113,7 +115,7 @@ class CacheWriter:
         keys = ("image",) + self.info.tasks
         folder = self.tmp / split
         folder.mkdir()
-        arrays = {key: open_memmap(folder / ARRAYS[key][0], mode="w+", dtype=ARRAYS[key][1],
+        arrays = {key: open_memmap(folder / storage(key).file, mode="w+", dtype=storage(key).dtype,
                                    shape=array_shape(key, count, self.size)) for key in keys}
         stats = np.zeros(7)
         written = 0
@@ -140,15 +142,12 @@ class CacheWriter:
         if arr.shape != expected:
             raise ValueError(f"split {split!r} sample {index}: {key} has shape {arr.shape}, "
                              f"expected {expected}")
-        if key == "image" and arr.dtype != np.uint8:
-            arr = np.clip(np.rint(arr * 255.0), 0, 255)
-        classes = {"segmentation": self.info.num_classes, "classification": len(self.info.scene_classes)}.get(key)
-        if classes is not None:
-            bad = (arr >= classes) & (arr != IGNORE_INDEX) | (arr < 0)
-            if bad.any():
-                raise ValueError(f"split {split!r} sample {index}: {key} values outside "
-                                 f"0..{classes - 1} and {IGNORE_INDEX}")
-        return arr.astype(ARRAYS[key][1])
+        if key == "image":
+            return arr if arr.dtype == np.uint8 else np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+        bad, what = get_task(key).bad_values(arr[None], self._meta_of_info)
+        if bad.any():
+            raise ValueError(f"split {split!r} sample {index}: {key} has {what}")
+        return arr.astype(storage(key).dtype)
 
     def _meta(self) -> dict[str, Any]:
         info = self.info
@@ -162,7 +161,8 @@ class CacheWriter:
                 "palette": [list(c) for c in info.palette], "depth_kind": info.depth_kind,
                 "scene_classes": list(info.scene_classes), "crop_keeps_class": bool(info.crop_keeps_class),
                 "mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std],
-                "image_size": list(self.size), "splits": dict(self.splits), "extra": info.extra}
+                "image_size": list(self.size), "splits": dict(self.splits), "task_options": info.task_options,
+                "extra": info.extra}
 
     def commit(self) -> Path:
         """Write meta.json and move the finished cache into place."""
@@ -209,9 +209,9 @@ def read_meta(root: str | os.PathLike) -> dict[str, Any]:
     if meta["format"] != FORMAT or meta["version"] != FORMAT_VERSION:
         raise DataError(path, f"format {meta['format']!r} version {meta['version']!r}; this "
                               f"version of crossvit-mtl reads {FORMAT!r} version {FORMAT_VERSION}")
-    unknown = [t for t in meta["tasks"] if t not in TASKS]
+    unknown = [t for t in meta["tasks"] if not is_task(t)]
     if unknown:
-        raise DataError(path, f"unknown tasks {unknown} (known: {', '.join(TASKS)})")
+        raise DataError(path, f"unknown tasks {unknown} (known: {', '.join(task_names())})")
     size = meta["image_size"]
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise DataError(path, f"image_size must be [height, width], got {size!r}")
@@ -223,7 +223,7 @@ def info_from_meta(meta: dict[str, Any], tasks: Iterable[str] | None = None) -> 
         name=meta["name"], tasks=tuple(meta["tasks"] if tasks is None else tasks),
         class_names=tuple(meta["class_names"]), palette=tuple(tuple(c) for c in meta["palette"]),
         depth_kind=meta["depth_kind"], scene_classes=tuple(meta["scene_classes"]),
-        crop_keeps_class=bool(meta["crop_keeps_class"]),
+        crop_keeps_class=bool(meta["crop_keeps_class"]), task_options=dict(meta.get("task_options") or {}),
         mean=tuple(meta["mean"]), std=tuple(meta["std"]), extra=dict(meta.get("extra", {})))
 
 
@@ -239,7 +239,7 @@ def open_split(root: Path, meta: dict[str, Any], split: str, tasks: Iterable[str
 def open_array(root: Path, meta: dict[str, Any], split: str, key: str) -> np.ndarray:
     """Memory-map one stacked array, checking its shape and dtype against meta.json."""
     count, size = meta["splits"][split], tuple(meta["image_size"])
-    name, dtype, _ = ARRAYS[key]
+    name, dtype = storage(key).file, storage(key).dtype
     path = root / split / name
     array = load_npy(path, mmap=True)
     expected = array_shape(key, count, size)
@@ -256,29 +256,25 @@ CHECK_CHUNK_BYTES = 1 << 25
 
 
 @functools.lru_cache(maxsize=64)
-def _check_class_ids(path: str, mtime_ns: int, classes: int) -> None:
-    """Refuse a labels or classes array holding ids outside ``0..classes-1`` and IGNORE_INDEX,
-    naming the file, the sample and the value. One vectorised pass over the memory map (a
-    maximum per chunk, a comparison only where it reaches the classes); remembered per file."""
+def _check_values(path: str, mtime_ns: int, task: str, meta_json: str) -> None:
+    """Refuse an array holding values its task cannot have (class ids outside the classes, an edge
+    map that is not binary ...), naming the file, the sample and the value: one vectorised pass over
+    the memory map, chunk by chunk; remembered per file."""
     array = load_npy(path, mmap=True)
+    meta = json.loads(meta_json)
     step = max(1, CHECK_CHUNK_BYTES // max(1, array[0].nbytes)) if len(array) else 1
     for start in range(0, len(array), step):
         chunk = np.asarray(array[start:start + step])
-        if chunk.min() >= 0 and chunk.max() < classes:
-            continue
-        bad = ((chunk < 0) | (chunk >= classes)) & (chunk != IGNORE_INDEX)
-        per_sample = bad.reshape(len(chunk), -1).any(1)
-        if per_sample.any():
-            i = int(np.flatnonzero(per_sample)[0])
-            value = int(chunk[i][bad[i]].flat[0]) if chunk.ndim > 1 else int(chunk[i])
-            raise DataError(path, f"sample {start + i} holds class id {value}, outside 0..{classes - 1} and "
-                                  f"{IGNORE_INDEX} (not annotated); `crossvit-mtl data check` lists every sample")
+        bad, what = get_task(task).bad_values(chunk, meta)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(path, f"sample {start + i} has {what}; `crossvit-mtl data check` lists every sample")
 
 
 class CachedDataset(DenseDataset):
-    """A split of a cache. Layout, shapes, the requested tasks and the class ids (a cheap pass,
-    so that no loss ever meets an id outside the classes) are checked in ``__init__``; every
-    other value by ``crossvit-mtl data check`` (they would need a full read)."""
+    """A split of a cache. Layout, shapes, the requested tasks and the values of integer targets
+    (class ids, edge maps: a cheap pass, so that no loss ever meets an id outside the classes) are
+    checked in ``__init__``; every other value by ``crossvit-mtl data check`` (a full read)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  tasks: Iterable[str] | None = None, transform: Callable[[Sample], Sample] | None = None):
@@ -294,11 +290,11 @@ class CachedDataset(DenseDataset):
         self.info = info_from_meta(meta, tasks)
         self._arrays: dict[str, np.ndarray] | None = open_split(self.root, meta, split, tasks)
         self._count = meta["splits"][split]
-        for task, classes in (("segmentation", len(meta["class_names"])),
-                              ("classification", len(meta["scene_classes"]))):
-            if task in tasks:
-                path = self.root / split / ARRAYS[task][0]
-                _check_class_ids(str(path), path.stat().st_mtime_ns, classes)
+        meta_json = json.dumps(self.info.as_meta(), sort_keys=True)
+        for task in tasks:
+            if np.issubdtype(storage(task).dtype, np.integer):
+                path = self.root / split / storage(task).file
+                _check_values(str(path), path.stat().st_mtime_ns, task, meta_json)
 
     def __len__(self) -> int:
         return self._count
@@ -313,5 +309,5 @@ class CachedDataset(DenseDataset):
         raw: dict[str, Any] = {}
         for key, array in self._arrays.items():
             value = array[index]
-            raw[key] = int(value) if key == "classification" else np.array(value)
+            raw[key] = int(value) if storage(key).trailing is None else np.array(value)
         return raw

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossvit_mtl.data.common import IGNORE_INDEX
 from crossvit_mtl.data.errors import DataError
+from crossvit_mtl.tasks import get_task
 
 KINDS = ("cache", "cityscapes", "cityscapes_mtan", "nyuv2_mtan", "folder")
 CHUNK = 64  # samples read at a time from a cache
@@ -84,33 +84,23 @@ def _scan_cache(root: Path, kind: str, progress: bool) -> tuple[dict[str, int], 
             except DataError as err:
                 problems.append(err)
                 continue
-            problems += _array_problems(root / split / cache_format.ARRAYS[key][0], key, array, meta)
+            problems += _array_problems(root / split / cache_format.storage(key).file, key, array, meta)
     return dict(meta["splits"]), problems
 
 
 def _array_problems(path: Path, key: str, array: np.ndarray, meta: dict) -> list[DataError]:
     """Which samples of a stacked cache array hold values the task cannot have."""
-    if key == "segmentation":
-        classes = len(meta["class_names"])
-        what = f"label values outside 0..{classes - 1} and {IGNORE_INDEX}"
-        bad_of = lambda a: ((a >= classes) & (a != IGNORE_INDEX)).reshape(len(a), -1).any(1)
-    elif key == "depth":
-        what = "NaN, Inf or negative depth"
-        bad_of = lambda a: ~(np.isfinite(a) & (a >= 0)).reshape(len(a), -1).all(1)
-    elif key == "normal":
-        what = "NaN or Inf in normals"
-        bad_of = lambda a: ~np.isfinite(a).reshape(len(a), -1).all(1)
-    elif key == "classification":
-        what = f"classes outside 0..{len(meta['scene_classes']) - 1}"
-        bad_of = lambda a: (a < 0) | (a >= len(meta["scene_classes"]))
-    else:
+    if key == "image" or not len(array):
         return []
-    bad = np.concatenate([bad_of(np.asarray(array[i:i + CHUNK])) for i in range(0, len(array), CHUNK)]
-                         or [np.zeros(0, bool)])
-    if not bad.any():
+    task, bad, what = get_task(key), [], ""
+    for i in range(0, len(array), CHUNK):
+        chunk_bad, what = task.bad_values(np.asarray(array[i:i + CHUNK]), meta)
+        bad.append(chunk_bad)
+    flags = np.concatenate(bad)
+    if not flags.any():
         return []
-    return [DataError(path, f"{int(bad.sum())} of {len(bad)} samples have {what} "
-                            f"(first: sample {int(np.flatnonzero(bad)[0])})")]
+    return [DataError(path, f"{int(flags.sum())} of {len(flags)} samples have {what} "
+                            f"(first: sample {int(np.flatnonzero(flags)[0])})")]
 
 
 def _splits(root: Path) -> list[str]:

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-#: The one label value that means "not annotated / do not score" everywhere in the project:
-#: in caches, in tensors handed to losses and metrics, in exported class-id PNGs.
-#: MTAN-format data stores -1 and the Cityscapes trainIds store 255; loaders map both here.
-IGNORE_INDEX = 255
+from crossvit_mtl.tasks import IGNORE_INDEX, get_task
 
-#: Task names, in the order the project lists them.
-TASKS = ("segmentation", "depth", "normal", "classification")
+__all__ = ["CATEGORY_NAMES", "CATEGORY_PALETTE", "IGNORE_INDEX", "DatasetInfo"]
 
 #: The 8 Cityscapes categories (categoryId 0..7) as the synthetic scenes and the thesis use them.
 CATEGORY_NAMES = ("void", "flat", "construction", "object", "nature", "sky", "human", "vehicle")
@@ -23,11 +20,13 @@ CATEGORY_PALETTE = (
 class DatasetInfo:
     """Describes a data set to the engine: which tasks it provides and how to show them.
 
-    A sample is a dict with some of the keys
-      ``image``          float32 (3, H, W), normalised by ``mean``/``std``
+    A sample is a dict with ``image``, float32 (3, H, W) normalised by ``mean``/``std``, and one
+    key per task the data set provides, each target in its task's layout
+    (``crossvit_mtl.tasks``), e.g.
       ``segmentation``   uint8 (H, W), values in [0, num_classes) or IGNORE_INDEX
       ``depth``          float32 (1, H, W), metres (or disparity when ``depth_kind`` says so); 0 = invalid
       ``normal``         float32 (3, H, W), unit vectors in the camera frame; all-zero = invalid
+      ``edge``           uint8 (H, W), 1 on a boundary, 0 elsewhere, IGNORE_INDEX not annotated
       ``classification`` int64 scalar
 
     Between loader workers and the training step, bytes cost more than arithmetic: labels stay
@@ -48,14 +47,22 @@ class DatasetInfo:
     crop_keeps_class: bool = True
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    #: evaluation settings the data set prescribes per task, e.g. ``{"edge": {"max_dist": 0.0075}}``
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def as_meta(self) -> dict[str, Any]:
+        """The description as plain data (what tasks read: class names, palette, depth kind ...)."""
+        return {"name": self.name, "tasks": list(self.tasks), "class_names": list(self.class_names),
+                "palette": [list(c) for c in self.palette], "depth_kind": self.depth_kind,
+                "scene_classes": list(self.scene_classes), "crop_keeps_class": self.crop_keeps_class,
+                "mean": list(self.mean), "std": list(self.std), "task_options": dict(self.task_options)}
+
     def task_channels(self) -> dict[str, int]:
         """Output channels per task, the `tasks=` argument of the dense models."""
-        sizes = {"segmentation": self.num_classes, "depth": 1, "normal": 3,
-                 "classification": len(self.scene_classes)}
-        return {t: sizes[t] for t in self.tasks}
+        meta = self.as_meta()
+        return {t: get_task(t).channels(meta) for t in self.tasks}

@@ -6,9 +6,13 @@ has nothing to do with, and keys that are absent, are passed through. Random dra
 global ``torch`` RNG; in training each sample's draws are seeded from its own seed
 (``DenseDataset.__getitem__`` with the seed ``ResumableSampler`` yields), whatever the worker.
 
+What a transform does to a target is its task's to say (``crossvit_mtl.tasks``): how a map is
+resized (nearest neighbour for labels, depth and normals, values copied bit-exactly; an edge map is
+thinned again), flipped (a normal's x negated) and padded, and what a zoom-in crop does to its
+values (metric depth divided by the zoom). The transforms loop over the sample's keys.
+
 They run per sample on the CPU inside DataLoader workers, so they avoid per-pixel Python and
-extra passes: labels, depth and normals are resampled by nearest neighbour (values copied
-bit-exactly) and colour jitter is one 3x3 colour matrix applied in a single pass.
+extra passes: colour jitter is one 3x3 colour matrix applied in a single pass.
 """
 from __future__ import annotations
 
@@ -19,16 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from crossvit_mtl.data.common import IGNORE_INDEX, DatasetInfo
+from crossvit_mtl.data.common import DatasetInfo
+from crossvit_mtl.tasks import get_task, is_task
+from crossvit_mtl.tasks.base import Meta, Task
+from crossvit_mtl.tasks.depth import DEPTH_KINDS
 
 Sample = dict[str, torch.Tensor]
-
-#: Keys holding (..., H, W) maps that move with the image.
-DENSE_KEYS = ("image", "segmentation", "depth", "normal")
-#: Dense keys resampled by nearest neighbour: interpolating them would invent label values,
-#: blend valid depth with the invalid zeros, and shorten unit normals.
-NEAREST_KEYS = ("segmentation", "depth", "normal")
-DEPTH_KINDS = ("metric", "disparity")
 
 #: The training pipeline's settings. ``scales`` and ``flip_p`` are the MTAN / LibMTL protocol
 #: (scale s from {1, 1.2, 1.5}, crop H/s x W/s, resize back; flip half the time). That protocol
@@ -82,41 +82,35 @@ def _check_size(name: str, value: Any) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _check_depth_kind(name: str, value: Any) -> str:
-    if value not in DEPTH_KINDS:
-        raise ValueError(f"{name} must be one of {DEPTH_KINDS}, got {value!r}")
-    return value
+def _check_meta(name: str, meta: Meta | None) -> dict[str, Any]:
+    """The data set's description a transform passes to its tasks; a depth kind checked now."""
+    meta = dict(meta or {})
+    if meta.get("depth_kind", "metric") not in DEPTH_KINDS:
+        raise ValueError(f"{name} depth_kind must be one of {DEPTH_KINDS}, got {meta['depth_kind']!r}")
+    return meta
 
 
 # ---------------------------------------------------------------------------- helpers
 
+def _dense_tasks(sample: Sample) -> list[tuple[str, Task]]:
+    """The sample's targets that are maps moving with the image."""
+    return [(key, task) for key in sample if key != "image" and is_task(key)
+            for task in [get_task(key)] if task.kind == "dense"]
+
+
 def _spatial_size(sample: Sample) -> tuple[int, int] | None:
-    for key in DENSE_KEYS:
-        if key in sample:
-            height, width = sample[key].shape[-2:]
-            return int(height), int(width)
-    return None
-
-
-def _nearest(window: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of a (H, W) or (C, H, W) map; values are copied, never mixed.
-
-    ``nearest-exact`` samples pixel centres, the geometry of bilinear with
-    ``align_corners=False``, so the maps stay aligned with the image. Integer maps other than
-    uint8 go through float32, exact for the label values used here (< 2**24).
-    """
-    batch = window[None] if window.dim() == 3 else window[None, None]
-    if not (batch.is_floating_point() or batch.dtype == torch.uint8):
-        batch = batch.float()
-    return F.interpolate(batch, size=out, mode="nearest-exact").to(window.dtype).view(*window.shape[:-2], *out)
+    keys = (["image"] if "image" in sample else []) + [key for key, _ in _dense_tasks(sample)]
+    if not keys:
+        return None
+    height, width = sample[keys[0]].shape[-2:]
+    return int(height), int(width)
 
 
 def _resample(sample: Sample, top: int, left: int, h: int, w: int, out: tuple[int, int]) -> Sample:
     """Crop every dense map to the window and resize it to ``out``; other keys pass through."""
     result = dict(sample)
-    for key in NEAREST_KEYS:
-        if key in sample:
-            result[key] = _nearest(sample[key][..., top:top + h, left:left + w], out)
+    for key, task in _dense_tasks(sample):
+        result[key] = task.resize(sample[key][..., top:top + h, left:left + w], out)
     if "image" in sample:
         # Channels-last takes PyTorch's vectorised bilinear kernel; converting back costs less
         # than it saves, and the later per-pixel ops and collation are fastest on (C, H, W).
@@ -149,30 +143,26 @@ class Compose:
 class RandomScaleCrop:
     """MTAN / LibMTL scale augmentation: pick s, crop a random (H/s, W/s) window, resize to (H, W).
 
-    The image is resampled bilinearly; labels, depth and normals by nearest neighbour, so no
-    label value is invented, invalid depth zeros stay zero and are never blended into valid
-    depth, and normals stay unit length.
-
-    Zooming in by s is read as the scene being s times closer, so depth values change:
-    metric depth is divided by s, and disparity (inverse depth: what MTAN-format Cityscapes
-    stores, ``depth_kind="disparity"``) is *multiplied* by s. Some public multi-task code
-    divides the Cityscapes disparity by s as if it were metric depth, which makes it
-    inconsistent with the zoom. Zeros stay zeros either way.
+    The image is resampled bilinearly, every target as its task says (labels, depth and normals
+    by nearest neighbour, so no label value is invented, invalid depth zeros stay zero and normals
+    stay unit length), and then told of the zoom (``Task.zoom``): zooming in by s is read as the
+    scene being s times closer, so metric depth is divided by s and disparity multiplied by it.
 
     Normals are left unchanged. That is exact for a camera moved along its optical axis
     (a translation does not rotate camera-frame normals); the crop is only an approximation
     of such a move, since it ignores parallax and the off-centre crop's shifted viewing rays.
 
-    An image-level class that describes the whole view (``keeps_class=False``) is not known for a
-    crop, which may cut away what defines it: a crop marks it ``IGNORE_INDEX``, so the
-    classification loss skips that sample while the dense tasks still learn from it.
+    An image-level class that describes the whole view (``crop_keeps_class`` false in ``meta``) is
+    not known for a crop, which may cut away what defines it: a crop marks it ``IGNORE_INDEX``, so
+    the classification loss skips that sample while the dense tasks still learn from it.
+
+    ``meta`` is the data set's description as plain data (``DatasetInfo.as_meta``): what the tasks
+    need to know of it (``depth_kind``, ``crop_keeps_class``).
     """
 
-    def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5), depth_kind: str = "metric",
-                 keeps_class: bool = True):
+    def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5), meta: Meta | None = None):
         self.scales = _check_scales("scales", scales)
-        self.depth_kind = _check_depth_kind("depth_kind", depth_kind)
-        self.keeps_class = bool(keeps_class)
+        self.meta = _check_meta("RandomScaleCrop", meta)
 
     def __call__(self, sample: Sample) -> Sample:
         size = _spatial_size(sample)
@@ -186,20 +176,19 @@ class RandomScaleCrop:
         if (h, w) == (H, W):
             return sample
         result = _resample(sample, top, left, h, w, (H, W))
-        if "depth" in result:  # a fresh tensor from _resample, so scaled in place
-            depth = result["depth"]
-            result["depth"] = depth.div_(s) if self.depth_kind == "metric" else depth.mul_(s)
-        if "classification" in result and not self.keeps_class:
-            result["classification"] = torch.full_like(result["classification"], IGNORE_INDEX)
+        for key in result:
+            if key != "image" and is_task(key):
+                result[key] = get_task(key).zoom(result[key], s, self.meta)
         return result
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(scales={self.scales}, depth_kind={self.depth_kind!r}, "
-                f"keeps_class={self.keeps_class})")
+        shown = {k: self.meta[k] for k in ("depth_kind", "crop_keeps_class") if k in self.meta}
+        return f"{type(self).__name__}(scales={self.scales}, meta={shown})"
 
 
 class RandomHorizontalFlip:
-    """Mirror every dense map with probability ``p``; negate the normal's x (camera x points right)."""
+    """Mirror the image and every dense map with probability ``p``, each as its task says (a
+    normal's x is negated: camera x points right)."""
 
     def __init__(self, p: float = 0.5):
         self.p = _check_prob("p", p)
@@ -208,11 +197,10 @@ class RandomHorizontalFlip:
         if float(torch.rand(())) >= self.p:
             return sample
         result = dict(sample)
-        for key in DENSE_KEYS:
-            if key in sample:
-                result[key] = sample[key].flip(-1)
-        if "normal" in result:
-            result["normal"][0].neg_()  # the flipped copy is ours to modify
+        for key, task in _dense_tasks(sample):
+            result[key] = task.flip(sample[key])
+        if "image" in sample:
+            result["image"] = sample["image"].flip(-1)
         return result
 
     def __repr__(self) -> str:
@@ -309,9 +297,10 @@ class Normalize:
 
 
 class CastFloats:
-    """Cast floating-point maps to given dtypes: the pipelines' last step. Training hands image
-    and normals over as float16 (workers to main process: half the bytes, the step that limited
-    loading); evaluation widens float16 normals from a cache back to the documented float32."""
+    """Cast floating-point maps to given dtypes: the pipelines' last step. Training hands the image
+    and the targets whose task allows it (normals) over as float16 (workers to main process: half
+    the bytes, the step that limited loading); evaluation widens float16 targets from a cache back
+    to the documented float32."""
 
     def __init__(self, dtypes: dict[str, torch.dtype]):
         self.dtypes = dict(dtypes)
@@ -326,7 +315,7 @@ class CastFloats:
 
 class Resize:
     """Resize the whole sample to ``size`` = (H, W): image bilinear (antialiased when shrinking),
-    maps nearest.
+    maps as their tasks say.
 
     Depth values are unchanged: resizing the whole image changes neither the distance (metric)
     nor the inverse distance (disparity) of what a pixel sees. The project treats disparity as
@@ -381,12 +370,13 @@ def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None)
     ``ValueError`` naming it. Steps that would do nothing (one scale of 1, p = 0, no jitter)
     are left out so they cost nothing.
     """
-    depth_kind = _check_depth_kind(f"{info.name} depth_kind", info.depth_kind)
+    meta = _check_meta(info.name, info.as_meta())
+    narrow = {t: dtype for t in info.tasks if (dtype := get_task(t).transfer_dtype) is not None}
     steps: list[Callable[[Sample], Sample]] = []
     if train:
         cfg = _validated(config, DEFAULT_TRAIN, "train")
         if any(s != 1.0 for s in cfg["scales"]):
-            steps.append(RandomScaleCrop(cfg["scales"], depth_kind=depth_kind, keeps_class=info.crop_keeps_class))
+            steps.append(RandomScaleCrop(cfg["scales"], meta))
         if cfg["flip_p"] > 0:
             steps.append(RandomHorizontalFlip(cfg["flip_p"]))
         jitter = {k: cfg[k] for k in ("brightness", "contrast", "saturation", "hue")}
@@ -398,7 +388,7 @@ def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None)
             steps.append(Resize(cfg["size"]))
     steps.append(Normalize(info.mean, info.std))
     if train:
-        steps.append(CastFloats({"image": torch.float16, "normal": torch.float16}))
-    elif "normal" in info.tasks:
-        steps.append(CastFloats({"normal": torch.float32}))
+        steps.append(CastFloats({"image": torch.float16, **narrow}))
+    elif narrow:
+        steps.append(CastFloats(dict.fromkeys(narrow, torch.float32)))
     return Compose(steps)

@@ -11,6 +11,7 @@ from typing import Any
 
 from crossvit_mtl.engine.optim import OPTIMIZERS, SCHEDULERS
 from crossvit_mtl.models import check_input_size, get_preset
+from crossvit_mtl.tasks import get_task
 from crossvit_mtl.weighting import WEIGHTINGS
 from crossvit_mtl.weighting.loss_scale import LOSS_SCALINGS
 
@@ -39,12 +40,16 @@ def check_model_fits_data(model: str, model_options: dict[str, Any] | None, data
     """Class counts of at least 2, output overrides that agree with the data, and an image size
     the model's patches tile."""
     data_name, channels = dataset_meta.get("name"), dict(dataset_meta["task_channels"])
-    for task, names in (("segmentation", "class_names"), ("classification", "scene_classes")):
-        if channels.get(task, 2) < 2:
+    for task, count in channels.items():
+        try:
+            get_task(task).check_channels(count)
+        except ValueError as err:
+            if get_task(task).out_channels is not None:
+                raise ValueError(f"data set {data_name!r}: {err}") from None
             where = " (one sub-folder per class)" if str(data_name).startswith("folder:") else ""
-            found = ", ".join(dataset_meta.get(names) or []) or "none"
-            raise ValueError(f"data set {data_name!r} has {channels[task]} {task} class"
-                             f"{'' if channels[task] == 1 else 'es'} ({found}){where}; {task} needs at least 2")
+            found = ", ".join(get_task(task).class_names(dataset_meta)) or "none"
+            raise ValueError(f"data set {data_name!r} has {count} {task} class{'' if count == 1 else 'es'} ({found})"
+                             f"{where}; {task} needs at least 2") from None
     options, arch = dict(model_options or {}), (get_preset(model) or {}).get("arch")
     given: dict[tuple[str, str], Any] = {}
     if "num_classes" in options and arch in ("seg", "thesis", "crossvit"):  # others refuse the option
@@ -58,8 +63,12 @@ def check_model_fits_data(model: str, model_options: dict[str, Any] | None, data
             raise ValueError(f"model.model_options.tasks lacks {', '.join(lacking)} of data set {data_name!r} "
                              f"(its tasks: {', '.join(channels)}); leave it out: the data sets it")
     for (key, task), count in given.items():
-        if task in ("segmentation", "classification") and not (isinstance(count, int) and count >= 2):
-            raise ValueError(f"model.model_options.{key} must be an integer >= 2, got {count!r}")
+        try:
+            get_task(task).check_channels(count)
+        except ValueError as err:
+            if get_task(task).out_channels is not None:
+                raise ValueError(f"model.model_options.{key}: {err}") from None
+            raise ValueError(f"model.model_options.{key} must be an integer >= 2, got {count!r}") from None
         if task in channels and count != channels[task]:
             raise ValueError(f"model.model_options.{key} is {count!r}, but data set {data_name!r} has "
                              f"{channels[task]} for {task}; leave it out: the data sets it")

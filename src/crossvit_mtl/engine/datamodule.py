@@ -11,10 +11,11 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, default_collate
 
 from crossvit_mtl.data.base import DenseDataset, Sample
-from crossvit_mtl.data.common import TASKS, DatasetInfo
+from crossvit_mtl.data.common import DatasetInfo
 from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.sampling import ResumableSampler
+from crossvit_mtl.tasks import is_task
 
 
 class SelectTasks:
@@ -71,7 +72,7 @@ class DenseDataModule(pl.LightningDataModule):
         chosen = tuple(tasks) if tasks else provided
         missing = [t for t in chosen if t not in provided]
         if missing:
-            bad = [t for t in missing if t not in TASKS]
+            bad = [t for t in missing if not is_task(t)]
             what = "is not a task" if bad else f"is not provided by data set {self.info.name!r}"
             raise ValueError(f"tasks: {', '.join(map(repr, missing))} {what} "
                              f"(it provides: {', '.join(provided)})")

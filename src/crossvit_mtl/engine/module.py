@@ -20,7 +20,7 @@ from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
 from crossvit_mtl.models import as_task_dict, build_for_data
 from crossvit_mtl.models.pretrained import load_weights
 from crossvit_mtl.serialization import CheckpointError, state_mismatch
-from crossvit_mtl.tasks import METRIC_DIRECTION, PRIMARY_METRIC, build_loss, build_metric
+from crossvit_mtl.tasks import get_task
 from crossvit_mtl.weighting import build_weighting
 from crossvit_mtl.weighting.loss_scale import InitialLossScale
 
@@ -30,8 +30,8 @@ STAGES = ("val", "test")
 def monitor_key(tasks: list[str]) -> tuple[str, str]:
     """The figure that picks the best checkpoint: segmentation mIoU when present."""
     task = "segmentation" if "segmentation" in tasks else tasks[0]
-    metric = PRIMARY_METRIC[task]
-    return f"val/{task}/{metric}", "max" if METRIC_DIRECTION[task][metric] else "min"
+    metric = get_task(task).val_primary_metric or get_task(task).primary_metric
+    return f"val/{task}/{metric}", "max" if get_task(task).metrics[metric].higher_is_better else "min"
 
 
 class DenseTaskModule(pl.LightningModule):
@@ -41,8 +41,8 @@ class DenseTaskModule(pl.LightningModule):
         model: preset name (``crossvit-mtl models`` lists them).
         model_options: overrides of the preset's hyper-parameters.
         losses: per task ``{"name": ..., "weight": ..., **loss options}``; tasks left out use
-            their default loss (segmentation ``ce``, depth ``l1``, normal ``cosine``,
-            classification ``ce``) with weight 1. The weight is a fixed scale applied to the
+            their default loss (``Task.default_loss``: segmentation ``ce``, depth ``l1``, normal
+            ``cosine``, edge ``weighted_bce``, saliency ``balanced_ce`` ...) with weight 1. The weight is a fixed scale applied to the
             task's loss before the balancing method sees it.
         loss_scaling: ``initial`` (default) divides each task's loss by its value for the
             untrained network, measured once before the first step on a fixed set of training
@@ -114,7 +114,7 @@ class DenseTaskModule(pl.LightningModule):
                 raise ValueError(f"model.losses.{task}.weight must be >= 0, got {weight!r}")
             self.loss_weights[task] = float(weight)
             try:
-                self.criteria[task] = build_loss(task, spec.pop("name", None), **spec)
+                self.criteria[task] = get_task(task).build_loss(spec.pop("name", None), **spec)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"model.losses.{task}: {err}") from None
         self.loss_scale = InitialLossScale(self.tasks, loss_scaling)
@@ -137,7 +137,7 @@ class DenseTaskModule(pl.LightningModule):
         self._stats_before: list[torch.Tensor] = []
         self._rng_to_restore: dict[str, Any] | None = None
         self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({t: build_metric(t, c) for t, c in self.task_channels.items()})
+            stage: nn.ModuleDict({t: get_task(t).build_metric(dataset_meta, stage) for t in self.tasks})
             for stage in STAGES})
         #: the last computed results per stage, {task: {metric: value}}, for reports
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -153,13 +153,10 @@ class DenseTaskModule(pl.LightningModule):
     @staticmethod
     def widen(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Labels travel as uint8 and training images and normals as float16 (see ``DatasetInfo``);
-        losses and metrics take int64 and float32. Called by each step on the device (not as
-        Lightning's ``on_after_batch_transfer``, which a data module may own)."""
+        losses and metrics take what each task says (``Task.widen``: int64, float32). Called by each
+        step on the device (not as Lightning's ``on_after_batch_transfer``, which a data module may own)."""
         for key, value in batch.items():
-            if key == "segmentation":
-                batch[key] = value.long()
-            elif value.dtype == torch.float16:
-                batch[key] = value.float()
+            batch[key] = value.float() if key == "image" else get_task(key).widen(value)
         return batch
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -346,19 +343,18 @@ class DenseTaskModule(pl.LightningModule):
                         for t, total in self._epoch_losses.items()}
             self.weighting.on_epoch_end(averages)
 
-    def start_depth_at_median(self, batch: dict[str, torch.Tensor]) -> None:
-        """A new run's depth head starts at the median valid depth of the calibration batch
-        (``DenseHead.start_depth_at``); models without such a head are left as they are."""
-        heads = getattr(self.model, "heads", None)
-        head = heads["depth"] if isinstance(heads, nn.ModuleDict) and "depth" in heads else None
-        if head is None or not hasattr(head, "start_depth_at") or "depth" not in batch:
+    def start_heads_from_data(self, batch: dict[str, torch.Tensor]) -> None:
+        """A new run's heads start where their tasks say the calibration batch's targets put them
+        (``Task.initial_bias``: depth at its median valid depth); models without such heads are
+        left as they are."""
+        set_bias = getattr(self.model, "set_output_bias", None)
+        if set_bias is None:
             return
-        depth = batch["depth"].float()
-        if not (depth > 0).any():
-            return
-        median = float(depth[depth > 0].median())
-        head.start_depth_at(median)
-        rank_zero_info(f"depth head: starts at {median:.3g}, the calibration batch's median valid depth")
+        for task in self.tasks:
+            start = get_task(task).initial_bias(batch[task]) if task in batch else None
+            if start is not None:
+                set_bias(task, start[0])
+                rank_zero_info(start[1])
 
     def check_precision(self, trainer) -> None:
         """Gradient aggregation takes its own backward passes, which fp16 loss scaling cannot reach."""
@@ -373,7 +369,7 @@ class DenseTaskModule(pl.LightningModule):
         if hasattr(datamodule, "calibration_batch") and (self.loss_scale.needs_measuring or fresh):
             batch = datamodule.calibration_batch()
             if fresh:
-                self.start_depth_at_median(batch)
+                self.start_heads_from_data(batch)
             if self.loss_scale.needs_measuring:
                 losses = self.measure_initial_losses(batch, context=self.trainer.precision_plugin.forward_context)
                 self.loss_scale.set_initial(losses)

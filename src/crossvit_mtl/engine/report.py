@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from crossvit_mtl.tasks import METRIC_LABELS
+from crossvit_mtl.tasks import get_task
 from crossvit_mtl.viz import plots
 from crossvit_mtl.viz.plots import FIT_LOG
 from crossvit_mtl.viz.report import build_report
@@ -29,14 +29,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: per-class arrays of class tasks' metrics (segmentation, human parts)
+PER_CLASS = ("iou_per_class", "acc_per_class")
+
+
 def results_to_json(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """Scalars as numbers, per-class arrays keyed by class name; NaN (a class never seen) as null."""
     out: dict[str, Any] = {}
     for task, values in results.items():
         entry: dict[str, Any] = {}
         for key, value in values.items():
-            if key in ("iou_per_class", "acc_per_class"):
-                entry[key] = dict(zip(meta["class_names"], _plain(value)))
+            if key in PER_CLASS:
+                entry[key] = dict(zip(get_task(task).class_names(meta), _plain(value)))
             else:
                 entry[key] = _plain(value)
         out[task] = entry
@@ -48,13 +52,14 @@ def format_results(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> 
     lines = []
     for task, values in results.items():
         lines.append(f"{task}")
+        labels = get_task(task).metrics
         for key, value in values.items():
             if isinstance(value, float):
                 shown = f"{value:.4f}" if not math.isnan(value) else "n/a"
-                lines.append(f"  {METRIC_LABELS.get(key, key):<22} {shown}")
+                lines.append(f"  {labels[key].label if key in labels else key:<22} {shown}")
         if "iou_per_class" in values:
             lines.append(f"  {'class':<22} {'IoU':>7} {'acc':>7}")
-            for name, iou, acc in zip(meta["class_names"], values["iou_per_class"].tolist(),
+            for name, iou, acc in zip(get_task(task).class_names(meta), values["iou_per_class"].tolist(),
                                       values["acc_per_class"].tolist()):
                 fmt = lambda v: "    n/a" if math.isnan(v) else f"{v:7.4f}"
                 lines.append(f"  {name:<22} {fmt(iou)} {fmt(acc)}")
@@ -69,10 +74,7 @@ def predict_samples(module: pl.LightningModule, dataset, count: int) -> tuple[li
     for i in range(min(count, len(dataset))):
         sample = dataset[i]
         out = module(sample["image"].unsqueeze(0).to(module.device))
-        pred = {}
-        for task, value in out.items():
-            value = value[0].float().cpu()
-            pred[task] = value.argmax(0).numpy() if task in ("segmentation", "classification") else value.numpy()
+        pred = {task: get_task(task).prediction(value[0].float().cpu()).numpy() for task, value in out.items()}
         samples.append({k: v.numpy() for k, v in sample.items()})
         preds.append(pred)
     return samples, preds
@@ -102,9 +104,11 @@ class RunReport(pl.Callback):
         csv_path = run_dir / FIT_LOG
         if csv_path.exists():
             plots.plot_curves(csv_path, plot_dir / "curves.png")
-        if "segmentation" in results:
-            plots.plot_confusion(results["segmentation"]["confusion"].cpu().numpy(),
-                                 meta["class_names"], plot_dir / f"confusion_{stage}.png")
+        for task, values in results.items():
+            if "confusion" in values:
+                name = f"confusion_{stage}.png" if task == "segmentation" else f"confusion_{task}_{stage}.png"
+                plots.plot_confusion(values["confusion"].cpu().numpy(), list(get_task(task).class_names(meta)),
+                                     plot_dir / name)
         dm = getattr(trainer, "datamodule", None)
         if dm is not None and self.num_samples:
             split = dm.hparams.val_split if stage == "val" else dm.hparams.test_split

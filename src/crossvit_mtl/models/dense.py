@@ -9,33 +9,29 @@ from torch import nn
 
 from crossvit_mtl.models.decoders import LightDecoder
 from crossvit_mtl.models.encoders import DualBranchEncoder
-from crossvit_mtl.models.heads import DENSE_TASKS, ClsHead, DenseHead, MapClsHead
+from crossvit_mtl.models.heads import ClsHead, DenseHead, MapClsHead
 from crossvit_mtl.models.task_attention import CrossTaskAttention
+from crossvit_mtl.tasks import get_task
 
-ALL_TASKS = DENSE_TASKS + ("classification",)
 #: how the dense tasks' features meet before their heads (``DenseCrossViT(task_interaction=...)``)
 TASK_INTERACTIONS = ("none", "cross_attention")
-#: what the classification head reads: the shared dense map (``map``) or the two CLS tokens (``cls``)
+#: what image-level heads (classification) read: the shared dense map (``map``) or the two CLS tokens (``cls``)
 CLASSIFIERS = ("map", "cls")
 
 
-def _check_tasks(tasks: Mapping[str, int]) -> dict[str, int]:
+def check_tasks(tasks: Mapping[str, int]) -> dict[str, int]:
+    """Every task registered and its channel count one it can predict with; one line otherwise."""
     if not tasks:
         raise ValueError("tasks must name at least one task")
-    fixed = {"depth": 1, "normal": 3}
     for task, channels in tasks.items():
-        if task not in ALL_TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {ALL_TASKS}")
-        if task in fixed and channels != fixed[task]:
-            raise ValueError(f"task {task!r} has {fixed[task]} output channels, got {channels}")
-        if task in ("segmentation", "classification") and channels < 2:
-            raise ValueError(f"task {task!r} needs at least 2 classes, got {channels}")
+        get_task(task).check_channels(channels)
     return dict(tasks)
 
 
 class DenseCrossViT(nn.Module):
     """Returns ``{task: output}``: dense outputs at input resolution (segmentation logits,
-    positive depth, unit normals) and classification logits from the two CLS tokens.
+    positive depth, unit normals ..., each as its task constrains it) and image-level logits
+    (classification).
 
     ``task_interaction="cross_attention"`` gives each dense task its own projection of the
     decoder map and lets the tasks exchange information by cross-attention on the stride-8 grid
@@ -45,8 +41,9 @@ class DenseCrossViT(nn.Module):
     branches' self-attention and token fusion) by pooling that grid, so the encoder's cost grows
     linearly with the image area instead of quadratically (``DualBranchEncoder``); None: no cap.
 
-    ``classifier="map"`` classifies from the decoder's shared map over a coarse grid of regions
-    (``MapClsHead``), ``"cls"`` from the two CLS tokens as CrossViT does (``ClsHead``).
+    ``classifier="map"`` classifies (every image-level task) from the decoder's shared map over a
+    coarse grid of regions (``MapClsHead``), ``"cls"`` from the two CLS tokens as CrossViT does
+    (``ClsHead``).
     """
 
     def __init__(self, tasks: Mapping[str, int], img_size: Sequence[int] = (128, 256),
@@ -60,7 +57,7 @@ class DenseCrossViT(nn.Module):
                  drop_path_rate: float = 0.1, task_interaction: str = "none", classifier: str = "map",
                  separable_heads: bool = False, refine_heads: bool = False):
         super().__init__()
-        self.tasks = _check_tasks(tasks)
+        self.tasks = check_tasks(tasks)
         if task_interaction not in TASK_INTERACTIONS:
             raise ValueError(f"task_interaction must be one of {TASK_INTERACTIONS}, got {task_interaction!r}")
         if classifier not in CLASSIFIERS:
@@ -72,8 +69,9 @@ class DenseCrossViT(nn.Module):
             mlp_ratios=mlp_ratios, fusion=fusion, stem="linear", pos_embed="learned", kv_pool=kv_pool,
             kv_tokens=kv_tokens, in_chans=in_chans, qkv_bias=qkv_bias, drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
-        dense = [t for t in self.tasks if t in DENSE_TASKS]
-        self.classifier = classifier if "classification" in self.tasks else None
+        dense = [t for t in self.tasks if get_task(t).kind == "dense"]
+        self.image_tasks = [t for t in self.tasks if get_task(t).kind == "image"]
+        self.classifier = classifier if self.image_tasks else None
         self.decoder = (LightDecoder(tuple(dims), decoder_channels, decoder_stages, detail_channels, in_chans, detail_depth)
                         if dense or self.classifier == "map" else None)
         self.heads = nn.ModuleDict(
@@ -81,10 +79,9 @@ class DenseCrossViT(nn.Module):
                           detail_channels=detail_channels // 2 if refine_heads else 0) for t in dense})
         if refine_heads and not detail_channels:
             raise ValueError("refine_heads reads the detail stem's stride-2 features: it needs detail_channels > 0")
-        if self.classifier == "map":
-            self.heads["classification"] = MapClsHead(decoder_channels, self.tasks["classification"], drop=drop_rate)
-        elif self.classifier == "cls":
-            self.heads["classification"] = ClsHead((dims[0], dims[1]), self.tasks["classification"], drop_rate)
+        for task in self.image_tasks:
+            self.heads[task] = (MapClsHead(decoder_channels, self.tasks[task], drop=drop_rate) if self.classifier == "map"
+                                else ClsHead((dims[0], dims[1]), self.tasks[task], drop_rate))
         self.task_interaction = None
         if task_interaction == "cross_attention":
             stride = 4 if detail_channels else min(patch_sizes)  # the decoder map's stride
@@ -92,34 +89,42 @@ class DenseCrossViT(nn.Module):
                 dense, decoder_channels, num_heads=max(1, decoder_channels // 32), pool=max(1, 8 // stride))
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """What each head reads: a dense map per dense task; for classification the shared map
+        """What each head reads: a dense map per dense task; for image-level tasks the shared map
         (``classifier="map"``) or the two CLS tokens (``"cls"``).
 
         Split from the heads so gradient methods can tell shared from task-specific computation.
         """
         enc = self.encoder(x)
         if self.decoder is None:
-            return {"classification": enc.cls_tokens()}
+            return dict.fromkeys(self.image_tasks, enc.cls_tokens())
         feats, half = self.decoder.forward_both(enc, x)
         if self.task_interaction is not None:
             out: dict = self.task_interaction(feats)
         else:
-            out = {t: feats for t in self.heads if t != "classification"}
+            out = {t: feats for t in self.heads if t not in self.image_tasks}
         if half is not None and any(getattr(h, "refine", None) is not None for h in self.heads.values()):
             # a view: its own node in the graph, beside the decoder map rather than its ancestor
             detail = half.view_as(half)
-            out = {t: [fmap, detail] if t != "classification" else fmap for t, fmap in out.items()}
-        if self.classifier == "map":
-            # with task interaction, a view of the shared map: its own node in the graph, beside the
-            # interacted maps rather than their ancestor, as gradient methods need their features
-            out["classification"] = feats if self.task_interaction is None else feats.view_as(feats)
-        elif self.classifier == "cls":
-            out["classification"] = enc.cls_tokens()
+            out = {t: [fmap, detail] for t, fmap in out.items()}
+        for task in self.image_tasks:
+            if self.classifier == "map":
+                # with task interaction, a view of the shared map: its own node in the graph, beside the
+                # interacted maps rather than their ancestor, as gradient methods need their features
+                out[task] = feats if self.task_interaction is None else feats.view_as(feats)
+            else:
+                out[task] = enc.cls_tokens()
         return out
 
     def forward_heads(self, features: dict, size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        return {task: head(features[task]) if task == "classification" else head(features[task], size)
+        return {task: head(features[task]) if task in self.image_tasks else head(features[task], size)
                 for task, head in self.heads.items()}
+
+    def set_output_bias(self, task: str, value: float) -> None:
+        """Start a dense task's head at ``value`` (``Task.initial_bias``: the data's typical output)."""
+        head = self.heads[task]
+        if not isinstance(head, DenseHead):
+            raise ValueError(f"task {task!r} has no dense head whose bias could start at a value")
+        head.set_output_bias(value)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_heads(self.forward_features(x), (x.shape[-2], x.shape[-1]))

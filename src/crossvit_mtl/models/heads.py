@@ -1,4 +1,5 @@
-"""Task heads: raw outputs for the losses (logits, positive depth, unit normals)."""
+"""Task heads: raw outputs for the losses (logits, positive depth, unit normals ...), each dense
+head ending in its task's output constraint (``Task.finalize``)."""
 from __future__ import annotations
 
 import math
@@ -7,19 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossvit_mtl.functional import unit_vectors
 from crossvit_mtl.models.layers import LayerNorm
-
-DENSE_TASKS = ("segmentation", "depth", "normal")
-
-
-def finalize_dense(task: str, out: torch.Tensor) -> torch.Tensor:
-    """The one place each dense task's output constraint is applied (after upsampling)."""
-    if task == "depth":
-        return F.softplus(out.float()).to(out.dtype)
-    if task == "normal":
-        return unit_vectors(out.float(), eps=1e-6).to(out.dtype)
-    return out  # segmentation logits: the loss applies the softmax
+from crossvit_mtl.tasks import get_task
 
 
 class DenseHead(nn.Module):
@@ -35,10 +25,11 @@ class DenseHead(nn.Module):
     def __init__(self, task: str, in_channels: int, out_channels: int, hidden: int | None = None,
                  separable: bool = False, detail_channels: int = 0, refine_channels: int = 16):
         super().__init__()
-        if task not in DENSE_TASKS:
-            raise ValueError(f"dense task must be one of {DENSE_TASKS}, got {task!r}")
+        if get_task(task).kind != "dense":
+            raise ValueError(f"task {task!r} is not a dense task; a dense head predicts a map per image")
         hidden = in_channels if separable else hidden or in_channels
         self.task = task
+        self.finalize = get_task(task).finalize
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False, groups=in_channels if separable else 1),
             nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
@@ -52,19 +43,12 @@ class DenseHead(nn.Module):
                 nn.BatchNorm2d(refine_channels), nn.ReLU(inplace=True), correction)
 
     @torch.no_grad()
-    def start_depth_at(self, metres: float) -> None:
-        """Make a depth head's first output ``metres`` everywhere, by the bias of its last conv.
-
-        A new head outputs softplus(~0) = 0.7 m; climbing to street depths (median ~10 m) through
-        the weights takes a whole epoch of a short run, in which depth is scored as noise. The
-        same idea as a detector's prior bias: the output starts at the data's typical value.
-        """
-        if self.task != "depth":
-            raise ValueError(f"start_depth_at is for the depth head, not {self.task!r}")
-        if not metres > 0:
-            raise ValueError(f"a starting depth must be > 0 m, got {metres}")
-        last = self.conv[-1]
-        last.bias.fill_(metres + math.log(-math.expm1(-metres)))  # softplus^-1, stable at any depth
+    def set_output_bias(self, value: float) -> None:
+        """Start every output channel at ``value`` before the task's constraint, by the bias of the
+        last conv (a detector's prior bias; ``Task.initial_bias`` says which value)."""
+        if not math.isfinite(value):
+            raise ValueError(f"a head's starting bias must be finite, got {value}")
+        self.conv[-1].bias.fill_(value)
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """``x``: the decoder map, or [map, stride-2 detail features] for a refining head."""
@@ -75,7 +59,7 @@ class DenseHead(nn.Module):
             out = out + self.refine(torch.cat([out, detail.to(out.dtype)], dim=1))
         if out.shape[-2:] != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        return finalize_dense(self.task, out)
+        return self.finalize(out)
 
 
 class MapClsHead(nn.Module):

@@ -1,53 +1,28 @@
-"""Task heads' losses and metrics, and the tables the engine needs to rank results (``registry``).
+"""The tasks, one module each, and the registry everything else loops over.
 
-Each task module owns its metric (a torchmetrics ``Metric`` with summed states) and its losses
-(on logits / raw outputs, computed in float32). ``build_loss(task, name)`` and
-``build_metric(task, channels)`` are the entry points.
+``get_task(name)`` returns the :class:`~crossvit_mtl.tasks.base.Task` that holds everything the
+project knows of a task (data handling, output constraint, losses, metric, pictures). The built-in
+tasks are registered here; ``register_task`` adds one from any module, and a package can ship tasks
+as plug-ins under the ``crossvit_mtl.tasks`` entry-point group (each entry a ``Task`` subclass or
+instance), loaded the first time an unknown name is asked for.
 """
 from __future__ import annotations
 
-from torch import nn
-from torchmetrics import Metric
-
-from crossvit_mtl.tasks.classification import ClassificationMetric, build_classification_loss
-from crossvit_mtl.tasks.delta import DELTA_M_CONVENTIONS, DELTA_M_METRICS, delta_m
-from crossvit_mtl.tasks.depth import DepthMetric, build_depth_loss
-from crossvit_mtl.tasks.normal import NormalMetric, build_normal_loss
-from crossvit_mtl.tasks.registry import METRIC_DIRECTION, METRIC_LABELS, PRIMARY_METRIC
-from crossvit_mtl.tasks.segmentation import SegmentationMetric, build_segmentation_loss
-
-_LOSS_BUILDERS = {
-    "segmentation": build_segmentation_loss,
-    "depth": build_depth_loss,
-    "normal": build_normal_loss,
-    "classification": build_classification_loss,
-}
-
-
-def build_loss(task: str, name: str | None = None, **kwargs) -> nn.Module:
-    """Loss for ``task``; ``name=None`` picks the task's default (ce, l1, cosine, ce)."""
-    if task not in _LOSS_BUILDERS:
-        raise ValueError(f"unknown task {task!r}; choose from {sorted(_LOSS_BUILDERS)}")
-    builder = _LOSS_BUILDERS[task]
-    return builder(**kwargs) if name is None else builder(name, **kwargs)
-
-
-def build_metric(task: str, channels: int) -> Metric:
-    """The summed-state metric of ``task``; ``channels`` is its class count where it has classes."""
-    if task == "segmentation":
-        return SegmentationMetric(channels)
-    if task == "depth":
-        return DepthMetric()
-    if task == "normal":
-        return NormalMetric()
-    if task == "classification":
-        return ClassificationMetric(channels)
-    raise ValueError(f"unknown task {task!r}; choose from {sorted(_LOSS_BUILDERS)}")
-
+from crossvit_mtl.tasks.base import IGNORE_INDEX, MetricInfo, Storage, TargetError, Task
+from crossvit_mtl.tasks.classification import ClassificationMetric, ClassificationTask
+from crossvit_mtl.tasks.delta import DELTA_M_CONVENTIONS, DELTA_M_SETS, delta_m
+from crossvit_mtl.tasks.depth import DepthMetric, DepthTask
+from crossvit_mtl.tasks.edge import EdgeMetric, EdgeTask
+from crossvit_mtl.tasks.human_parts import HumanPartsTask
+from crossvit_mtl.tasks.normal import NormalMetric, NormalTask
+from crossvit_mtl.tasks.registry import ENTRY_POINT_GROUP, get_task, is_task, register_task, task_names, unregister_task
+from crossvit_mtl.tasks.saliency import SaliencyMetric, SaliencyTask
+from crossvit_mtl.tasks.segmentation import SegmentationMetric, SegmentationTask
 
 __all__ = [
-    "METRIC_DIRECTION", "METRIC_LABELS", "PRIMARY_METRIC", "DELTA_M_CONVENTIONS", "DELTA_M_METRICS", "delta_m",
-    "build_loss", "build_metric",
-    "SegmentationMetric", "DepthMetric", "NormalMetric", "ClassificationMetric",
-    "build_segmentation_loss", "build_depth_loss", "build_normal_loss", "build_classification_loss",
+    "DELTA_M_CONVENTIONS", "DELTA_M_SETS", "ENTRY_POINT_GROUP", "IGNORE_INDEX", "ClassificationMetric",
+    "ClassificationTask", "DepthMetric", "DepthTask", "EdgeMetric", "EdgeTask", "HumanPartsTask", "MetricInfo",
+    "NormalMetric", "NormalTask", "SaliencyMetric", "SaliencyTask", "SegmentationMetric", "SegmentationTask",
+    "Storage", "TargetError", "Task", "delta_m", "get_task", "is_task", "register_task", "task_names",
+    "unregister_task",
 ]

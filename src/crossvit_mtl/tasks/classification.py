@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_stat_scores
 
-from crossvit_mtl.data.common import IGNORE_INDEX
+from crossvit_mtl.tasks.base import IGNORE_INDEX, Meta, MetricInfo, Storage, Task
 from crossvit_mtl.tasks.segmentation import CrossEntropyLoss
 
 
@@ -57,8 +58,43 @@ class ClassificationMetric(Metric):
 CLASSIFICATION_LOSSES = {"ce": CrossEntropyLoss}
 
 
-def build_classification_loss(name: str = "ce", **kwargs) -> nn.Module:
-    """Classification loss by name: "ce" (same module as the segmentation one, on (B, C) logits)."""
-    if name not in CLASSIFICATION_LOSSES:
-        raise ValueError(f"unknown classification loss {name!r}; choose from {sorted(CLASSIFICATION_LOSSES)}")
-    return CLASSIFICATION_LOSSES[name](**kwargs)
+class ClassificationTask(Task):
+    """An image-level class (``scene_classes`` of the data set): one id per image, ignored where a
+    crop cannot know it."""
+
+    name = "classification"
+    kind = "image"
+    storage = Storage("classes.npy", np.int64, None)
+    losses = CLASSIFICATION_LOSSES
+    default_loss = "ce"
+    metrics = {"top1": MetricInfo(True, "top-1 acc"), "top5": MetricInfo(True, "top-5 acc")}
+    primary_metric = "top1"
+    delta_metrics = ("top1",)
+    single_delta_metric = "top1"
+
+    def class_names(self, meta: Meta) -> tuple[str, ...]:
+        return tuple(meta.get("scene_classes") or ())
+
+    def zoom(self, value: Tensor, scale: float, meta: Meta) -> Tensor:
+        """A class that describes the whole view (``crop_keeps_class`` false: the synthetic
+        scenes' road layout) is not known for a zoomed-in crop, which may cut away what defines
+        it: the crop marks it not annotated, so the loss skips it while the dense tasks learn."""
+        return value if meta.get("crop_keeps_class", True) else torch.full_like(value, IGNORE_INDEX)
+
+    def flip(self, value: Tensor) -> Tensor:
+        return value
+
+    def bad_values(self, array: np.ndarray, meta: Meta) -> tuple[np.ndarray, str]:
+        classes = len(self.class_names(meta))
+        return ((array < 0) | (array >= classes)) & (array != IGNORE_INDEX), \
+            f"classes outside 0..{classes - 1} and {IGNORE_INDEX}"
+
+    def build_metric(self, meta: Meta, stage: str = "test") -> Metric:
+        return ClassificationMetric(self.channels(meta))
+
+    def write_prediction(self, stem, output, image, meta, out_dir):
+        """The class and its softmax probability, for ``predictions.json``."""
+        probs = output.float().softmax(-1)
+        k = int(probs.argmax())
+        names = self.class_names(meta)
+        return {"class": names[k] if k < len(names) else k, "confidence": round(float(probs[k]), 4)}

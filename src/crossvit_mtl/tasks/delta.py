@@ -16,30 +16,43 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from crossvit_mtl.tasks.registry import METRIC_DIRECTION
+from crossvit_mtl.tasks.base import Task
+from crossvit_mtl.tasks.registry import get_task, is_task
 
-#: Default metric set: the one MTAN / LibMTL / Nash-MTL report Delta-m over, so figures are
-#: comparable with the literature. It leaves out ``thesis_iou`` (a function of pixel accuracy,
-#: it would count accuracy twice) and depth's rmse / log_rmse / delta_k.
-DELTA_M_METRICS: dict[str, tuple[str, ...]] = {
-    "segmentation": ("miou", "pixel_acc"),
-    "depth": ("abs_err", "rel_err"),
-    "normal": ("mean", "median", "within_11.25", "within_22.5", "within_30"),
-    "classification": ("top1",),
+#: Named metric sets, each task's choice (``Task.delta_metrics`` / ``single_delta_metric``):
+#: ``default`` is what MTAN / LibMTL / Nash-MTL average (it leaves out ``thesis_iou``, a function of
+#: pixel accuracy, and depth's rmse / log_rmse / delta_k); ``single`` is one metric per task, as
+#: MTI-Net and the PASCAL-Context / NYUD-v2 papers after it report Delta-m (saliency by mIoU,
+#: edges by odsF, depth by RMSE); ``all`` is every scalar metric.
+DELTA_M_SETS: dict[str, str] = {
+    "default": "each task's Delta-m metrics (MTAN, LibMTL, Nash-MTL)",
+    "single": "one metric per task (MTI-Net, ATRC, InvPT)",
+    "all": "every scalar metric of every task",
 }
 
 
+def _set_members(task: Task, name: str) -> tuple[str, ...]:
+    if name == "all":
+        return tuple(task.metrics)
+    if name == "single":
+        return (task.single_delta_metric,) if task.single_delta_metric else ()
+    return task.delta_metrics
+
+
 def _selected_pairs(results, baselines, metrics) -> list[tuple[str, str]]:
-    if metrics is None or metrics == "all":
-        table = DELTA_M_METRICS if metrics is None else METRIC_DIRECTION
-        return [(task, key) for task, keys in table.items() for key in keys
+    if metrics is None or isinstance(metrics, str):
+        name = "default" if metrics is None else metrics
+        if name not in DELTA_M_SETS:
+            raise ValueError(f"metric set must be one of {', '.join(DELTA_M_SETS)}, got {name!r}")
+        return [(task, key) for task in results if is_task(task) for key in _set_members(get_task(task), name)
                 if key in results.get(task, {}) and key in baselines.get(task, {})]
     if not isinstance(metrics, Mapping):
-        raise TypeError('metrics must be None, "all" or a mapping task -> metric names')
+        raise TypeError('metrics must be None, a set name or a mapping task -> metric names')
     pairs = [(task, key) for task, keys in metrics.items() for key in _as_names(keys)]
     for task, key in pairs:
-        if key not in METRIC_DIRECTION.get(task, {}):
-            raise ValueError(f"no direction known for {task}/{key}; known: {METRIC_DIRECTION.get(task, {})}")
+        known = get_task(task).metrics if is_task(task) else {}
+        if key not in known:
+            raise ValueError(f"no direction known for {task}/{key}; known: {', '.join(known)}")
         for what, table in (("results", results), ("baselines", baselines)):
             if key not in table.get(task, {}):
                 raise KeyError(f"{task}/{key} requested but missing from {what}")
@@ -61,9 +74,8 @@ def delta_m(results: Mapping[str, Mapping[str, float]], baselines: Mapping[str, 
             metrics: None | str | Mapping[str, str | Iterable[str]] = None, average: str = "metrics") -> float:
     """Delta-m in percent of ``results`` against single-task ``baselines`` (task -> metric -> value).
 
-    ``metrics`` chooses the pairs: None -> ``DELTA_M_METRICS`` pairs present in both dicts;
-    "all" -> every scalar metric of ``METRIC_DIRECTION`` present in both; a mapping
-    task -> names -> exactly those (each must be present in both). ``average`` is the convention
+    ``metrics`` chooses the pairs: None or a name of :data:`DELTA_M_SETS` -> that set's pairs
+    present in both dicts; a mapping task -> names -> exactly those (each must be present in both). ``average`` is the convention
     (:data:`DELTA_M_CONVENTIONS`): ``metrics`` or ``tasks``. A zero or non-finite baseline, a
     non-finite result, or an empty selection raises ``ValueError``.
     """
@@ -80,7 +92,7 @@ def delta_m(results: Mapping[str, Mapping[str, float]], baselines: Mapping[str, 
         if base == 0:
             raise ValueError(f"{task}/{key}: baseline is 0, the relative change is undefined; "
                              "leave this metric out via `metrics=`")
-        sign = 1.0 if METRIC_DIRECTION[task][key] else -1.0
+        sign = 1.0 if get_task(task).metrics[key].higher_is_better else -1.0
         terms.setdefault(task, []).append(sign * (value - base) / base * 100.0)
     if average == "metrics":
         flat = [term for values in terms.values() for term in values]

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
+
+from crossvit_mtl.tasks.base import Meta, MetricInfo, Storage, Task, colorize_scalar
 
 #: Predictions are clamped to this before logs and ratios, so a network output <= 0 cannot give inf/NaN.
 DEPTH_EPS = 1e-6
@@ -26,7 +30,7 @@ class DepthMetric(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = None  # mixed: each key's direction is in tasks.registry.METRIC_DIRECTION
+    higher_is_better = None  # mixed: each key's direction is in DepthTask.metrics
     full_state_update = False
     abs_sum: Tensor
     rel_sum: Tensor
@@ -137,10 +141,81 @@ class ScaleInvariantLogLoss(nn.Module):
 
 
 DEPTH_LOSSES = {"l1": MaskedL1Loss, "log_l1": MaskedLogL1Loss, "silog": ScaleInvariantLogLoss}
+DEPTH_KINDS = ("metric", "disparity")
 
 
-def build_depth_loss(name: str = "l1", **kwargs) -> nn.Module:
-    """Depth loss by name: "l1", "log_l1" or "silog"; kwargs go to its constructor."""
-    if name not in DEPTH_LOSSES:
-        raise ValueError(f"unknown depth loss {name!r}; choose from {sorted(DEPTH_LOSSES)}")
-    return DEPTH_LOSSES[name](**kwargs)
+class DepthTask(Task):
+    """Monocular depth: one positive value per pixel, metres (or disparity where the data set's
+    ``depth_kind`` says so), 0 = invalid. The head ends in a softplus."""
+
+    name = "depth"
+    storage = Storage("depth.npy", np.float32, ())
+    out_channels = 1
+    losses = DEPTH_LOSSES
+    default_loss = "l1"
+    metrics = {"abs_err": MetricInfo(False, "abs err"), "rel_err": MetricInfo(False, "rel err"),
+               "rmse": MetricInfo(False, "RMSE"), "log_rmse": MetricInfo(False, "log RMSE"),
+               "delta1": MetricInfo(True, "delta<1.25"), "delta2": MetricInfo(True, "delta<1.25^2"),
+               "delta3": MetricInfo(True, "delta<1.25^3")}
+    primary_metric = "abs_err"
+    delta_metrics = ("abs_err", "rel_err")
+    single_delta_metric = "rmse"
+    pad_value = 0.0
+
+    def zoom(self, value: Tensor, scale: float, meta: Meta) -> Tensor:
+        """Zooming in by s reads as the scene being s times closer: metric depth is divided by s,
+        disparity (inverse depth: what MTAN-format Cityscapes stores) multiplied by it. Some public
+        multi-task code divides the Cityscapes disparity by s as if it were metric depth, which is
+        inconsistent with the zoom. Zeros stay zeros either way."""
+        kind = meta.get("depth_kind", "metric")
+        if kind not in DEPTH_KINDS:
+            raise ValueError(f"depth_kind must be one of {DEPTH_KINDS}, got {kind!r}")
+        return value / scale if kind == "metric" else value * scale
+
+    def bad_values(self, array: np.ndarray, meta: Meta) -> tuple[np.ndarray, str]:
+        return ~(np.isfinite(array) & (array >= 0)).reshape(len(array), -1).all(1), "NaN, Inf or negative depth"
+
+    def finalize(self, output: Tensor) -> Tensor:
+        return F.softplus(output.float()).to(output.dtype)
+
+    def initial_bias(self, target: Tensor) -> tuple[float, str] | None:
+        """The median valid depth of the calibration batch, through softplus's inverse.
+
+        A new head outputs softplus(~0) = 0.7 m; climbing to street depths (median ~10 m) through
+        the weights takes a whole epoch of a short run, in which depth is scored as noise. The
+        same idea as a detector's prior bias: the output starts at the data's typical value.
+        """
+        depth = target.float()
+        if not (depth > 0).any():
+            return None
+        median = float(depth[depth > 0].median())
+        bias = median + math.log(-math.expm1(-median))  # softplus^-1, stable at any depth
+        return bias, f"depth head: starts at {median:.3g}, the calibration batch's median valid depth"
+
+    def build_metric(self, meta: Meta, stage: str = "test") -> Metric:
+        return DepthMetric()
+
+    def example_target(self, channels, batch, size, generator):
+        return torch.rand(batch, 1, *size, generator=generator) + 0.1
+
+    def prediction(self, output: Tensor) -> Tensor:
+        return output[0]
+
+    def colorize(self, value: np.ndarray, meta: Meta, reference: np.ndarray | None = None) -> np.ndarray:
+        """Magma from near (light) to far (dark), both panels on the target's 99th percentile."""
+        value = np.asarray(value, dtype=np.float32).reshape(value.shape[-2:])
+        scale = value if reference is None else np.asarray(reference, dtype=np.float32).reshape(value.shape[-2:])
+        valid = scale[scale > 0]
+        vmax = float(np.percentile(valid, 99)) if valid.size else None
+        return colorize_scalar(value, vmax, valid=value > 0)
+
+    def write_prediction(self, stem, output, image, meta, out_dir):
+        """The colour picture (``_depth.png``) and, for metric depth, 16-bit millimetres (``_depth_mm.png``)."""
+        from PIL import Image
+
+        depth = output[0].float().numpy()
+        Image.fromarray(self.colorize(depth, meta)).save(out_dir / f"{stem}_depth.png")
+        if meta.get("depth_kind", "metric") == "metric":
+            mm = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
+            Image.fromarray(mm).save(out_dir / f"{stem}_depth_mm.png")
+        return {}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from crossvit_mtl.functional import unit_vectors
+from crossvit_mtl.tasks.base import Meta, MetricInfo, Storage, Task
 
 #: Thresholds (degrees) of the "within" fractions, the NYUv2 protocol of MTAN/LibMTL.
 NORMAL_THRESHOLDS = (11.25, 22.5, 30.0)
@@ -37,7 +39,7 @@ class NormalMetric(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = None  # mixed: each key's direction is in tasks.registry.METRIC_DIRECTION
+    higher_is_better = None  # mixed: each key's direction is in NormalTask.metrics
     full_state_update = False
     hist: Tensor
     err_sum: Tensor
@@ -99,8 +101,53 @@ class CosineNormalLoss(nn.Module):
 NORMAL_LOSSES = {"cosine": CosineNormalLoss}
 
 
-def build_normal_loss(name: str = "cosine", **kwargs) -> nn.Module:
-    """Normal loss by name: "cosine"."""
-    if name not in NORMAL_LOSSES:
-        raise ValueError(f"unknown normal loss {name!r}; choose from {sorted(NORMAL_LOSSES)}")
-    return NORMAL_LOSSES[name](**kwargs)
+class NormalTask(Task):
+    """Surface normals: a unit vector per pixel in the camera frame (x right, y down, z forward),
+    all-zero = invalid. The head normalises its output."""
+
+    name = "normal"
+    storage = Storage("normals.npy", np.float16, (3,))
+    out_channels = 3
+    losses = NORMAL_LOSSES
+    default_loss = "cosine"
+    metrics = {"mean": MetricInfo(False, "mean angle (deg)"), "median": MetricInfo(False, "median angle (deg)"),
+               **{f"within_{t:g}": MetricInfo(True, f"<{t:g} deg") for t in NORMAL_THRESHOLDS}}
+    primary_metric = "mean"
+    delta_metrics = ("mean", "median", "within_11.25", "within_22.5", "within_30")
+    single_delta_metric = "mean"
+    pad_value = 0.0
+    # half the bytes between loader workers and the step; unit vectors lose nothing that matters
+    transfer_dtype = torch.float16
+
+    def flip(self, value: Tensor) -> Tensor:
+        """Mirrored, with x negated: the camera's x axis points right."""
+        flipped = value.flip(-1)
+        flipped[0].neg_()
+        return flipped
+
+    def bad_values(self, array: np.ndarray, meta: Meta) -> tuple[np.ndarray, str]:
+        return ~np.isfinite(array).reshape(len(array), -1).all(1), "NaN or Inf in normals"
+
+    def finalize(self, output: Tensor) -> Tensor:
+        return unit_vectors(output.float(), eps=1e-6).to(output.dtype)
+
+    def after_resample(self, value: Tensor) -> Tensor:
+        return unit_vectors(value)
+
+    def build_metric(self, meta: Meta, stage: str = "test") -> Metric:
+        return NormalMetric()
+
+    def example_target(self, channels, batch, size, generator):
+        return unit_vectors(torch.randn(batch, 3, *size, generator=generator))
+
+    def prediction(self, output: Tensor) -> Tensor:
+        return output
+
+    def colorize(self, value: np.ndarray, meta: Meta, reference: np.ndarray | None = None) -> np.ndarray:
+        """(3, H, W) or (H, W, 3) unit normals -> RGB = (n + 1) / 2; invalid (zero) black."""
+        n = np.asarray(value, dtype=np.float32)
+        if n.ndim == 3 and n.shape[0] == 3 and n.shape[-1] != 3:
+            n = n.transpose(1, 2, 0)
+        rgb = ((n + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+        rgb[np.abs(n).sum(-1) == 0] = 0
+        return rgb

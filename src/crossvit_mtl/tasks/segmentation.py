@@ -6,13 +6,15 @@ here reports the real class-mean IoU and keeps the pooled figure only as ``thesi
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from crossvit_mtl.data.common import IGNORE_INDEX
+from crossvit_mtl.tasks.base import IGNORE_INDEX, Meta, MetricInfo, Storage, Task, check_class_targets
 
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -91,19 +93,6 @@ class SegmentationMetric(Metric):
         }
 
 
-class TargetError(ValueError):
-    """Targets outside the classes reached a loss: the data holds values its classes do not."""
-
-
-def check_targets(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """Refuse class ids outside ``[0, num_classes)`` other than ``ignore_index``, naming one:
-    ``F.cross_entropy`` would fail deep inside (IndexError on CPU, a device assert on CUDA)."""
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-    if bad.any():
-        raise TargetError(f"a batch's targets hold class {int(target[bad][0])}, outside 0..{num_classes - 1} and "
-                          f"the ignore index {ignore_index}; `crossvit-mtl data check` lists the files")
-
-
 class CrossEntropyLoss(nn.Module):
     """Pixel (or sample) cross-entropy on logits, ignoring ``ignore_index``.
 
@@ -124,7 +113,7 @@ class CrossEntropyLoss(nn.Module):
         logits = logits.float()
         if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
             raise ValueError(f"{self.class_weights.numel()} class weights for {logits.shape[1]} classes")
-        check_targets(target, logits.shape[1], self.ignore_index)
+        check_class_targets(target, logits.shape[1], self.ignore_index)
         per_item = F.cross_entropy(logits, target, weight=self.class_weights,
                                    ignore_index=self.ignore_index, reduction="none")
         valid = target != self.ignore_index
@@ -157,7 +146,7 @@ class DiceLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = logits.float()
         num_classes = logits.shape[1]
-        check_targets(target, num_classes, self.ignore_index)
+        check_class_targets(target, num_classes, self.ignore_index)
         valid = target != self.ignore_index
         probs = logits.softmax(dim=1) * valid.unsqueeze(1)
         onehot = F.one_hot(torch.where(valid, target, 0), num_classes).movedim(-1, 1)
@@ -185,9 +174,41 @@ class CEDiceLoss(nn.Module):
 
 SEGMENTATION_LOSSES = {"ce": CrossEntropyLoss, "dice": DiceLoss, "ce_dice": CEDiceLoss}
 
+#: mIoU, pixel accuracy and the thesis's pooled figure
+CLASS_MAP_METRICS = {"miou": MetricInfo(True, "mIoU"), "pixel_acc": MetricInfo(True, "pixel acc")}
 
-def build_segmentation_loss(name: str = "ce", **kwargs) -> nn.Module:
-    """Segmentation loss by name: "ce", "dice" or "ce_dice"; kwargs go to its constructor."""
-    if name not in SEGMENTATION_LOSSES:
-        raise ValueError(f"unknown segmentation loss {name!r}; choose from {sorted(SEGMENTATION_LOSSES)}")
-    return SEGMENTATION_LOSSES[name](**kwargs)
+
+class SegmentationTask(Task):
+    """Semantic segmentation: a class id per pixel, the data set's classes (``class_names``)."""
+
+    name = "segmentation"
+    storage = Storage("labels.npy", np.uint8, ())
+    losses = SEGMENTATION_LOSSES
+    default_loss = "ce"
+    metrics = {**CLASS_MAP_METRICS, "thesis_iou": MetricInfo(True, "thesis pooled IoU")}
+    primary_metric = "miou"
+    # thesis_iou is a function of pixel accuracy: Delta-m would count accuracy twice
+    delta_metrics: ClassVar[tuple[str, ...]] = ("miou", "pixel_acc")
+    single_delta_metric = "miou"
+
+    def class_names(self, meta: Meta) -> tuple[str, ...]:
+        return tuple(meta.get("class_names") or ())
+
+    def bad_values(self, array: np.ndarray, meta: Meta) -> tuple[np.ndarray, str]:
+        bad, what = super().bad_values(array, meta)
+        return bad, f"label {what}"
+
+    def build_metric(self, meta: Meta, stage: str = "test") -> Metric:
+        return SegmentationMetric(self.channels(meta))
+
+    def write_prediction(self, stem, output, image, meta, out_dir):
+        """Class ids (``_labels.png``), the palette picture (``_seg.png``) and it over the image."""
+        from PIL import Image
+
+        labels = output.float().argmax(0).numpy().astype(np.uint8)
+        color = self.colorize(labels, meta)
+        Image.fromarray(labels).save(out_dir / f"{stem}_labels.png")
+        Image.fromarray(color).save(out_dir / f"{stem}_seg.png")
+        overlay = (0.5 * image.astype(np.float32) + 0.5 * color.astype(np.float32)).round().astype(np.uint8)
+        Image.fromarray(overlay).save(out_dir / f"{stem}_overlay.png")
+        return {}

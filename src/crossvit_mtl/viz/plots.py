@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from crossvit_mtl.viz.colors import colorize_depth, colorize_labels, colorize_normals, denormalize
+from crossvit_mtl.tasks import get_task
 
 #: the training log of a run folder (the CSV logger's `fit` version), where curves are drawn from
 FIT_LOG = Path("csv") / "fit" / "metrics.csv"
@@ -90,19 +90,23 @@ def sample_panels(sample: dict[str, Any], prediction: dict[str, Any], meta: dict
     """(title, RGB) panels for one sample: input, then ground truth and prediction per task."""
     panels = [("input", denormalize(sample["image"], meta["mean"], meta["std"]))]
     for task in meta["tasks"]:
-        if task not in prediction:
-            continue
-        gt, pred = sample[task], prediction[task]
-        if task == "segmentation":
-            panels += [("labels", colorize_labels(gt, meta["palette"])),
-                       ("prediction", colorize_labels(pred, meta["palette"]))]
-        elif task == "depth":
-            valid = gt[gt > 0]
-            vmax = float(np.percentile(valid, 99)) if valid.size else None
-            panels += [("depth", colorize_depth(gt[0], vmax)), ("depth pred", colorize_depth(pred[0], vmax))]
-        elif task == "normal":
-            panels += [("normals", colorize_normals(gt)), ("normals pred", colorize_normals(pred))]
+        if task in prediction:
+            panels += get_task(task).panels(np.asarray(sample[task]), np.asarray(prediction[task]), meta)
     return panels
+
+
+def denormalize(image: np.ndarray, mean, std) -> np.ndarray:
+    """(3, H, W) normalised image -> (H, W, 3) uint8."""
+    img = np.asarray(image, dtype=np.float32).transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
+    return (img.clip(0, 1) * 255).round().astype(np.uint8)
+
+
+def _image_level(task: str, sample: dict[str, Any], prediction: dict[str, Any], meta: dict[str, Any]) -> str:
+    """``truth -> prediction`` of an image-level task, by class name where the data set names them."""
+    names = get_task(task).class_names(meta)
+    shown = [names[int(v)] if 0 <= int(v) < len(names) else "?" if int(v) == 255 else str(int(v))
+             for v in (sample[task], prediction[task])]
+    return " -> ".join(shown)
 
 
 def plot_samples(samples: list[dict[str, Any]], predictions: list[dict[str, Any]], meta: dict[str, Any],
@@ -114,13 +118,13 @@ def plot_samples(samples: list[dict[str, Any]], predictions: list[dict[str, Any]
     scale = 2.2 / h * 100
     fig = Figure(figsize=(cols * w * scale / 100, len(rows) * (h * scale / 100 + 0.3)))
     axes = fig.subplots(len(rows), cols, squeeze=False)
-    names = meta.get("scene_classes") or []
     for r, (row, sample, pred) in enumerate(zip(rows, samples, predictions)):
         for c, (title, image) in enumerate(row):
             ax = axes[r, c]
             ax.imshow(image)
-            if c == 0 and "classification" in pred and names:
-                title = f"{names[int(sample['classification'])]} -> {names[int(pred['classification'])]}"
+            if c == 0:
+                title = "; ".join([_image_level(task, sample, pred, meta) for task in meta["tasks"]
+                                   if task in pred and get_task(task).kind == "image"]) or title
             ax.set_title(title, fontsize=7)
         for ax in axes[r]:
             ax.axis("off")

@@ -53,20 +53,23 @@ def _figure(path: Path, title: str) -> str:
             f'<figcaption class="muted">{escape(title)} ({escape(path.name)})</figcaption></figure>')
 
 
-def _metric_table(task: str, values: dict[str, Any], labels: dict[str, str]) -> str:
+def _metric_table(task: str, values: dict[str, Any]) -> str:
+    from crossvit_mtl.tasks import get_task, is_task
+
+    labels = {k: info.label for k, info in get_task(task).metrics.items()} if is_task(task) else {}
     rows = "".join(f"<tr><td>{escape(labels.get(k, k))}</td><td>{fmt(v)}</td></tr>"
                    for k, v in values.items() if k not in PER_CLASS)
     return f'<div><h3>{escape(task)}</h3><table class="metrics">{rows}</table></div>'
 
 
-def _class_bars(values: dict[str, Any]) -> str:
+def _class_bars(task: str, values: dict[str, Any]) -> str:
     acc = values.get("acc_per_class") or {}
     rows = []
     for name, iou in values["iou_per_class"].items():
         width = 0.0 if iou is None else max(0.0, min(1.0, iou)) * 100
         rows.append(f'<tr><td>{escape(name)}</td><td class="track"><div class="bar" style="width:{width:.1f}%">'
                     f'</div></td><td>{fmt(iou)}</td><td>{fmt(acc.get(name))}</td></tr>')
-    return ('<h3>Per-class IoU</h3><table class="bars"><tr><th>class</th><th></th><th>IoU</th>'
+    return (f'<h3>{escape(task)}: IoU per class</h3><table class="bars"><tr><th>class</th><th></th><th>IoU</th>'
             f'<th>accuracy</th></tr>{"".join(rows)}</table>')
 
 
@@ -88,18 +91,19 @@ def _confusion(matrix: list[list[float]], names: list[str]) -> str:
             f'row-normalised</p><table class="conf"><tr><th></th>{head}</tr>{"".join(rows)}</table>')
 
 
-def _stage_section(title: str, payload: dict[str, Any], plot_dir: Path, stage: str,
-                   labels: dict[str, str]) -> tuple[str, set[str]]:
+def _stage_section(title: str, payload: dict[str, Any], plot_dir: Path, stage: str) -> tuple[str, set[str]]:
     results = payload.get("results", {})
     parts = [f"<h2>{escape(title)}</h2>",
              f'<p class="muted">epoch {fmt(payload.get("epoch"))}, step {fmt(payload.get("global_step"))}</p>',
-             '<div class="tasks">', *(_metric_table(t, v, labels) for t, v in results.items()), "</div>"]
-    seg = results.get("segmentation", {})
-    if seg.get("iou_per_class"):
-        parts.append(_class_bars(seg))
-    if seg.get("confusion"):
-        parts.append(_confusion(seg["confusion"], [str(n) for n in seg.get("iou_per_class") or range(len(seg["confusion"]))]))
+             '<div class="tasks">', *(_metric_table(t, v) for t, v in results.items()), "</div>"]
     used = {f"confusion_{stage}.png"}
+    for task, values in results.items():  # class tasks: segmentation, human parts
+        if values.get("iou_per_class"):
+            parts.append(_class_bars(task, values))
+        if values.get("confusion"):
+            names = [str(n) for n in values.get("iou_per_class") or range(len(values["confusion"]))]
+            parts.append(_confusion(values["confusion"], names))
+            used.add(f"confusion_{task}_{stage}.png")
     samples = plot_dir / f"samples_{stage}.png"
     if samples.is_file():
         parts += ["<h3>Sample predictions</h3>", _figure(samples, "input, ground truth and prediction per task")]
@@ -114,7 +118,6 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Draws ``plots/curves.png`` from the run's training log when the run has the log but no plot.
     """
     from crossvit_mtl.comparison import read_metrics_file as read_metrics
-    from crossvit_mtl.tasks import METRIC_LABELS
     from crossvit_mtl.viz import plots
     from crossvit_mtl.viz.plots import FIT_LOG
 
@@ -135,7 +138,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if curves.is_file():
         body += ["<h2>Training curves</h2>", _figure(curves, "losses and validation metrics per step")]
     for stage, payload, title in stages:
-        section, seen = _stage_section(title, payload, plot_dir, stage, METRIC_LABELS)
+        section, seen = _stage_section(title, payload, plot_dir, stage)
         body.append(section)
         used |= seen
     others = sorted(p for p in plot_dir.glob("*.png") if p.name not in used) if plot_dir.is_dir() else []

@@ -10,14 +10,17 @@ import numpy as np
 
 from crossvit_mtl.data.base import DenseDataset
 from crossvit_mtl.data.cache import CacheWriter, parallel_map
-from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE, TASKS, DatasetInfo
+from crossvit_mtl.data.common import CATEGORY_NAMES, CATEGORY_PALETTE, DatasetInfo
 from crossvit_mtl.data.synth.base import MEAN, SCENE_CLASSES, STD
 from crossvit_mtl.data.synth.render import render_sample
+
+#: every task the scenes give ground truth for
+SYNTH_TASKS = ("segmentation", "depth", "normal", "edge", "classification")
 
 
 def synth_info() -> DatasetInfo:
     """Description of the synthetic scenes for the engine (all four tasks, metric depth)."""
-    return DatasetInfo(name="synth", tasks=TASKS, class_names=CATEGORY_NAMES, palette=CATEGORY_PALETTE,
+    return DatasetInfo(name="synth", tasks=SYNTH_TASKS, class_names=CATEGORY_NAMES, palette=CATEGORY_PALETTE,
                        depth_kind="metric", scene_classes=SCENE_CLASSES, crop_keeps_class=False,
                        mean=MEAN, std=STD)
 

@@ -11,10 +11,11 @@ from crossvit_mtl.data.synth.cues import scene_for
 from crossvit_mtl.data.synth.materials import _TEXTURES
 from crossvit_mtl.data.synth.primitives import _SHAPES
 from crossvit_mtl.data.synth.raycast import _ground, _sky, _z_pass
+from crossvit_mtl.tasks.edge_eval import seg2bmap, thin_binary
 
 
 def render_sample(seed: int, index: int, height: int = 128, width: int = 256) -> dict[str, Any]:
-    """Render sample ``index`` of stream ``seed``: image, segmentation, depth, normal, classification."""
+    """Render sample ``index`` of stream ``seed``: image, segmentation, depth, normal, edge, classification."""
     scene, cls = scene_for(seed, index)
     d, rot, zbuf, ids = _z_pass(scene, height, width)
     o = scene.cam
@@ -65,9 +66,16 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
     unsort = np.empty_like(order)
     unsort[order] = np.arange(n_pix)
     image, normal = np.take(rgb, unsort, axis=1), np.take(rot.T @ normal, unsort, axis=1)  # world -> camera
-    return {"image": np.ascontiguousarray(image.T).reshape(height, width, 3),
-            "segmentation": np.take(label, unsort).reshape(height, width),
+    segmentation = np.take(label, unsort).reshape(height, width)
+    return {"image": np.ascontiguousarray(image.T).reshape(height, width, 3), "segmentation": segmentation,
             "depth": np.where(ids == _SKY_ID, F32(0), zbuf),
-            "normal": np.ascontiguousarray(normal.T).reshape(height, width, 3), "classification": cls}
+            "normal": np.ascontiguousarray(normal.T).reshape(height, width, 3),
+            "edge": semantic_boundaries(segmentation), "classification": cls}
+
+
+def semantic_boundaries(labels: np.ndarray) -> np.ndarray:
+    """The label map's boundaries as SEISM draws a ground truth from a segmentation (``seg2bmap``, a
+    pixel whose right, lower or lower-right neighbour differs, then thinned): uint8, 1 on a boundary."""
+    return thin_binary(seg2bmap(labels)).astype(np.uint8)
 
 
