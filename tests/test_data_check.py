@@ -4,11 +4,22 @@ import argparse
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.io import savemat
 
 from crossvit_mtl.cli import UserError
 from crossvit_mtl.cli import data as data_cli
 from crossvit_mtl.data.check import check_dataset, detect_kind, scan
-from fixtures_data import cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes, write_mtan_nyuv2
+from fixtures_data import (
+    cityscapes_stem,
+    save_label_png,
+    write_cache,
+    write_cityscapes,
+    write_image_folder,
+    write_mtan_cityscapes,
+    write_mtan_nyuv2,
+    write_nyud,
+    write_pascal_context,
+)
 
 
 def _run(argv):
@@ -27,7 +38,8 @@ def _assert_reports(problems, expected):
 
 @pytest.mark.parametrize("writer, kind", [
     (write_cache, "cache"), (write_cityscapes, "cityscapes"), (write_mtan_cityscapes, "cityscapes_mtan"),
-    (write_mtan_nyuv2, "nyuv2_mtan"), (write_image_folder, "folder"),
+    (write_mtan_nyuv2, "nyuv2_mtan"), (write_image_folder, "folder"), (write_pascal_context, "pascal_context"),
+    (write_nyud, "nyud_v2"), (lambda root: write_nyud(root, layout="mti-net"), "nyud_v2"),
 ])
 def test_clean_data_sets(tmp_path, capsys, writer, kind):
     writer(tmp_path / "d")
@@ -105,10 +117,55 @@ def test_cityscapes_problems(tmp_path):
     ])
 
 
+def test_pascal_context_problems(tmp_path):
+    root = write_pascal_context(tmp_path / "pc")
+    (root / "JPEGImages" / "2008_000015.jpg").unlink()
+    save_label_png(root / "semseg" / "VOC12" / "2008_000002.png", np.full((12, 16), 33), palette=True)
+    Image.fromarray(np.zeros((12, 15, 3), np.uint8)).save(root / "normals_distill" / "2008_000003.png")
+    savemat(root / "pascal-context" / "trainval" / "2008_000007.mat", {"Labels": np.zeros((12, 16), np.uint16)})
+    (root / "human_parts" / "2008_000008.mat").write_bytes(b"")
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(root / "sal_distill" / "2008_000008.png")
+    report = scan(root)
+    assert report.kind == "pascal_context" and report.counts == {"train": 2, "val": 3}
+    # the LabelMap of 2008_000007 is missing for both its normals and its edges: named once
+    _assert_reports(report.problems, [
+        "JPEGImages/2008_000015.jpg: file not found",
+        "human_parts/2008_000008.mat: not a readable MATLAB file",
+        "sal_distill/2008_000008.png: expected a single-channel PNG (mode L or P), got mode RGB",
+        "VOC12/2008_000002.png: label values [33] are outside 0..20 and 255",
+        "normals_distill/2008_000003.png: size 12x15 differs from the LabelMap's 12x16",
+        "trainval/2008_000007.mat: no variable 'LabelMap' (it holds: Labels)",
+    ])
+
+
+def test_pascal_context_missing_split_file(tmp_path):
+    root = write_pascal_context(tmp_path / "pc")
+    (root / "ImageSets" / "Context" / "val.txt").unlink()
+    report = scan(root)
+    assert report.counts == {"train": 2, "val": 0}
+    _assert_reports(report.problems, ["ImageSets/Context/val.txt: split file not found"])
+
+
+def test_nyud_problems(tmp_path):
+    root = write_nyud(tmp_path / "n")
+    np.save(root / "depth" / "0003.npy", np.zeros((12, 16, 3), np.float32))
+    np.save(root / "depth" / "0001.npy", np.full((12, 16), np.nan, np.float32))
+    Image.fromarray(np.full((12, 16), 41, np.uint8)).save(root / "segmentation" / "0004.png")
+    (root / "edge" / "0002.png").unlink()
+    Image.fromarray(np.zeros((10, 16, 3), np.uint8)).save(root / "normals" / "0002.png")
+    _assert_reports(check_dataset(root), [
+        "depth/0003.npy: depth has shape (12, 16, 3), expected HxW or HxWx1",
+        "depth/0001.npy: depth contains NaN or Inf",
+        "segmentation/0004.png: label values [41] are outside 0..40",
+        "edge/0002.png: file not found",
+        "normals/0002.png: size 10x16 differs from its image's 12x16",
+    ])
+
+
 def test_unknown_and_missing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert scan(tmp_path / "empty").problems == [f"{tmp_path / 'empty'}: not a recognised data set layout "
-                                                 "(one of: cache, cityscapes, cityscapes_mtan, nyuv2_mtan, folder)"]
+    assert scan(tmp_path / "empty").problems == [f"{tmp_path / 'empty'}: not a recognised data set layout (one of: cache, "
+                                                 "cityscapes, cityscapes_mtan, nyuv2_mtan, folder, pascal_context, nyud_v2)"]
     assert check_dataset(tmp_path / "absent") == [f"{tmp_path / 'absent'}: folder not found"]
     with pytest.raises(UserError, match=r"^PATH \S+/absent: no such folder$"):  # the argument is wrong, not the data
         _run([str(tmp_path / "absent")])

@@ -31,10 +31,21 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from scipy.io import savemat
 
 from crossvit_mtl.cli import main
 from crossvit_mtl.data.synth import write_synth
-from fixtures_data import cityscapes_stem, write_cache, write_cityscapes, write_image_folder, write_mtan_cityscapes, write_mtan_nyuv2
+from fixtures_data import (
+    cityscapes_stem,
+    save_label_png,
+    write_cache,
+    write_cityscapes,
+    write_image_folder,
+    write_mtan_cityscapes,
+    write_mtan_nyuv2,
+    write_nyud,
+    write_pascal_context,
+)
 
 # A tiny run: a 32x64 synthetic street scene, segmentation only. Cases fail while the classes are
 # instantiated, before any data loader or training step, unless they say otherwise.
@@ -101,6 +112,27 @@ def nyuv2(damage: Callable[[Path], object]):
     def build(tmp: Path) -> None:
         damage(write_mtan_nyuv2(tmp / "nyuv2"))
     return build
+
+
+def benchmark(name: str, writer: Callable[[Path], Path], damage: Callable[[Path], object], fit: dict | None = None):
+    """A benchmark tree (``writer`` into ``{tmp}/{name}``) damaged by ``damage``; with ``fit``, also a
+    config training crossvit_mtl_tiny on it (``fit`` = changes to ``data``)."""
+    def build(tmp: Path) -> None:
+        root = writer(tmp / name)
+        damage(root)
+        if fit is not None:
+            write_config(tmp, model={"model": "crossvit_mtl_tiny", "model_options": TINY_MTL_OPTIONS},
+                         data={"dataset": {"pc": "pascal_context", "nyud": "nyud_v2"}[name], "root": str(root),
+                               "options": None, "tasks": None, "test_split": "val", **fit})
+    return build
+
+
+def pascal(damage: Callable[[Path], object], fit: dict | None = None):
+    return benchmark("pc", lambda root: write_pascal_context(root, size=(32, 64)), damage, fit)
+
+
+def nyud(damage: Callable[[Path], object], fit: dict | None = None):
+    return benchmark("nyud", lambda root: write_nyud(root, size=(32, 64)), damage, fit)
 
 
 def cityscapes(damage: Callable[[Path], object]):
@@ -276,6 +308,43 @@ CASES = [
     Case("mtan_nan_in_depth_during_fit",
          mtan(lambda r: [np.save(p, np.full((16, 32), np.nan, np.float32)) for p in (r / "train" / "depth").glob("*.npy")],
               fit={}), FIT, r"train/depth/\d\.npy: depth contains NaN or Inf"),
+    # --- data files: the PASCAL-Context and NYUD-v2 archives ---------------------------------
+    Case("pascal_missing_split_file", pascal(lambda r: (r / "ImageSets" / "Context" / "train.txt").unlink(), fit={}),
+         FIT, r"pc/ImageSets/Context/train\.txt: split file not found$"),
+    Case("pascal_listed_id_without_image", pascal(lambda r: (r / "JPEGImages" / "2008_000008.jpg").unlink(), fit={}),
+         FIT, r"pc/JPEGImages/2008_000008\.jpg: file not found \(image of '2008_000008', the first id of split 'train'\)$"),
+    Case("pascal_task_not_provided", pascal(lambda r: None, fit={"options": {"tasks": ["depth"]}}), FIT,
+         r"PascalContext has no task\(s\) 'depth' \(it provides: segmentation, human_parts, saliency, normal, edge\)"),
+    Case("pascal_mat_without_labelmap",
+         pascal(lambda r: savemat(r / "pascal-context" / "trainval" / "2008_000003.mat", {"Labels": np.zeros((32, 64))})),
+         "data check {tmp}/pc", [r"pc/pascal-context/trainval/2008_000003\.mat: no variable 'LabelMap' \(it holds: Labels\)$",
+                                 r"^1 problem\(s\) found"], rc=1),
+    Case("pascal_normals_wrong_size",
+         pascal(lambda r: Image.fromarray(np.zeros((32, 60, 3), np.uint8)).save(r / "normals_distill" / "2008_000015.png")),
+         "data check {tmp}/pc", [r"pc/normals_distill/2008_000015\.png: size 32x60 differs from the LabelMap's 32x64",
+                                 r"^1 problem\(s\) found"], rc=1),
+    Case("pascal_segmentation_value_21",
+         pascal(lambda r: save_label_png(r / "semseg" / "VOC12" / "2008_000002.png", np.full((32, 64), 21), palette=True)),
+         "data check {tmp}/pc", [r"pc/semseg/VOC12/2008_000002\.png: label values \[21\] are outside 0\.\.20 and 255$",
+                                 r"^1 problem\(s\) found"], rc=1),
+    Case("pascal_truncated_part_annotation",
+         pascal(lambda r: _truncate(r / "human_parts" / "2008_000007.mat", 300)),
+         "data check {tmp}/pc", [r"pc/human_parts/2008_000007\.mat: not a readable MATLAB file",
+                                 r"^1 problem\(s\) found"], rc=1),
+    Case("nyud_missing_split_file", nyud(lambda r: (r / "gt_sets" / "train.txt").unlink(), fit={}), FIT,
+         r"nyud/gt_sets/train\.txt: split file not found$"),
+    Case("nyud_listed_id_without_image", nyud(lambda r: (r / "images" / "0003.png").unlink(), fit={}), FIT,
+         r"nyud/images/0003\.png: file not found, nor 0003\.jpg \(the image of '0003', the first id of split 'train'\)$"),
+    Case("nyud_has_no_test_split", nyud(lambda r: None, fit={"test_split": "test", "options": {"tasks": ["depth"]}}), FIT,
+         r"^data\.test_split: NYUDv2 has no split 'test' \(choose from train, val; the benchmark's test labels are not "
+         r"public, results are reported on val\); set data\.test_split to the split results are reported on$"),
+    Case("nyud_depth_wrong_shape", nyud(lambda r: np.save(r / "depth" / "0002.npy", np.zeros((32, 64, 2), np.float32))),
+         "data check {tmp}/nyud", [r"nyud/depth/0002\.npy: depth has shape \(32, 64, 2\), expected HxW or HxWx1$",
+                                   r"^1 problem\(s\) found"], rc=1),
+    Case("nyud_segmentation_value_41",
+         nyud(lambda r: Image.fromarray(np.full((32, 64), 41, np.uint8)).save(r / "segmentation" / "0004.png")),
+         "data check {tmp}/nyud", [r"nyud/segmentation/0004\.png: label values \[41\] are outside 0\.\.40",
+                                   r"^1 problem\(s\) found"], rc=1),
     # --- data files: Cityscapes official layout, `data cityscapes` ----------------------------
     Case("cityscapes_corrupt_png",
          cityscapes(lambda r: _truncate(_cs_file(r, "leftImg8bit", "train", "leftImg8bit.png"), 100)),
@@ -784,7 +853,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def test_the_corpus_is_large_and_spans_every_kind_of_input():
     assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
     kinds = {c.id.split("_")[0] for c in CASES}
-    assert {"mtan", "nyuv2", "cityscapes", "data", "config", "checkpoint", "weights", "safetensors"} <= kinds
+    assert {"mtan", "nyuv2", "cityscapes", "pascal", "nyud", "data", "config", "checkpoint", "weights",
+            "safetensors"} <= kinds
 
 
 #: arguments of the sub-commands that name no file or folder

@@ -105,7 +105,7 @@ def add_parser(sub) -> None:
 
     k = cmds.add_parser("check", help="list every problem of a data set",
                         description="Read a whole data set (cache, Cityscapes, MTAN Cityscapes/NYUv2, "
-                        "image folders) and print every problem found; exit code 1 if any.")
+                        "image folders, PASCAL-Context, NYUD-v2) and print every problem found; exit code 1 if any.")
     k.add_argument("path", type=Path, metavar="PATH", help="data set folder")
     k.add_argument("--kind", choices=("auto",) + KINDS, default="auto", help="layout (default: detect)")
     k.set_defaults(func=run_check)

@@ -16,7 +16,7 @@ import numpy as np
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.tasks import get_task
 
-KINDS = ("cache", "cityscapes", "cityscapes_mtan", "nyuv2_mtan", "folder")
+KINDS = ("cache", "cityscapes", "cityscapes_mtan", "nyuv2_mtan", "folder", "pascal_context", "nyud_v2")
 CHUNK = 64  # samples read at a time from a cache
 
 
@@ -38,6 +38,10 @@ def detect_kind(path: str | os.PathLike) -> str | None:
         return "cache"
     if (root / "leftImg8bit").is_dir():
         return "cityscapes"
+    if (root / "ImageSets" / "Context").is_dir():
+        return "pascal_context"
+    if (root / "gt_sets").is_dir():
+        return "nyud_v2"
     splits = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
     if any((p / "image").is_dir() for p in splits):
         return "nyuv2_mtan" if any((p / "normal").is_dir() for p in splits) else "cityscapes_mtan"
@@ -65,7 +69,8 @@ def scan(path: str | os.PathLike, kind: str = "auto", progress: bool = False) ->
         raise ValueError(f"unknown data set kind {kind!r} (choose from auto, {', '.join(KINDS)})")
     counts, problems = {"cache": _scan_cache, "cityscapes": _scan_cityscapes,
                         "cityscapes_mtan": _scan_mtan, "nyuv2_mtan": _scan_mtan,
-                        "folder": _scan_folder}[kind](root, kind, progress)
+                        "folder": _scan_folder, "pascal_context": _scan_listed,
+                        "nyud_v2": _scan_listed}[kind](root, kind, progress)
     return CheckReport(kind, counts, [str(p) for p in problems])
 
 
@@ -116,6 +121,13 @@ def _scan_mtan(root: Path, kind: str, progress: bool) -> tuple[dict[str, int], l
         counts[split], found = cls.scan_split(root, split, progress=progress)
         problems += found
     return counts, problems
+
+
+def _scan_listed(root: Path, kind: str, progress: bool) -> tuple[dict[str, int], list[DataError]]:
+    from crossvit_mtl.data.nyud import NYUDv2
+    from crossvit_mtl.data.pascal_context import PascalContext
+
+    return {"pascal_context": PascalContext, "nyud_v2": NYUDv2}[kind].scan(root, progress)
 
 
 def _scan_cityscapes(root: Path, kind: str, progress: bool) -> tuple[dict[str, int], list[DataError]]:

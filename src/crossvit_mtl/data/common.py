@@ -47,7 +47,8 @@ class DatasetInfo:
     crop_keeps_class: bool = True
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    #: evaluation settings the data set prescribes per task, e.g. ``{"edge": {"max_dist": 0.0075}}``
+    #: Evaluation settings the data set prescribes per task, e.g. ``{"edge": {"max_dist": 0.0075}}``
+    #: (the boundary tolerance of the benchmark's SEISM F-measure, as a fraction of the diagonal).
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 

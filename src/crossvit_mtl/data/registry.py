@@ -25,6 +25,8 @@ DATASETS: dict[str, str | type[DenseDataset]] = {
     "cityscapes_mtan": "mtan:MTANCityscapes",
     "nyuv2_mtan": "mtan:MTANNYUv2",
     "folder": "folder:ImageFolderDataset",
+    "pascal_context": "pascal_context:PascalContext",
+    "nyud_v2": "nyud:NYUDv2",
 }
 
 
