@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from crossvit_mtl import create_model
-from crossvit_mtl.models.pretrained import PretrainedError, load_crossvit_pretrained
+from crossvit_mtl.models.pretrained import load_state
+from crossvit_mtl.serialization import CheckpointError
 
 # The published configurations (CrossViT paper / IBM release): widths, heads, stage depths
 # (small, large, fusion), MLP ratios, dagger = multi-conv patch embedding.
@@ -156,8 +157,8 @@ def test_every_published_classifier_maps_completely(name, monkeypatch):
                               dagger=spec.get("dagger", False), style="ibm" if "dagger" in name else "timm")
     model = create_model(name)
     state = {k: torch.empty(s) for k, s in shapes.items()}
-    report = load_crossvit_pretrained(model, state)
-    assert report.complete and not report.resized
+    report = load_state(model, state, "exact")
+    assert report.complete and not report.interpolated
     assert len(report.loaded) == len(model.state_dict())
 
 
@@ -168,7 +169,7 @@ def test_outputs_equal_an_independent_forward_of_the_published_tensors(style, fu
                                           img=cfg["img"], num_classes=5, style=style))
     model = create_model("crossvit_9_240", num_classes=5, dims=cfg["dims"], heads=cfg["heads"],
                          stages=((1, 2, fusion_depth),) * 2, mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
-    report = load_crossvit_pretrained(model, state)
+    report = load_state(model, state, "exact")
     assert report.complete
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     timm_names = {k.replace("cls_token.", "cls_token_").replace("pos_embed.", "pos_embed_"): v for k, v in state.items()}
@@ -188,7 +189,7 @@ def test_published_presets_take_the_published_input_protocol(name):
     state = scaled_random_state(published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"],
                                                  dagger=dagger))
     model = create_model(name).eval()
-    assert load_crossvit_pretrained(model, state).complete
+    assert load_state(model, state, "exact").complete
     for size in [(240, 240), (224, 224)] + [(256, 192)] * (name == "crossvit_tiny_240"):
         x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
@@ -214,10 +215,10 @@ def test_dense_model_takes_the_encoder_and_reports_the_rest():
     common = dict(dims=(32, 64), heads=(2, 4), stages=((1, 2, 0),) * 2, mlp_ratios=(3.0, 2.0, 1.0),
                   patch_sizes=(12, 16), img_size=(48, 96))
     model = create_model("crossvit_seg_tiny", fusion="cls", kv_pool=(2, 1), **common)
-    report = load_crossvit_pretrained(model, state, strict=False)
-    assert not [k for k in report.missing if k.startswith("encoder.")]
-    assert report.unexpected == sorted(k for k in shapes if k.startswith(("norm.", "head.")))
-    assert report.resized == ["encoder.pos_embed.0 3x3->4x8", "encoder.pos_embed.1 2x2->3x6"]
+    report = load_state(model, state, "partial")
+    assert not [k for k in report.initialised if k.startswith("encoder.")]
+    assert report.unused == sorted(k for k in shapes if k.startswith(("norm.", "head.")))
+    assert report.interpolated == ["encoder.pos_embed.0 3x3->4x8", "encoder.pos_embed.1 2x2->3x6"]
     # pooled attention's q and kv are the published fused qkv, split
     qkv = state["blocks.1.blocks.0.0.attn.qkv.weight"]
     attn = model.encoder.stages[1].blocks[0][0].attn
@@ -225,10 +226,10 @@ def test_dense_model_takes_the_encoder_and_reports_the_rest():
     assert model(torch.randn(1, 3, 48, 96))["segmentation"].shape == (1, 8, 48, 96)
 
     token_fusion = create_model("crossvit_seg_tiny", **common)
-    with pytest.raises(PretrainedError, match=r"left as initialised \d+: .*; unused \d+: blocks.0.fusion.0.attn"):
-        load_crossvit_pretrained(token_fusion, state)
-    report = load_crossvit_pretrained(token_fusion, state, strict=False)
-    assert any(".fusion.blocks." in k for k in report.missing)
+    with pytest.raises(CheckpointError, match=r"left as initialised \d+: .*; unused \d+: blocks.0.fusion.0.attn"):
+        load_state(token_fusion, state, "exact")
+    report = load_state(token_fusion, state, "partial")
+    assert any(".fusion.blocks." in k for k in report.initialised)
 
 
 def test_other_class_count_is_reported_by_name():
@@ -236,10 +237,10 @@ def test_other_class_count_is_reported_by_name():
     model = create_model("crossvit_9_240", num_classes=7, dims=(32, 64), heads=(2, 4), stages=((1, 1, 0),),
                          mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
     before = model.head.heads[0].weight.clone()
-    with pytest.raises(PretrainedError, match=r"; shape mismatch 4: head.heads.0.weight \(1000, 32\) vs \(7, 32\)"):
-        load_crossvit_pretrained(model, state)
-    report = load_crossvit_pretrained(model, state, strict=False)
-    assert not report.missing and not report.unexpected and len(report.mismatched) == 4
+    with pytest.raises(CheckpointError, match=r"; shape mismatch 4: head.heads.0.weight \(1000, 32\) vs \(7, 32\)"):
+        load_state(model, state, "exact")
+    report = load_state(model, state, "partial")
+    assert not report.initialised and not report.unused and len(report.mismatched) == 4
     assert torch.equal(model.head.heads[0].weight, before)
     assert torch.equal(model.encoder.cls_token[0], state["cls_token_0"])
 
@@ -282,7 +283,6 @@ def test_create_model_with_another_class_count_keeps_the_encoder_and_reports_the
 
 
 def test_create_model_refuses_a_release_of_another_network(tmp_path):
-    from crossvit_mtl.serialization import CheckpointError
 
     torch.save(small_release(), tmp_path / "release.pth")
     with pytest.raises(CheckpointError, match=r"release\.pth: weights do not fit crossvit_9_240: loaded 0 tensors; "

@@ -32,16 +32,11 @@ def load_model(args: argparse.Namespace):
             raise named("--checkpoint", err) from None
     weights = input_file("--weights", args.weights) if args.weights else None
     try:
-        model = create_model(args.model, **dict(args.model_option))
+        model = create_model(args.model, weights=weights, **dict(args.model_option))
+    except CheckpointError as err:  # the weights (a ValueError too): named after their argument
+        raise named("--weights", err) from None
     except ValueError as err:
         raise UserError(str(err)) from None
-    if weights is not None:
-        from crossvit_mtl.models.pretrained import load_weights
-
-        try:
-            load_weights(model, weights)
-        except CheckpointError as err:
-            raise named("--weights", err) from None
     return model.eval(), None
 
 
