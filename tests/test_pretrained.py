@@ -22,6 +22,13 @@ PUBLISHED = {
     "crossvit_15_240": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3)),
     "crossvit_18_240": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3)),
     "crossvit_9_dagger_240": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3), dagger=True),
+    "crossvit_15_dagger_240": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3), dagger=True),
+    "crossvit_18_dagger_240": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3), dagger=True),
+    # fine-tuned at 384 px; timm's names give the 12-px branch's input, 408
+    "crossvit_15_dagger_408": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3), dagger=True,
+                                   img=(408, 384)),
+    "crossvit_18_dagger_408": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3), dagger=True,
+                                   img=(408, 384)),
 }
 
 
@@ -153,7 +160,7 @@ def reference_forward(w, x, dims, heads, depth, stages, img, patches, dagger=Fal
 def test_every_published_classifier_maps_completely(name, monkeypatch):
     monkeypatch.setattr(torch.nn.init, "trunc_normal_", lambda t, **_: t)  # only names and shapes matter
     spec = PUBLISHED[name]
-    shapes = published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"],
+    shapes = published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"], img=spec.get("img", (240, 224)),
                               dagger=spec.get("dagger", False), style="ibm" if "dagger" in name else "timm")
     model = create_model(name)
     state = {k: torch.empty(s) for k, s in shapes.items()}
@@ -291,17 +298,24 @@ def test_create_model_refuses_a_release_of_another_network(tmp_path):
         create_model("crossvit_9_240", weights=str(tmp_path / "release.pth"))
 
 
-def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplog):
-    """`model.pretrained: PATH`: the encoder from the release, positions interpolated to the data's
-    grid, decoder and heads as initialised, and the report printed."""
+@pytest.mark.parametrize("source", ["file", "hub"])
+def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplog, monkeypatch, source):
+    """`model.pretrained: PATH` or a release's name (read from the Hugging Face cache, offline):
+    the encoder from the release, positions interpolated to the data's grid, decoder and heads as
+    initialised, and the report printed."""
     from crossvit_mtl.cli import main
+    from fixtures_hub import cache_repo, offline_hub, safetensors_bytes
 
     state = small_release()
     torch.save(state, tmp_path / "release.pth")
+    pretrained = str(tmp_path / "release.pth")
+    if source == "hub":
+        cache_repo(offline_hub(tmp_path, monkeypatch), "timm/crossvit_9_240.in1k", {"model.safetensors": safetensors_bytes(state)})
+        pretrained = "hf-hub:timm/crossvit_9_240.in1k"
     options = dict(SMALL_OPTIONS, patch_sizes=[12, 16], fusion="cls", kv_pool=[1, 1], detail_channels=8,
                    decoder_channels=16, decoder_stages=1)
     options.pop("img_size")
-    config = {"model": {"model": "crossvit_seg_tiny", "model_options": options, "pretrained": str(tmp_path / "release.pth"),
+    config = {"model": {"model": "crossvit_seg_tiny", "model_options": options, "pretrained": pretrained,
                         "lr": 1e-3, "warmup_epochs": 0.0},
               "data": {"dataset": "synth", "options": {"length": 2, "height": 48, "width": 96},
                        "tasks": ["segmentation"], "batch_size": 2, "num_workers": 0},
@@ -318,16 +332,17 @@ def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplo
     finally:
         lightning_log.removeHandler(caplog.handler)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("model.pretrained"))
-    assert re.search(r"release\.pth: loaded \d+ tensors; interpolated 2: encoder\.pos_embed\.0 3x3->4x8, "
-                     r"encoder\.pos_embed\.1 2x2->3x6; left as initialised \d+: decoder\.", line), line
+    assert line.startswith(f"model.pretrained {pretrained}: ") and re.search(
+        r": loaded \d+ tensors; interpolated 2: encoder\.pos_embed\.0 3x3->4x8, "
+        r"encoder\.pos_embed\.1 2x2->3x6; left as initialised \d+: decoder\.", line), line
     assert line.endswith("unused 8: head.0.bias, head.0.weight, head.1.bias, head.1.weight, norm.0.bias (+3 more)")
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["hyper_parameters"]["pretrained"] == str(tmp_path / "release.pth")
+    assert ckpt["hyper_parameters"]["pretrained"] == pretrained
 
     from crossvit_mtl.engine.datamodule import DenseDataModule
     from crossvit_mtl.engine.module import DenseTaskModule
 
-    module = DenseTaskModule(model="crossvit_seg_tiny", model_options=options, pretrained=str(tmp_path / "release.pth"),
+    module = DenseTaskModule(model="crossvit_seg_tiny", model_options=options, pretrained=pretrained,
                              dataset_meta=DenseDataModule(**config["data"]).meta)
     fc1 = module.model.encoder.stages[1].blocks[1][1].mlp.fc1.weight
     assert torch.equal(fc1, state["blocks.1.blocks.1.1.mlp.fc1.weight"])

@@ -94,9 +94,10 @@ def create_model(name: str, weights: str | Path | None = None, **overrides) -> n
     """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused).
 
     ``weights``: what to fill it from (``models.pretrained.load_state``): this library's file,
-    which must fit exactly, or a published CrossViT release, a file recognised by its tensor names,
-    which must fill the whole encoder (a head of another class count stays as initialised, and the
-    log says so).
+    which must fit exactly, or a published CrossViT release, a file recognised by its tensor names
+    or a timm name read through the Hugging Face hub cache (``crossvit_15_dagger_408.in1k``,
+    ``hf-hub:timm/crossvit_15_dagger_408.in1k``), which must fill the whole encoder (a head of
+    another class count stays as initialised, and the log says so).
     """
     config = model_config(name, **overrides)
     _check_config(name, config, overrides)

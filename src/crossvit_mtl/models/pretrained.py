@@ -2,7 +2,9 @@
 dict, ``load_state`` fills a model from it and says what it did (``LoadReport``).
 
 Sources: this library's files (safetensors from ``crossvit-mtl export``, a training checkpoint, a
-state dict) and the published CrossViT releases (IBM's and timm's tensor names, recognised by them).
+state dict), the published CrossViT releases (IBM's and timm's tensor names, recognised by them),
+and timm's releases on the Hugging Face hub by name (``hf-hub:timm/crossvit_15_dagger_408.in1k``,
+or the name alone), read through huggingface_hub's cache.
 
 Both releases name tensors the same way except for the CLS tokens and positions (IBM:
 ``cls_token.0``, timm: ``cls_token_0``). The mapping to this library's names:
@@ -25,6 +27,7 @@ The releases' LayerNorms use eps 1e-6, as the project's layers do.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -51,6 +54,17 @@ _RULES = [
     (re.compile(r"^norm\.(\d+)\.(.+)$"), r"{head}norms.\1.\2"),
     (re.compile(r"^head\.(\d+)\.(.+)$"), r"{head}heads.\1.\2"),
 ]
+
+
+#: timm's CrossViT releases (``timm/crossvit_*`` on the Hugging Face hub), each with the preset it fills
+RELEASES = {f"{preset}.in1k": preset for preset in (
+    "crossvit_tiny_240", "crossvit_small_240", "crossvit_base_240", "crossvit_9_240", "crossvit_9_dagger_240",
+    "crossvit_15_240", "crossvit_15_dagger_240", "crossvit_15_dagger_408", "crossvit_18_240",
+    "crossvit_18_dagger_240", "crossvit_18_dagger_408")}
+#: how a source names a hub repository, as timm writes it: ``hf-hub:owner/name[@revision]``
+HUB_PREFIX = "hf-hub:"
+#: the files a timm repository holds its weights in, in the order timm reads them
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass
@@ -81,14 +95,71 @@ class LoadReport:
                           ("shape mismatch", sorted(self.mismatched))])
 
 
+def hub_repo(source: object) -> tuple[str, str | None] | None:
+    """The hub repository and revision a source names (``hf-hub:owner/name[@revision]``, or a name
+    of ``RELEASES``, in ``timm/``), or None: a file."""
+    if not isinstance(source, str):
+        return None
+    if source.startswith(HUB_PREFIX):
+        repo, _, revision = source[len(HUB_PREFIX):].partition("@")
+        return repo, revision or None
+    return (f"timm/{source}", None) if source in RELEASES else None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def hub_file(name: str) -> Path:
+    """The weights file of a hub repository in huggingface_hub's cache (``HF_HUB_CACHE``, under
+    ``HF_HOME``): read from the cache when it is there, with no network call (a release does not
+    change); else downloaded into it (offline, ``HF_HUB_OFFLINE=1``, nothing is tried). Every
+    failure is one ``CheckpointError`` naming ``name``: neither in the cache nor downloadable says
+    both why."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    repo, revision = hub_repo(name) or (name, None)
+    unreachable = None
+    try:
+        for filename in HUB_FILES:
+            with contextlib.suppress(LocalEntryNotFoundError):
+                return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=True))
+        for filename in HUB_FILES:
+            try:
+                return Path(hf_hub_download(repo, filename, revision=revision, library_name="crossvit-mtl"))
+            except LocalEntryNotFoundError as err:  # offline, or no connection: the next file would fail alike
+                unreachable = err.__cause__ or err
+                break
+            except EntryNotFoundError:  # the repository holds no such file: the next one
+                continue
+    except HFValidationError as err:
+        raise CheckpointError(f"{name}: not a hub repository name ({_first_line(err)})") from None
+    except (OSError, ValueError) as err:  # the hub refused: no such repository or revision, gated, ...
+        raise CheckpointError(f"{name}: {_first_line(err)}") from None
+    if unreachable is None:
+        raise CheckpointError(f"{name}: the repository holds neither {' nor '.join(HUB_FILES)}")
+    why = ("offline: HF_HUB_OFFLINE is set" if isinstance(unreachable, OfflineModeIsEnabled)
+           else f"no connection to the hub: {_first_line(unreachable)}")
+    raise CheckpointError(f"{name}: not in the Hugging Face cache {constants.HF_HUB_CACHE} "
+                          f"(neither {' nor '.join(HUB_FILES)}) and not downloaded ({why})")
+
+
 def read_state(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors a source holds and the recipe recorded with them (safetensors from ``export``;
-    else empty): a state dict or a file (``serialization.read_weights``).
+    else empty): a state dict, a file (``serialization.read_weights``) or a hub name (``hub_file``).
     A wrapped dict (``{"model": ...}``, a training checkpoint) is unwrapped, DDP's ``module.``
     dropped; what cannot be read is one ``CheckpointError`` naming the file."""
     if isinstance(source, Mapping):
         return state_dict_of(dict(source), "state dict"), {}
-    return read_weights(source)
+    if hub_repo(source) is None:
+        return read_weights(source)
+    path = hub_file(str(source))
+    try:
+        return read_weights(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from None
 
 
 def is_published(state: Mapping[str, torch.Tensor]) -> bool:
