@@ -7,7 +7,7 @@ from safetensors import safe_open
 
 from crossvit_mtl import create_model
 from crossvit_mtl.cli import main
-from crossvit_mtl.export import check_onnx, export_onnx, load_weights, model_from_weights, save_weights
+from crossvit_mtl.export import check_onnx, export_onnx, load_state, model_from_weights, save_weights
 from crossvit_mtl.models import model_from_checkpoint
 from crossvit_mtl.serialization import CheckpointError
 from fixtures_run import tiny_run
@@ -85,7 +85,7 @@ def test_preset_with_weights_from_elsewhere(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "shape mismatch: encoder.cls_token.0 (1, 1, 32) vs (1, 1, 128)" in err
 
 
-def test_load_weights_refuses_what_it_cannot_read_safely(tmp_path):
+def test_load_state_refuses_what_it_cannot_read_safely(tmp_path):
     marker = tmp_path / "ran"
 
     class Payload:
@@ -95,10 +95,10 @@ def test_load_weights_refuses_what_it_cannot_read_safely(tmp_path):
     model = create_model("crossvit_9_240", num_classes=5, dims=(32, 64), heads=(2, 2))
     torch.save({"weights": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="refused to load"):
-        load_weights(model, tmp_path / "evil.pt")
+        load_state(model, tmp_path / "evil.pt")
     assert not marker.exists()
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        load_weights(model, tmp_path / "junk.safetensors")
+        load_state(model, tmp_path / "junk.safetensors")
     torch.save(model.state_dict(), tmp_path / "plain.pt")  # a plain state dict is tensors only: fine
-    load_weights(model, tmp_path / "plain.pt")
+    load_state(model, tmp_path / "plain.pt")

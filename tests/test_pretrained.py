@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from crossvit_mtl import create_model
-from crossvit_mtl.models.pretrained import PretrainedError, load_crossvit_pretrained
+from crossvit_mtl.models.pretrained import load_state
+from crossvit_mtl.serialization import CheckpointError
 
 # The published configurations (CrossViT paper / IBM release): widths, heads, stage depths
 # (small, large, fusion), MLP ratios, dagger = multi-conv patch embedding.
@@ -21,6 +22,13 @@ PUBLISHED = {
     "crossvit_15_240": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3)),
     "crossvit_18_240": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3)),
     "crossvit_9_dagger_240": dict(dims=(128, 256), heads=(4, 4), depth=(1, 3, 0), mlp=(3, 3), dagger=True),
+    "crossvit_15_dagger_240": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3), dagger=True),
+    "crossvit_18_dagger_240": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3), dagger=True),
+    # fine-tuned at 384 px; timm's names give the 12-px branch's input, 408
+    "crossvit_15_dagger_408": dict(dims=(192, 384), heads=(6, 6), depth=(1, 5, 0), mlp=(3, 3), dagger=True,
+                                   img=(408, 384)),
+    "crossvit_18_dagger_408": dict(dims=(224, 448), heads=(7, 7), depth=(1, 6, 0), mlp=(3, 3), dagger=True,
+                                   img=(408, 384)),
 }
 
 
@@ -152,12 +160,12 @@ def reference_forward(w, x, dims, heads, depth, stages, img, patches, dagger=Fal
 def test_every_published_classifier_maps_completely(name, monkeypatch):
     monkeypatch.setattr(torch.nn.init, "trunc_normal_", lambda t, **_: t)  # only names and shapes matter
     spec = PUBLISHED[name]
-    shapes = published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"],
+    shapes = published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"], img=spec.get("img", (240, 224)),
                               dagger=spec.get("dagger", False), style="ibm" if "dagger" in name else "timm")
     model = create_model(name)
     state = {k: torch.empty(s) for k, s in shapes.items()}
-    report = load_crossvit_pretrained(model, state)
-    assert report.complete and not report.resized
+    report = load_state(model, state, "exact")
+    assert report.complete and not report.interpolated
     assert len(report.loaded) == len(model.state_dict())
 
 
@@ -168,7 +176,7 @@ def test_outputs_equal_an_independent_forward_of_the_published_tensors(style, fu
                                           img=cfg["img"], num_classes=5, style=style))
     model = create_model("crossvit_9_240", num_classes=5, dims=cfg["dims"], heads=cfg["heads"],
                          stages=((1, 2, fusion_depth),) * 2, mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
-    report = load_crossvit_pretrained(model, state)
+    report = load_state(model, state, "exact")
     assert report.complete
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     timm_names = {k.replace("cls_token.", "cls_token_").replace("pos_embed.", "pos_embed_"): v for k, v in state.items()}
@@ -188,7 +196,7 @@ def test_published_presets_take_the_published_input_protocol(name):
     state = scaled_random_state(published_shapes(spec["dims"], spec["heads"], spec["depth"], spec["mlp"],
                                                  dagger=dagger))
     model = create_model(name).eval()
-    assert load_crossvit_pretrained(model, state).complete
+    assert load_state(model, state, "exact").complete
     for size in [(240, 240), (224, 224)] + [(256, 192)] * (name == "crossvit_tiny_240"):
         x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
@@ -214,10 +222,10 @@ def test_dense_model_takes_the_encoder_and_reports_the_rest():
     common = dict(dims=(32, 64), heads=(2, 4), stages=((1, 2, 0),) * 2, mlp_ratios=(3.0, 2.0, 1.0),
                   patch_sizes=(12, 16), img_size=(48, 96))
     model = create_model("crossvit_seg_tiny", fusion="cls", kv_pool=(2, 1), **common)
-    report = load_crossvit_pretrained(model, state, strict=False)
-    assert not [k for k in report.missing if k.startswith("encoder.")]
-    assert report.unexpected == sorted(k for k in shapes if k.startswith(("norm.", "head.")))
-    assert report.resized == ["encoder.pos_embed.0 3x3->4x8", "encoder.pos_embed.1 2x2->3x6"]
+    report = load_state(model, state, "partial")
+    assert not [k for k in report.initialised if k.startswith("encoder.")]
+    assert report.unused == sorted(k for k in shapes if k.startswith(("norm.", "head.")))
+    assert report.interpolated == ["encoder.pos_embed.0 3x3->4x8", "encoder.pos_embed.1 2x2->3x6"]
     # pooled attention's q and kv are the published fused qkv, split
     qkv = state["blocks.1.blocks.0.0.attn.qkv.weight"]
     attn = model.encoder.stages[1].blocks[0][0].attn
@@ -225,10 +233,10 @@ def test_dense_model_takes_the_encoder_and_reports_the_rest():
     assert model(torch.randn(1, 3, 48, 96))["segmentation"].shape == (1, 8, 48, 96)
 
     token_fusion = create_model("crossvit_seg_tiny", **common)
-    with pytest.raises(PretrainedError, match=r"left as initialised \d+: .*; unused \d+: blocks.0.fusion.0.attn"):
-        load_crossvit_pretrained(token_fusion, state)
-    report = load_crossvit_pretrained(token_fusion, state, strict=False)
-    assert any(".fusion.blocks." in k for k in report.missing)
+    with pytest.raises(CheckpointError, match=r"left as initialised \d+: .*; unused \d+: blocks.0.fusion.0.attn"):
+        load_state(token_fusion, state, "exact")
+    report = load_state(token_fusion, state, "partial")
+    assert any(".fusion.blocks." in k for k in report.initialised)
 
 
 def test_other_class_count_is_reported_by_name():
@@ -236,10 +244,10 @@ def test_other_class_count_is_reported_by_name():
     model = create_model("crossvit_9_240", num_classes=7, dims=(32, 64), heads=(2, 4), stages=((1, 1, 0),),
                          mlp_ratios=(3.0, 2.0, 1.0), img_size=(36, 32))
     before = model.head.heads[0].weight.clone()
-    with pytest.raises(PretrainedError, match=r"; shape mismatch 4: head.heads.0.weight \(1000, 32\) vs \(7, 32\)"):
-        load_crossvit_pretrained(model, state)
-    report = load_crossvit_pretrained(model, state, strict=False)
-    assert not report.missing and not report.unexpected and len(report.mismatched) == 4
+    with pytest.raises(CheckpointError, match=r"; shape mismatch 4: head.heads.0.weight \(1000, 32\) vs \(7, 32\)"):
+        load_state(model, state, "exact")
+    report = load_state(model, state, "partial")
+    assert not report.initialised and not report.unused and len(report.mismatched) == 4
     assert torch.equal(model.head.heads[0].weight, before)
     assert torch.equal(model.encoder.cls_token[0], state["cls_token_0"])
 
@@ -282,7 +290,6 @@ def test_create_model_with_another_class_count_keeps_the_encoder_and_reports_the
 
 
 def test_create_model_refuses_a_release_of_another_network(tmp_path):
-    from crossvit_mtl.serialization import CheckpointError
 
     torch.save(small_release(), tmp_path / "release.pth")
     with pytest.raises(CheckpointError, match=r"release\.pth: weights do not fit crossvit_9_240: loaded 0 tensors; "
@@ -291,17 +298,24 @@ def test_create_model_refuses_a_release_of_another_network(tmp_path):
         create_model("crossvit_9_240", weights=str(tmp_path / "release.pth"))
 
 
-def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplog):
-    """`model.pretrained: PATH`: the encoder from the release, positions interpolated to the data's
-    grid, decoder and heads as initialised, and the report printed."""
+@pytest.mark.parametrize("source", ["file", "hub"])
+def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplog, monkeypatch, source):
+    """`model.pretrained: PATH` or a release's name (read from the Hugging Face cache, offline):
+    the encoder from the release, positions interpolated to the data's grid, decoder and heads as
+    initialised, and the report printed."""
     from crossvit_mtl.cli import main
+    from fixtures_hub import cache_repo, offline_hub, safetensors_bytes
 
     state = small_release()
     torch.save(state, tmp_path / "release.pth")
+    pretrained = str(tmp_path / "release.pth")
+    if source == "hub":
+        cache_repo(offline_hub(tmp_path, monkeypatch), "timm/crossvit_9_240.in1k", {"model.safetensors": safetensors_bytes(state)})
+        pretrained = "hf-hub:timm/crossvit_9_240.in1k"
     options = dict(SMALL_OPTIONS, patch_sizes=[12, 16], fusion="cls", kv_pool=[1, 1], detail_channels=8,
                    decoder_channels=16, decoder_stages=1)
     options.pop("img_size")
-    config = {"model": {"model": "crossvit_seg_tiny", "model_options": options, "pretrained": str(tmp_path / "release.pth"),
+    config = {"model": {"model": "crossvit_seg_tiny", "model_options": options, "pretrained": pretrained,
                         "lr": 1e-3, "warmup_epochs": 0.0},
               "data": {"dataset": "synth", "options": {"length": 2, "height": 48, "width": 96},
                        "tasks": ["segmentation"], "batch_size": 2, "num_workers": 0},
@@ -318,16 +332,17 @@ def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplo
     finally:
         lightning_log.removeHandler(caplog.handler)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("model.pretrained"))
-    assert re.search(r"release\.pth: loaded \d+ tensors; interpolated 2: encoder\.pos_embed\.0 3x3->4x8, "
-                     r"encoder\.pos_embed\.1 2x2->3x6; left as initialised \d+: decoder\.", line), line
+    assert line.startswith(f"model.pretrained {pretrained}: ") and re.search(
+        r": loaded \d+ tensors; interpolated 2: encoder\.pos_embed\.0 3x3->4x8, "
+        r"encoder\.pos_embed\.1 2x2->3x6; left as initialised \d+: decoder\.", line), line
     assert line.endswith("unused 8: head.0.bias, head.0.weight, head.1.bias, head.1.weight, norm.0.bias (+3 more)")
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["hyper_parameters"]["pretrained"] == str(tmp_path / "release.pth")
+    assert ckpt["hyper_parameters"]["pretrained"] == pretrained
 
     from crossvit_mtl.engine.datamodule import DenseDataModule
     from crossvit_mtl.engine.module import DenseTaskModule
 
-    module = DenseTaskModule(model="crossvit_seg_tiny", model_options=options, pretrained=str(tmp_path / "release.pth"),
+    module = DenseTaskModule(model="crossvit_seg_tiny", model_options=options, pretrained=pretrained,
                              dataset_meta=DenseDataModule(**config["data"]).meta)
     fc1 = module.model.encoder.stages[1].blocks[1][1].mlp.fc1.weight
     assert torch.equal(fc1, state["blocks.1.blocks.1.1.mlp.fc1.weight"])

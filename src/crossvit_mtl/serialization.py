@@ -1,5 +1,6 @@
 """Reading and writing tensors: checkpoints through ``torch.load(weights_only=True)``, weights as
-safetensors, strict loading, and the one error every damaged or unfitting file gives.
+safetensors, the one unwrapping of a file's state dict, the one way a message names keys, and the
+one error every damaged or unfitting file gives.
 
 The lowest layer of the library (torch and safetensors only), so that the model zoo, the engine
 and the command line load files the same way without importing one another. The safetensors
@@ -57,27 +58,24 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first})") from None
 
 
+def key_lists(parts: list[tuple[str, list[str]]], counted: bool = False) -> str:
+    """``label[ count]: first five (+N more)`` for each non-empty list of keys, joined by ``; ``:
+    how every message about a load names its keys."""
+    out = []
+    for label, items in parts:
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            out.append(f"{label}{f' {len(items)}' if counted else ''}: {', '.join(items[:5])}{more}")
+    return "; ".join(out)
+
+
 def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
     """How ``state`` fails to fit a model whose state dict is ``own``, naming the missing,
     unexpected and mis-shaped entries (the first five of each); None if it fits."""
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
               if getattr(state[k], "shape", None) != own[k].shape]
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            parts.append(f"{label}: {', '.join(items[:5])}{more}")
-    return "; ".join(parts) or None
-
-
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load every tensor or fail naming the missing, unexpected and mis-shaped entries."""
-    problem = state_mismatch(model.state_dict(), state)
-    if problem:
-        raise CheckpointError(f"{source}: weights do not fit the model; {problem}")
-    model.load_state_dict(state)
+    return key_lists([("missing", sorted(set(own) - set(state))), ("unexpected", sorted(set(state) - set(own))),
+                      ("shape mismatch", shapes)]) or None
 
 
 def training_state(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +96,7 @@ def save_weights(model: nn.Module, path: str | Path, dataset_meta: dict[str, Any
     return Path(path)
 
 
-def _state_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+def state_dict_of(obj: Any, source: str | Path) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` dict: the network inside a crossvit-mtl training checkpoint, the
     ``model`` entry of a release's checkpoint, or the file's own dict (DDP's ``module.`` dropped)."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and any(
@@ -110,7 +108,7 @@ def _state_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                for k, v in (obj if wrapped is None else wrapped).items()}
     if not isinstance(obj, dict) or not obj or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise CheckpointError(f"{path}: not a state dict of tensors (export one with "
+        raise CheckpointError(f"{source}: not a state dict of tensors (export one with "
                               "`crossvit-mtl export --format safetensors`)")
     return obj
 
@@ -125,7 +123,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if not path.is_file():
         raise CheckpointError(f"{path}: {'is a folder, expected a' if path.is_dir() else 'no such'} weights file")
     if path.suffix != ".safetensors":
-        return _state_of(read_checkpoint(path), path), {}
+        return state_dict_of(read_checkpoint(path), path), {}
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -135,4 +133,4 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     recipe = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
-    return _state_of(state, path), recipe
+    return state_dict_of(state, path), recipe

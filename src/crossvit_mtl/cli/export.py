@@ -23,6 +23,7 @@ def load_model(args: argparse.Namespace):
     """The network and its data-set description (None for a preset) from the chosen source."""
     from crossvit_mtl.cli.args import input_file, named
     from crossvit_mtl.models import create_model, model_from_checkpoint
+    from crossvit_mtl.models.pretrained import hub_repo
     from crossvit_mtl.serialization import CheckpointError
 
     if args.checkpoint:
@@ -30,18 +31,13 @@ def load_model(args: argparse.Namespace):
             return model_from_checkpoint(input_file("--checkpoint", args.checkpoint))
         except CheckpointError as err:
             raise named("--checkpoint", err) from None
-    weights = input_file("--weights", args.weights) if args.weights else None
+    weights = args.weights if not args.weights or hub_repo(args.weights) else input_file("--weights", args.weights)
     try:
-        model = create_model(args.model, **dict(args.model_option))
+        model = create_model(args.model, weights=weights, **dict(args.model_option))
+    except CheckpointError as err:  # the weights (a ValueError too): named after their argument
+        raise named("--weights", err) from None
     except ValueError as err:
         raise UserError(str(err)) from None
-    if weights is not None:
-        from crossvit_mtl.models.pretrained import load_weights
-
-        try:
-            load_weights(model, weights)
-        except CheckpointError as err:
-            raise named("--weights", err) from None
     return model.eval(), None
 
 
@@ -59,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint and (args.model or args.weights or args.model_option):
         raise UserError("--checkpoint already names the model; drop --model/--weights/--model-option")
     if not args.checkpoint and not args.model:
-        raise UserError("name the model: --checkpoint CKPT, or --model PRESET [--weights FILE]")
+        raise UserError("name the model: --checkpoint CKPT, or --model PRESET [--weights FILE|NAME]")
     try:
         placement = resolve(args.device, "fp32")
     except ValueError as err:
@@ -102,7 +98,8 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="a .ckpt written by `crossvit-mtl fit`")
     p.add_argument("--model", help="a preset name (`crossvit-mtl models`), instead of --checkpoint")
     p.add_argument("--weights", help="with --model: weights to load into it (.safetensors, a checkpoint, "
-                   "or a published CrossViT file)")
+                   "a published CrossViT file, or a release by name through the Hugging Face cache: "
+                   "crossvit_15_dagger_408.in1k, hf-hub:timm/crossvit_15_dagger_408.in1k)")
     p.add_argument("--model-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                    help="with --model: a preset override, e.g. num_classes=10 (repeatable)")
     p.add_argument("--format", choices=FORMATS, required=True)

@@ -18,7 +18,7 @@ from crossvit_mtl.engine.config_checks import check_model_fits_data, check_train
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
 from crossvit_mtl.models import as_task_dict, build_for_data
-from crossvit_mtl.models.pretrained import load_weights
+from crossvit_mtl.models.pretrained import load_state
 from crossvit_mtl.serialization import CheckpointError, state_mismatch
 from crossvit_mtl.tasks import get_task
 from crossvit_mtl.weighting import build_weighting
@@ -142,12 +142,13 @@ class DenseTaskModule(pl.LightningModule):
         #: the last computed results per stage, {task: {metric: value}}, for reports
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def _load_pretrained(self, path: str) -> None:
+    def _load_pretrained(self, source: str) -> None:
+        """A file or a release's hub name; whatever fits is loaded, and the report printed."""
         try:
-            report = load_weights(self.model, path, partial=True)
+            report = load_state(self.model, source, "partial")
         except CheckpointError as err:
             raise ValueError(f"model.pretrained {err}") from None
-        rank_zero_info(f"model.pretrained {path}: {report}")
+        rank_zero_info(f"model.pretrained {source}: {report}")
 
     # ------------------------------------------------------------------ steps
     @staticmethod

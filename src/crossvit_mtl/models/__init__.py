@@ -90,11 +90,14 @@ def _check_config(name: str, config: dict, overrides: dict) -> None:
                          f"{heads_key} {heads if many else heads[0]}")
 
 
-def create_model(name: str, weights: str | None = None, **overrides) -> nn.Module:
+def create_model(name: str, weights: str | Path | None = None, **overrides) -> nn.Module:
     """Build a preset; ``overrides`` replace its hyper-parameters (unknown names are refused).
 
-    ``weights``: a file to fill it from, this library's own (which must fit exactly) or a
-    published CrossViT release, recognised by its tensor names (``models.pretrained.load_weights``).
+    ``weights``: what to fill it from (``models.pretrained.load_state``): this library's file,
+    which must fit exactly, or a published CrossViT release, a file recognised by its tensor names
+    or a timm name read through the Hugging Face hub cache (``crossvit_15_dagger_408.in1k``,
+    ``hf-hub:timm/crossvit_15_dagger_408.in1k``), which must fill the whole encoder (a head of
+    another class count stays as initialised, and the log says so).
     """
     config = model_config(name, **overrides)
     _check_config(name, config, overrides)
@@ -102,9 +105,9 @@ def create_model(name: str, weights: str | None = None, **overrides) -> nn.Modul
     # plain attributes (not parameters or modules): what save_weights records to rebuild the model
     vars(model).update(preset_name=ALIASES.get(name, name), preset_overrides=dict(overrides))
     if weights is not None:
-        from crossvit_mtl.models.pretrained import load_weights
+        from crossvit_mtl.models.pretrained import load_state
 
-        load_weights(model, weights)
+        load_state(model, weights)
     return model
 
 
@@ -135,7 +138,8 @@ def build_for_data(name: str, options: dict[str, Any] | None, dataset_meta: dict
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The network of a training checkpoint and the data-set description it was trained with."""
-    from crossvit_mtl.serialization import CheckpointError, load_state_strict, read_checkpoint, training_state
+    from crossvit_mtl.models.pretrained import load_state
+    from crossvit_mtl.serialization import CheckpointError, read_checkpoint, training_state
 
     ckpt = read_checkpoint(path)
     hparams = ckpt.get("hyper_parameters") or {}
@@ -144,19 +148,20 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(f"{path}: not a crossvit-mtl training checkpoint "
                               "(needs state_dict and hyper_parameters.model/dataset_meta)")
     model = build_for_data(hparams["model"], hparams.get("model_options"), meta)
-    load_state_strict(model, training_state(ckpt), path)
+    load_state(model, training_state(ckpt), "exact", name=path)
     return model.eval(), meta
 
 
 def model_from_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any] | None]:
     """Rebuild an exported model from its file alone: the network and its data-set description."""
-    from crossvit_mtl.serialization import CheckpointError, load_state_strict, read_weights
+    from crossvit_mtl.models.pretrained import load_state
+    from crossvit_mtl.serialization import CheckpointError, read_weights
 
     state, recipe = read_weights(path)
     if not recipe.get("preset"):
         raise CheckpointError(f"{path}: records no preset; use create_model(name, weights=path, **options)")
     model = create_model(recipe["preset"], **recipe.get("overrides", {}))
-    load_state_strict(model, state, path)
+    load_state(model, state, "exact", name=path)
     return model.eval(), recipe.get("dataset_meta")
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 # by the input they take, 240 px (the 16-px branch sees it at 224), as timm names the same weights.
 _CROSSVIT = dict(arch="crossvit", num_classes=1000, img_size=(240, 224), patch_sizes=(12, 16))
 _DAGGER = dict(_CROSSVIT, stem="multi_conv")
+# The dagger models fine-tuned at 384 px, named by their 408-px input as timm names them: the 12-px
+# branch sees 408 px (34x34 patches), the 16-px branch 384 (24x24), the ratio of 240 to 224.
+_DAGGER_408 = dict(_DAGGER, img_size=(408, 384))
 
 # Dense families at the thesis's 128x256 input: an 8-px branch (16x32 grid) and a 16-px branch
 # (8x16 grid); depths per stage are (small branch, large branch, fusion). ``kv_tokens`` caps
@@ -46,6 +49,14 @@ PRESETS: dict[str, dict] = {
                             mlp_ratios=(3.0, 3.0, 1.0)),
     "crossvit_9_dagger_240": dict(_DAGGER, dims=(128, 256), heads=(4, 4), stages=((1, 3, 0),) * 3,
                                   mlp_ratios=(3.0, 3.0, 1.0)),
+    "crossvit_15_dagger_240": dict(_DAGGER, dims=(192, 384), heads=(6, 6), stages=((1, 5, 0),) * 3,
+                                   mlp_ratios=(3.0, 3.0, 1.0)),
+    "crossvit_18_dagger_240": dict(_DAGGER, dims=(224, 448), heads=(7, 7), stages=((1, 6, 0),) * 3,
+                                   mlp_ratios=(3.0, 3.0, 1.0)),
+    "crossvit_15_dagger_408": dict(_DAGGER_408, dims=(192, 384), heads=(6, 6), stages=((1, 5, 0),) * 3,
+                                   mlp_ratios=(3.0, 3.0, 1.0)),
+    "crossvit_18_dagger_408": dict(_DAGGER_408, dims=(224, 448), heads=(7, 7), stages=((1, 6, 0),) * 3,
+                                   mlp_ratios=(3.0, 3.0, 1.0)),
     "thesis_seg": dict(arch="thesis", num_classes=8, img_size=(128, 256), patch_sizes=(8, 16),
                        embed_dim=256, num_heads=8, depth=1, cross_depth=1, decoder_channels=256),
     "crossvit_seg_tiny": dict(_DENSE_TINY, arch="seg", num_classes=8),
@@ -57,4 +68,5 @@ PRESETS: dict[str, dict] = {
 }
 
 #: Other names of presets: the classifiers' names before they took their input size (IBM's).
-ALIASES: dict[str, str] = {name.replace("_240", "_224"): name for name in PRESETS if name.endswith("_240")}
+ALIASES: dict[str, str] = {name[:-3] + {"240": "224", "408": "384"}[name[-3:]]: name
+                           for name in PRESETS if name.endswith(("_240", "_408"))}

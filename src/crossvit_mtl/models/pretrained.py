@@ -1,4 +1,10 @@
-"""Published CrossViT ImageNet weights (IBM's release and timm's ``crossvit_*``) into zoo models.
+"""Weights into zoo models from any source, by one path: ``read_state`` turns a source into a state
+dict, ``load_state`` fills a model from it and says what it did (``LoadReport``).
+
+Sources: this library's files (safetensors from ``crossvit-mtl export``, a training checkpoint, a
+state dict), the published CrossViT releases (IBM's and timm's tensor names, recognised by them),
+and timm's releases on the Hugging Face hub by name (``hf-hub:timm/crossvit_15_dagger_408.in1k``,
+or the name alone), read through huggingface_hub's cache.
 
 Both releases name tensors the same way except for the CLS tokens and positions (IBM:
 ``cls_token.0``, timm: ``cls_token_0``). The mapping to this library's names:
@@ -21,18 +27,20 @@ The releases' LayerNorms use eps 1e-6, as the project's layers do.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from crossvit_mtl.models.layers import resize_pos_embed
-from crossvit_mtl.serialization import CheckpointError, load_state_strict, read_checkpoint, read_weights
+from crossvit_mtl.serialization import CheckpointError, key_lists, read_weights, state_dict_of
 
 log = logging.getLogger(__name__)
 
@@ -48,52 +56,110 @@ _RULES = [
 ]
 
 
-class PretrainedError(ValueError):
-    """Weights that do not fit the model as asked; names the keys."""
+#: timm's CrossViT releases (``timm/crossvit_*`` on the Hugging Face hub), each with the preset it fills
+RELEASES = {f"{preset}.in1k": preset for preset in (
+    "crossvit_tiny_240", "crossvit_small_240", "crossvit_base_240", "crossvit_9_240", "crossvit_9_dagger_240",
+    "crossvit_15_240", "crossvit_15_dagger_240", "crossvit_15_dagger_408", "crossvit_18_240",
+    "crossvit_18_dagger_240", "crossvit_18_dagger_408")}
+#: how a source names a hub repository, as timm writes it: ``hf-hub:owner/name[@revision]``
+HUB_PREFIX = "hf-hub:"
+#: the files a timm repository holds its weights in, in the order timm reads them
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass
 class LoadReport:
-    """What a load did: model keys filled (``loaded``; ``resized`` among them, positions
-    interpolated to the model's grid), model keys with no tensor in the file (``missing``) or one
-    of another shape (``mismatched``), both left as initialised, and the file's keys unused."""
+    """What a load did: model keys filled (``loaded``; ``interpolated`` among them, positions
+    resized to the model's grid), model keys with no tensor in the source (``initialised``) or one
+    of another shape (``mismatched``), both left as initialised, and the source's keys ``unused``."""
 
     loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
+    initialised: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
-    resized: list[str] = field(default_factory=list)
+    interpolated: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+        return not (self.initialised or self.unused or self.mismatched)
 
     def __str__(self) -> str:
-        parts = [f"loaded {len(self.loaded)} tensors"]
-        for label, items in (("interpolated", self.resized), ("left as initialised", self.missing),
-                             ("unused", self.unexpected), ("shape mismatch", self.mismatched)):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{label} {len(items)}: {', '.join(items[:5])}{more}")
-        return "; ".join(parts)
+        rest = key_lists([("interpolated", self.interpolated), ("left as initialised", self.initialised),
+                          ("unused", self.unused), ("shape mismatch", self.mismatched)], counted=True)
+        return "; ".join(filter(None, [f"loaded {len(self.loaded)} tensors", rest]))
+
+    def mismatch(self) -> str:
+        """In the words of a strict ``load_state_dict``: what a file of this library's names lacks,
+        holds too many of or holds in another shape."""
+        return key_lists([("missing", self.initialised), ("unexpected", self.unused),
+                          ("shape mismatch", sorted(self.mismatched))])
 
 
-def read_published(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A published state dict from a file (safetensors, or torch.load with weights_only) or a
-    mapping; unwraps ``{"model": ...}``/``{"state_dict": ...}`` and DDP's ``module.`` prefix."""
+def hub_repo(source: object) -> tuple[str, str | None] | None:
+    """The hub repository and revision a source names (``hf-hub:owner/name[@revision]``, or a name
+    of ``RELEASES``, in ``timm/``), or None: a file."""
+    if not isinstance(source, str):
+        return None
+    if source.startswith(HUB_PREFIX):
+        repo, _, revision = source[len(HUB_PREFIX):].partition("@")
+        return repo, revision or None
+    return (f"timm/{source}", None) if source in RELEASES else None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def hub_file(name: str) -> Path:
+    """The weights file of a hub repository in huggingface_hub's cache (``HF_HUB_CACHE``, under
+    ``HF_HOME``): read from the cache when it is there, with no network call (a release does not
+    change); else downloaded into it (offline, ``HF_HUB_OFFLINE=1``, nothing is tried). Every
+    failure is one ``CheckpointError`` naming ``name``: neither in the cache nor downloadable says
+    both why."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    repo, revision = hub_repo(name) or (name, None)
+    unreachable = None
+    try:
+        for filename in HUB_FILES:
+            with contextlib.suppress(LocalEntryNotFoundError):
+                return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=True))
+        for filename in HUB_FILES:
+            try:
+                return Path(hf_hub_download(repo, filename, revision=revision, library_name="crossvit-mtl"))
+            except LocalEntryNotFoundError as err:  # offline, or no connection: the next file would fail alike
+                unreachable = err.__cause__ or err
+                break
+            except EntryNotFoundError:  # the repository holds no such file: the next one
+                continue
+    except HFValidationError as err:
+        raise CheckpointError(f"{name}: not a hub repository name ({_first_line(err)})") from None
+    except (OSError, ValueError) as err:  # the hub refused: no such repository or revision, gated, ...
+        raise CheckpointError(f"{name}: {_first_line(err)}") from None
+    if unreachable is None:
+        raise CheckpointError(f"{name}: the repository holds neither {' nor '.join(HUB_FILES)}")
+    why = ("offline: HF_HUB_OFFLINE is set" if isinstance(unreachable, OfflineModeIsEnabled)
+           else f"no connection to the hub: {_first_line(unreachable)}")
+    raise CheckpointError(f"{name}: not in the Hugging Face cache {constants.HF_HUB_CACHE} "
+                          f"(neither {' nor '.join(HUB_FILES)}) and not downloaded ({why})")
+
+
+def read_state(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors a source holds and the recipe recorded with them (safetensors from ``export``;
+    else empty): a state dict, a file (``serialization.read_weights``) or a hub name (``hub_file``).
+    A wrapped dict (``{"model": ...}``, a training checkpoint) is unwrapped, DDP's ``module.``
+    dropped; what cannot be read is one ``CheckpointError`` naming the file."""
     if isinstance(source, Mapping):
-        state = dict(source)
-    elif Path(source).suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(source))
-    else:
-        state = read_checkpoint(source)
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(state.get(key), Mapping):
-            state = dict(state[key])
-            break
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        return state_dict_of(dict(source), "state dict"), {}
+    if hub_repo(source) is None:
+        return read_weights(source)
+    path = hub_file(str(source))
+    try:
+        return read_weights(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from None
 
 
 def is_published(state: Mapping[str, torch.Tensor]) -> bool:
@@ -176,97 +242,73 @@ def _fit(key: str, value: torch.Tensor, own: dict[str, torch.Tensor], model: nn.
         if source:
             patches = resize_pos_embed(value[:, 1:], source, grid)
             value = torch.cat([value[:, :1], patches], dim=1)
-            report.resized.append(f"{key} {source[0]}x{source[1]}->{grid[0]}x{grid[1]}")
+            report.interpolated.append(f"{key} {source[0]}x{source[1]}->{grid[0]}x{grid[1]}")
     if value.shape != target.shape:
         report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target.shape)}")
         return {}
     return {key: value}
 
 
-#: what ``load_state`` demands before it changes anything
-REQUIRE = ("all", "encoder", "some")
+#: what ``load_state`` demands before it changes anything (see there)
+MODES = ("exact", "encoder", "partial")
 
 
 def _encoder_source(key: str, published: bool) -> bool:
-    """Whether a key of the file belongs to the encoder (the releases' classifier is norm + head)."""
+    """Whether a key of the source belongs to the encoder (the releases' classifier is norm + head)."""
     return not key.startswith(("norm.", "head.")) if published else key.startswith("encoder.")
 
 
-def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], require: str = "all") -> LoadReport:
-    """Fill ``model`` from a state dict in the releases' names or this library's; returns what
-    was loaded, interpolated, left as initialised and unused.
+def load_state(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor], mode: str | None = None,
+               name: str | Path | None = None) -> LoadReport:
+    """Fill ``model`` from a source (``read_state``) and say what was loaded, interpolated, left as
+    initialised and unused; the report is also logged, after ``name`` (by default the file or hub
+    name, or "state dict"), which every message starts with.
 
-    Every tensor that fits by name and shape is loaded; learned positions of another grid are
-    interpolated to the model's. ``require`` says what must hold, else :class:`PretrainedError`
-    names the keys before anything is changed: ``"all"``, every tensor of the model and of the
-    file used; ``"encoder"``, the whole encoder filled from the file and none of the file's
-    encoder tensors unused (heads and decoders may stay as initialised: another class count, a
-    dense model started from a classifier); ``"some"``, at least one encoder tensor loaded and
-    none of another shape.
+    Every tensor that fits by name and shape is loaded (a release's names mapped); learned
+    positions of another grid are interpolated to the model's. ``mode`` says what must hold, else
+    one ``CheckpointError`` names the source and the keys before anything changes:
+
+    - ``"exact"``: every tensor of the model filled and every tensor of the source used;
+    - ``"encoder"``: the model's whole encoder filled and none of the source's encoder tensors
+      unused; heads and decoder load where they fit (another class count, a dense model started
+      from a classifier);
+    - ``"partial"`` (``model.pretrained``): at least one encoder tensor loaded, none of the
+      encoder of another shape;
+    - None (``create_model(weights=...)``): ``"encoder"`` for a release, else ``"exact"``.
     """
-    if require not in REQUIRE:
-        raise ValueError(f"require must be one of {', '.join(REQUIRE)}, got {require!r}")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    label = str(name or ("state dict" if isinstance(source, Mapping) else source))
+    state, _ = read_state(source)
     published = is_published(state)
+    mode = mode or ("encoder" if published else "exact")
     if published:
         converted, sources, unused = convert_published(state, _head_prefix(model))
     else:
         converted, sources, unused = dict(state), {k: [k] for k in state}, []
     own = model.state_dict()
-    report = LoadReport(unexpected=list(unused))
+    report = LoadReport(unused=list(unused))
     fitted: dict[str, torch.Tensor] = {}
     for key, value in converted.items():
         got = _fit(key, value, own, model, report)
         if got is None:
-            report.unexpected += sources[key]
+            report.unused += sources[key]
         fitted.update(got or {})
     report.loaded = sorted(fitted)
     left = set(own) - set(fitted) - {entry.split(" ", 1)[0] for entry in report.mismatched}
-    report.missing = sorted(k for k in left if not k.endswith("num_batches_tracked"))
-    report.unexpected = sorted(set(report.unexpected))
+    report.initialised = sorted(k for k in left if not k.endswith("num_batches_tracked"))
+    report.unused = sorted(set(report.unused))
     encoder_mismatch = [e for e in report.mismatched if e.startswith("encoder.")]
     problem = {
-        "all": not report.complete,
-        "encoder": bool(encoder_mismatch or [k for k in report.missing if k.startswith("encoder.")]
-                        or [k for k in report.unexpected if _encoder_source(k, published)]),
-        "some": bool(encoder_mismatch) or not any(k.startswith("encoder.") for k in fitted),
-    }[require]
-    if problem:
-        raise PretrainedError(f"weights do not fit {getattr(model, 'preset_name', type(model).__name__)}: {report}")
+        "exact": not report.complete,
+        "encoder": bool(encoder_mismatch or [k for k in report.initialised if k.startswith("encoder.")]
+                        or [k for k in report.unused if _encoder_source(k, published)]),
+        "partial": bool(encoder_mismatch) or not any(k.startswith("encoder.") for k in fitted),
+    }[mode]
+    if problem:  # an exact load of this library's names says what differs, as torch's strict load; else what fits
+        detail = (f"the model; {report.mismatch()}" if mode == "exact" and not published
+                  else f"{getattr(model, 'preset_name', type(model).__name__)}: {report}")
+        raise CheckpointError(f"{label}: weights do not fit {detail}")
     model.load_state_dict(fitted, strict=False)
-    return report
-
-
-def load_crossvit_pretrained(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor],
-                             strict: bool = True) -> LoadReport:
-    """Load IBM/timm CrossViT weights (a file or a state dict) into a zoo model: ``load_state``
-    requiring ``"all"`` (``strict``, for the ``crossvit_*`` classifiers) or ``"some"``.
-
-    A dense model built with the classifier's ``dims``, ``heads``, ``stages``, ``mlp_ratios``,
-    ``patch_sizes=(12, 16)`` and ``fusion="cls"`` takes the whole encoder, positions
-    interpolated to its grid; its decoder and heads stay as initialised.
-    """
-    return load_state(model, read_published(source), "all" if strict else "some")
-
-
-def load_weights(model: nn.Module, path: str | Path, partial: bool = False) -> LoadReport:
-    """Fill ``model`` from a weights file and say what it did; what does not fit fails in one
-    line naming the keys, before anything changes.
-
-    This library's files (safetensors, a training checkpoint, a state dict) must fit exactly,
-    unless ``partial``. A published CrossViT file (IBM's release, timm's ``crossvit_*``) is
-    recognised by its tensor names and mapped: it must fill the whole encoder, positions
-    interpolated to the model's grid; heads of another class count and a dense model's decoder
-    stay as initialised. ``partial`` (starting a model to train, ``model.pretrained``) loads
-    whatever fits, provided part of the encoder does and none of it has another shape.
-    """
-    state, _ = read_weights(path)
-    published = is_published(state)
-    if not (published or partial):
-        load_state_strict(model, state, path)
-        return LoadReport(loaded=sorted(state))
-    try:
-        report = load_state(model, state, "some" if partial else "encoder")
-    except PretrainedError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    log.info("%s: %s", path, report)
+    log.info("%s: %s", label, report)
     return report
