@@ -9,21 +9,32 @@ once per seed in ``{sweep_dir}/{name}/seed{seed}`` (its resolved config in
 A sweep that stops part-way continues where it stopped: finished runs are skipped and an
 interrupted one resumes from its last checkpoint. The comparison (``crossvit_mtl.comparison``)
 goes to the screen and to ``{sweep_dir}/compare.md`` and ``compare.json``.
+
+Where the fits run is the ``launcher:`` mapping's (``crossvit_mtl.cli.launch``) or ``--launcher``'s:
+here (one after another in this process, or ``--jobs N`` processes at once) or on SLURM (one array
+job per run). Before anything runs every run's config is checked as `fit` checks it
+(``crossvit_mtl.cli.sweep_check``). Each job leaves its records in ``{sweep_dir}/jobs/``;
+``--status`` reads them (and the scheduler's state), and a new `sweep` submits again only the
+jobs that are missing or failed.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import shlex
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from crossvit_mtl.cli.args import UserError
+from crossvit_mtl.cli.args import UserError, read_yaml_mapping
+from crossvit_mtl.cli.launch import LAUNCHERS, chosen, command_line, label, read_settings
+from crossvit_mtl.cli.sweep_jobs import RESUBMIT, finished, forget, job_file, read_json, status_of
 
 DEFAULT_SEEDS = (0, 1, 2)
-SWEEP_KEYS = ("sweep_dir", "seeds", "base", "runs")
+SWEEP_KEYS = ("sweep_dir", "seeds", "base", "runs", "launcher")
+#: folders of the sweep's own beside the runs'
+RESERVED = ("configs", "jobs")
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -46,14 +57,12 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
          only: list[str] | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """The sweep folder and, per run and seed, ``{"name", "seed", "baseline", "config", "config_path",
     "run_dir"}``; ``seeds`` (replacing the config's, a run's own too) and ``only`` (run names) narrow it."""
-    from crossvit_mtl.cli.args import read_yaml_mapping
-
     path = Path(config_path)
     spec = read_yaml_mapping("CONFIG", path)
     unknown = sorted(set(spec) - set(SWEEP_KEYS))
     if unknown or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
         raise UserError(f"CONFIG {path}: needs `runs:` mapping run names to overrides (and may have "
-                        f"`sweep_dir:`, `seeds:`, `base:`); unknown keys: {unknown}")
+                        f"`sweep_dir:`, `seeds:`, `base:`, `launcher:`); unknown keys: {unknown}")
     given_seeds = seeds
     seeds = _seeds(seeds, "--seeds") if seeds is not None else _seeds(spec.get("seeds", list(DEFAULT_SEEDS)),
                                                                        f"CONFIG {path}")
@@ -65,6 +74,9 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
     sweep_dir = Path(spec.get("sweep_dir") or "runs/sweep")
     runs = []
     for name, override in spec["runs"].items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name in RESERVED or set(str(name)) == {"."}:
+            raise UserError(f"CONFIG {path}: runs.{name}: a run's name is its folder's: letters, digits, '_', '-', "
+                            f"'.', and not {' or '.join(RESERVED)}")
         if not isinstance(override or {}, dict):
             raise UserError(f"CONFIG {path}: runs.{name} must map keys to overrides, got {override!r}")
         override = dict(override or {})
@@ -81,22 +93,6 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
     if not only and (not any(r["baseline"] for r in runs) or all(r["baseline"] for r in runs)):
         raise UserError(f"CONFIG {path}: needs baseline runs (`baseline: true`) and runs to compare with them")
     return sweep_dir, runs
-
-
-def fit_args(run: dict[str, Any]) -> list[str]:
-    """The `fit` of one run and seed; it resumes a run folder left with a last checkpoint."""
-    run_dir = Path(run["run_dir"])
-    args = ["fit", "--config", str(run["config_path"]), "--run_dir", str(run_dir),
-            "--seed_everything", str(run["seed"]), "--test_after_fit", "true"]
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        args += ["--ckpt_path", "last"]
-    elif run_dir.exists():
-        args += ["--overwrite", "true"]
-    return args
-
-
-def finished(run: dict[str, Any]) -> bool:
-    return (Path(run["run_dir"]) / "metrics_test.json").is_file()
 
 
 #: what a fit writes into its run folder before its first checkpoint: a folder holding only these
@@ -116,36 +112,68 @@ def check_run_folder(run: dict[str, Any], config: str) -> None:
                         "choose another sweep_dir")
 
 
+
+
+def statuses(runs: list[dict[str, Any]], jobs_dir: Path) -> list:
+    """Each job's ``JobStatus``, the scheduler asked once for all the SLURM jobs among them."""
+    from crossvit_mtl.cli.launch import slurm_states
+
+    records = [read_json(job_file(jobs_dir, r, ".json")) or {} for r in runs]
+    slurm_ids = [r["job_id"] for r, run in zip(records, runs)
+                 if r.get("launcher") == "slurm" and r.get("job_id") and not finished(run)]
+    scheduler = slurm_states(slurm_ids)
+    return [status_of(run, jobs_dir, scheduler) for run in runs]
+
+
+def print_status(runs: list[dict[str, Any]], jobs_dir: Path) -> int:
+    found = statuses(runs, jobs_dir)
+    for run, status in zip(runs, found):
+        job = f" [job {status.job_id}]" if status.job_id else ""
+        detail = f" ({status.detail})" if status.detail and status.status != "done" else ""
+        print(f"{label(run)}: {status.status}{job}{detail}" + (f"; log: {status.log}" if status.log else ""))
+    counts = {s: sum(f.status == s for f in found) for s in ("done", "running", "queued", "failed", "missing", "unknown")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "unknown"))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli.compare import write_outputs
     from crossvit_mtl.comparison import ComparisonError, compare, report_markdown
 
     sweep_dir, runs = plan(args.config, args.seeds, args.runs)
+    where = f"CONFIG {args.config}"
+    settings = chosen(read_settings(read_yaml_mapping("CONFIG", args.config).get("launcher"), where),
+                      args.launcher, args.jobs, where)
     for item in runs:  # before any fit: nothing of the user's is written over
         check_run_folder(item, args.config)
-    for item in runs:
-        label = f"{item['name']} seed {item['seed']}" + (" (baseline)" if item["baseline"] else "")
-        if finished(item):
-            print(f"{label}: finished, skipped ({item['run_dir']})")
-            continue
-        print(f"{label}: " + shlex.join(["crossvit-mtl", *fit_args(item)]))
-        if args.dry_run:
-            continue
-        item["config_path"].parent.mkdir(parents=True, exist_ok=True)
-        item["config_path"].write_text(yaml.safe_dump(item["config"], sort_keys=False))
-        from crossvit_mtl.cli.train import run_command
+    jobs_dir = sweep_dir / "jobs"
+    if args.status:
+        return print_status(runs, jobs_dir)
+    todo = []
+    for item, status in zip(runs, statuses(runs, jobs_dir)):
+        if status.status == "done":
+            print(f"{label(item)}: finished, skipped ({item['run_dir']})")
+        elif status.status not in RESUBMIT:
+            print(f"{label(item)}: {status.status} ({status.detail}), not submitted again")
+        else:
+            todo.append(item)
+    if todo:
+        from crossvit_mtl.cli.sweep_check import check_configs
 
-        code = run_command(fit_args(item))
-        if code or not finished(item):
-            raise UserError(f"run {item['name']!r} seed {item['seed']} failed (exit code {code}); "
-                            f"its folder: {item['run_dir']}")
+        check_configs(todo, args.config)  # every config, before the first job: fails in one line
+        if settings.name != "local" or settings.jobs > 1:
+            print(settings.describe())
+    if args.dry_run or settings.name == "local" and settings.jobs == 1:
+        _run_here(todo, jobs_dir, args.dry_run)
+    else:
+        _launch(todo, jobs_dir, settings, sweep_dir)
     if args.dry_run:
         return 0
     _, runs = plan(args.config, args.seeds)  # the comparison is over the whole sweep
     waiting = [r for r in runs if not finished(r)]
     if waiting:
         print(f"{len(waiting)} run(s) of the sweep are not finished (e.g. {waiting[0]['run_dir']}); "
-              "the comparison follows once they are")
+              f"the comparison follows once they are (`crossvit-mtl sweep {args.config} --status` lists them)")
         return 0
     names = {r["name"]: r["baseline"] for r in runs}
     try:
@@ -160,13 +188,75 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_config(run: dict[str, Any]) -> None:
+    run["config_path"].parent.mkdir(parents=True, exist_ok=True)
+    run["config_path"].write_text(yaml.safe_dump(run["config"], sort_keys=False))
+
+
+def _run_here(todo: list[dict[str, Any]], jobs_dir: Path, dry_run: bool) -> None:
+    """One fit after another in this process, each printed as it starts; the first failure stops."""
+    from crossvit_mtl.cli.launch import run_here
+
+    for item in todo:
+        print(f"{label(item)}: {command_line(item)}", flush=True)
+        if dry_run:
+            continue
+        _write_config(item)
+        forget(jobs_dir, item)
+        code = run_here(item, jobs_dir)
+        if code or not finished(item):
+            raise UserError(f"run {item['name']!r} seed {item['seed']} failed (exit code {code}); "
+                            f"its folder: {item['run_dir']}")
+
+
+def _launch(todo: list[dict[str, Any]], jobs_dir: Path, settings, sweep_dir: Path) -> None:
+    """Every job to its launcher at once: the local pool (which returns when all have ended) or SLURM."""
+    from crossvit_mtl.cli.launch import run_pool, submit_slurm
+
+    for item in todo:
+        print(f"{label(item)}: {command_line(item)}", flush=True)
+        _write_config(item)
+        forget(jobs_dir, item)
+    if not todo:
+        return
+    if settings.name == "slurm":
+        for name, ids in submit_slurm(todo, jobs_dir, settings, sweep_dir.name):
+            seeds = " ".join(str(r["seed"]) for r in todo if r["name"] == name)
+            kind = f"array job {ids[0].split('_')[0]}" if len(ids) > 1 else f"job {ids[0]}"
+            print(f"{name}: SLURM {kind}, seed{'s' if len(ids) > 1 else ''} {seeds}")
+        print(f"logs and submitted scripts: {jobs_dir / 'slurm'}", flush=True)
+        return
+    failed = run_pool(todo, jobs_dir, settings.jobs)
+    if failed:
+        run, why = failed[0]
+        raise UserError(f"{len(failed)} of {len(todo)} job(s) failed, e.g. run {run['name']!r} seed {run['seed']}: "
+                        f"{why}; log: {job_file(jobs_dir, run, '.log')}; `sweep` again resubmits the failed ones")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="fit several configs over several seeds, then compare them (Delta-m)",
                        description="Fit every run of a sweep config once per seed, each in its own run "
                        "folder, test each best checkpoint, then print the comparison against the "
-                       "baseline runs. Finished runs are skipped, an interrupted one resumes.")
+                       "baseline runs. Every config is checked first, as `fit` checks it. Finished runs "
+                       "are skipped, an interrupted one resumes; a new `sweep` submits again only the "
+                       "jobs that are missing or failed.")
     p.add_argument("config", metavar="CONFIG", help="sweep YAML (see configs/sweep_synth.yaml)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the config's, else 0 1 2)")
     p.add_argument("--runs", nargs="+", help="only these runs of the config")
-    p.add_argument("--dry-run", action="store_true", help="print the planned commands, run nothing")
+    p.add_argument("--launcher", choices=LAUNCHERS,
+                   help="where the fits run: local (this machine) or slurm (one array job per run, through "
+                        "submitit); default: the config's launcher.name, else local")
+    p.add_argument("--jobs", type=_positive, metavar="N",
+                   help="local: fits at once, each a separate process (default: launcher.jobs, else 1: "
+                        "one after another in this process)")
+    p.add_argument("--status", action="store_true",
+                   help="list each run and seed as done, running, queued, failed or missing, with its log")
+    p.add_argument("--dry-run", action="store_true", help="check every config, print the planned commands, run nothing")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
