@@ -191,16 +191,23 @@ def command_line(run: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------- local
 def run_here(run: dict[str, Any], jobs_dir: Path) -> int:
-    """Today's sweep: the fit in this process, its output on the terminal, its state recorded."""
+    """The sweep of old: the fit in this process, its output on the terminal, its state recorded.
+    A SIGTERM stops it after its step, checkpointed, and this process with it (exit code 75)."""
     from crossvit_mtl.cli.train import run_command
 
     record_submission(jobs_dir, run, "local", None, None)
     pid = os.getpid()
     record_state(jobs_dir, run, "running", host=socket.gethostname(), pid=pid, pid_start=process_start(pid),
                  started=time.time(), ended=None, exit_code=None, job_id=None, log=None)
-    code = run_command(fit_args(run))
-    state = "done" if finished(run) else "failed"
-    record_state(jobs_dir, run, state, ended=time.time(), exit_code=code)
+    code: Any = None
+    try:
+        code = run_command([*fit_args(run), f"--trainer.callbacks+={SIGNAL_CALLBACK}"])
+    except SystemExit as stop:
+        code = stop.code
+        raise
+    finally:
+        state = "done" if finished(run) else "interrupted" if code == os.EX_TEMPFAIL else "failed"
+        record_state(jobs_dir, run, state, ended=time.time(), exit_code=code)
     return code
 
 
