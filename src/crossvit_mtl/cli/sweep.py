@@ -142,13 +142,13 @@ def run(args: argparse.Namespace) -> int:
 
     sweep_dir, runs = plan(args.config, args.seeds, args.runs)
     where = f"CONFIG {args.config}"
-    settings = chosen(read_settings(read_yaml_mapping("CONFIG", args.config).get("launcher"), where),
-                      args.launcher, args.jobs, where)
+    in_file = read_settings(read_yaml_mapping("CONFIG", args.config).get("launcher"), where)
     for item in runs:  # before any fit: nothing of the user's is written over
         check_run_folder(item, args.config)
     jobs_dir = sweep_dir / "jobs"
     if args.status:
         return print_status(runs, jobs_dir)
+    settings = chosen(in_file, args.launcher, args.jobs, where)
     todo = []
     for item, status in zip(runs, statuses(runs, jobs_dir)):
         if status.status == "done":
