@@ -84,7 +84,10 @@ def fake_cluster(tmp_path, monkeypatch, clean_env):
     for key, value in fake_slurm.install(tmp_path / "bin", tmp_path / "cluster").items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return tmp_path / "cluster"
+    yield tmp_path / "cluster"
+    unfinished = [t for t, record in fake_slurm.tasks().items() if record["state"] not in fake_slurm.FINAL]
+    if unfinished:  # a failed test leaves no job running
+        subprocess.run(["scancel", *unfinished], check=False)
 
 
 # --------------------------------------------------------------------------------------- local
