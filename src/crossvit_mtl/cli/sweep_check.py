@@ -40,7 +40,7 @@ def check_configs(runs: list[dict[str, Any]], config: str | Path) -> None:
 
     from crossvit_mtl.cli.train import _one_line
     from crossvit_mtl.data.errors import DataError
-    from crossvit_mtl.tasks.segmentation import TargetError
+    from crossvit_mtl.tasks import TargetError
 
     configs = {r["name"]: r["config"] for r in runs}
     with tempfile.TemporaryDirectory(prefix="sweep-check-") as tmp, warnings.catch_warnings():
