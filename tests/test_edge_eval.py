@@ -149,6 +149,20 @@ def test_the_matching_is_maximum_like_a_brute_force_assignment():
         assert match_count(gt, pred, radius) == int(close[rows, cols].sum())
 
 
+def test_the_counts_at_every_threshold_equal_a_fresh_thinning_and_matching():
+    """edge_counts shares work between thresholds (nested maps, one pair search, each matching
+    grown from the previous one): every threshold must still score as if alone."""
+    for seed in (5, 6):
+        labels, pred = scene(seed, 60, 80)
+        gt = thin_binary(seg2bmap(labels))
+        edges = edges_nms(pred.astype(np.float32) / np.float32(255))
+        radius = 0.02 * np.hypot(60, 80)
+        counts = edge_counts(pred, gt, "seism", max_dist=0.02)
+        for t, (cnt_r, sum_r, cnt_p, sum_p) in zip(HED_THRESHOLDS, counts):
+            binary = thin_binary(edges >= t)
+            assert (cnt_r, sum_r, cnt_p, sum_p) == (match_count(gt, binary, radius), gt.sum(), cnt_r, binary.sum())
+
+
 # ----------------------------------------------------------------------------- thresholds, masks
 
 
