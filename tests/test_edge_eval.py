@@ -383,7 +383,7 @@ def test_every_bad_input_is_one_line_naming_the_file(folders, capsys, file, dama
 def test_ids_outputs_and_folders_are_checked_before_any_work(folders, capsys):
     tmp, _ = folders
     cases = [
-        (("--ids", tmp / "ids.txt"), "c\nd\n", r"PRED \S+/pred/d\.png: no such file \(an id of \S+ids\.txt\)"),
+        (("--ids", tmp / "ids.txt"), "c\nd\n", r"--ids \S+ids\.txt: id 'd' has no prediction \(\S+/pred/d\.png: no such file\)"),
         (("--ids", tmp / "ids.txt"), "a\nb\na\n", r"--ids \S+ids\.txt: line 3 repeats id 'a' of line 1"),
         (("--ids", tmp / "ids.txt"), "\n\n", r"--ids \S+ids\.txt: no ids"),
         (("--out", tmp / "kept.json"), None, r"--out \S+kept\.json: exists; pass --overwrite to replace it"),

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-GT_KINDS = ("labels", "boundaries")
-
 
 def check_file(path: Path) -> None:
-    """The cheap checks, before any work starts: the file is there, a file, and not empty."""
+    """The cheap checks, run on every file before any work starts: there, a file, not empty."""
     from crossvit_mtl.data.errors import DataError
 
     if not path.exists():
@@ -36,7 +34,6 @@ def read_png(path: Path, modes: tuple[str, ...], expected: str) -> np.ndarray:
 
     from crossvit_mtl.data.errors import DataError
 
-    check_file(path)
     try:
         with Image.open(path) as img:
             img.load()
@@ -63,7 +60,6 @@ def read_boundaries(path: Path) -> np.ndarray:
         return read_png(path, ("1", "L", "P", "I;16", "I"), "one channel, > 0 on boundaries") > 0
     from crossvit_mtl.data.errors import DataError, load_npy
 
-    check_file(path)
     array = np.squeeze(load_npy(path))
     if array.ndim != 2 or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataError(path, f"holds {array.dtype} of shape {array.shape}, expected a 2-D boundary map")
@@ -79,7 +75,6 @@ def read_label_map(path: Path) -> np.ndarray:
 
     from crossvit_mtl.data.errors import DataError
 
-    check_file(path)
     try:
         content = loadmat(path)
     except (MatReadError, ValueError, OSError, NotImplementedError, TypeError, EOFError) as err:
@@ -167,7 +162,9 @@ def plan(args: argparse.Namespace) -> tuple[list[str], list[tuple[Path, Path, st
         try:
             check_file(pred_path)
         except DataError as err:
-            raise named("PRED", f"{err}{f' (an id of {args.ids})' if args.ids else ''}") from None
+            if args.ids and not pred_path.exists():  # the list names an image the folder does not have
+                raise named("--ids", f"{args.ids}: id {stem!r} has no prediction ({pred_path}: no such file)") from None
+            raise named("PRED", err) from None
         if gt_path is None:
             expected = f"{stem}.mat or {stem}.png" if kind == "labels" else f"{stem}.png or {stem}.npy"
             raise named(f"--{kind}", f"{gt_dir}: no {expected}, the ground truth of {pred_path}")

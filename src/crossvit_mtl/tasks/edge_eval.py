@@ -3,10 +3,10 @@
 ATRC, InvPT, TaskPrompter, ASTMT and MTI-Net score edges with SEISM (MATLAB): per threshold the
 prediction (an 8-bit PNG read as k/255) is non-maximum suppressed, binarised, thinned and matched
 one to one to the ground-truth boundary pixels within ``max_dist`` x the image diagonal. This
-module is that pipeline in numpy/scipy/scikit-image, with one deliberate change: the matching is
-an exact maximum-cardinality matching (a maximum flow on the pairs within the radius) where
-BSDS's ``correspondPixels`` runs a randomised approximate assignment whose result varies by
-about 1e-3 in F between runs; the exact matching gives its upper figure, deterministically.
+module is that pipeline in numpy and scipy, with one deliberate change: the matching is an exact
+maximum-cardinality matching (a maximum flow on the pairs within the radius) where BSDS's
+``correspondPixels`` runs an approximate assignment on a randomised graph seeded by the clock; the
+exact matching gives its upper figure, deterministically.
 
 Everything per image is an int64 array ``(T, 4)`` of ``[cntR, sumR, cntP, sumP]`` per threshold,
 so a data set's result is a sum of integers (exact under distributed evaluation):
@@ -22,7 +22,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
 
-#: SEISM's parameters/HED.txt, which ATRC, InvPT and TaskPrompter copy for every run: 101 values
+#: SEISM's HED thresholds (its parameters/HED.txt, which ATRC, InvPT and TaskPrompter copy): 101 values
 HED_THRESHOLDS: tuple[float, ...] = (0.001, *(i / 100 for i in range(1, 100)), 0.999)
 #: MTI-Net's evaluation/eval_edge.py writes np.arange(0.01, 1.00, 0.01) as '%.2f': 99 values
 MTINET_THRESHOLDS: tuple[float, ...] = tuple(i / 100 for i in range(1, 100))
@@ -54,6 +54,7 @@ PROTOCOLS = {
 
 
 def get_protocol(name: str) -> EdgeProtocol:
+    """A protocol by name, or a ValueError listing the names."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown edge protocol {name!r}; choose from {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]
@@ -371,7 +372,7 @@ def edge_counts(pred: np.ndarray, gt: np.ndarray, protocol: str | EdgeProtocol =
     for i, size in enumerate(sizes.tolist()):
         if size not in by_size:
             image = np.zeros((h + 2) * (w + 2), dtype=np.uint8)
-            foreground = np.sort(padded_index[edges.size - size:])
+            foreground = padded_index[edges.size - size:]
             image[foreground] = 1
             _thin_padded(image, w + 2, foreground)
             keep = image[pair_pixels].astype(bool)
