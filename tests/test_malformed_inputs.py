@@ -491,12 +491,14 @@ def valid_bytes(kind: str) -> bytes:
                                "runs": {"seg": {"baseline": True}, "again": {}}}, default_flow_style=True).encode()
     elif kind == "metrics":
         return json.dumps({"stage": "val", "results": {"segmentation": {"miou": 0.5, "pixel_acc": 0.8}}}).encode()
+    elif kind == "ids":  # cut in half it repeats an id
+        return b"a\nabc\n"
     return buffer.getvalue()
 
 
 #: what a file of another kind is, for each kind expected
 OTHER_KIND = {"checkpoint": "png", "png": "checkpoint", "safetensors": "png", "config": "png", "sweep": "checkpoint",
-              "metrics": "png"}
+              "metrics": "png", "ids": "png"}
 
 
 def damaged(path: str, kind: str, damage: str, setup: Callable[[Path], object] | None = None):
@@ -518,6 +520,18 @@ def damaged(path: str, kind: str, damage: str, setup: Callable[[Path], object] |
 
 def image(tmp: Path) -> None:
     Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(tmp / "a.png")
+
+
+def edge_prediction(tmp: Path) -> None:
+    (tmp / "pred").mkdir(exist_ok=True)
+    for stem in ("a", "abc"):
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(tmp / "pred" / f"{stem}.png")
+
+
+def edge_labels(tmp: Path) -> None:
+    (tmp / "gt").mkdir(exist_ok=True)
+    for stem in ("a", "abc"):
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(tmp / "gt" / f"{stem}.png")
 
 
 def with_checkpoint(tmp: Path) -> None:
@@ -556,6 +570,7 @@ REASONS = {
     "sweep": {"truncated": "not valid YAML", "random": "not a text file", "wrong_kind": "not a text file"},
     "png": {"truncated": "not a readable image", "random": "not a readable image", "wrong_kind": "not a readable image"},
     "metrics": {"truncated": "not valid JSON", "random": "not valid JSON", "wrong_kind": "not valid JSON"},
+    "ids": {"truncated": "repeats id", "random": "not a text file", "wrong_kind": "not a text file"},
 }
 COMMON_REASONS = {"missing": "no such (checkpoint |weights )?file", "empty": "empty file",
                   "folder": "is a folder, expected a (checkpoint |weights )?file"}
@@ -565,6 +580,8 @@ TEST = "test --config {tmp}/config.yaml --run_dir {tmp}/run --ckpt_path {tmp}/ru
 
 #: (command, argument) -> (command line with the damaged file as {tmp}/FILE, FILE, kind, setup, damages)
 FILE_ARGUMENTS = {
+    ("edges", "--ids"): ("edges {tmp}/pred --labels {tmp}/gt --ids {tmp}/in.txt", "in.txt", "ids",
+                         both(edge_prediction, edge_labels), FILE_DAMAGE),
     ("predict", "--checkpoint"): (PREDICT.replace("run.ckpt", "in.ckpt"), "in.ckpt", "checkpoint", image,
                                   FILE_DAMAGE + ("pickle_noise",)),
     ("predict", "--input"): (PREDICT.replace("a.png", "in.png"), "in.png", "png", with_checkpoint, FILE_DAMAGE),
@@ -629,6 +646,13 @@ def _folder_with_unreadable(tmp: Path) -> None:
 
 #: every output argument: already there (a file, a folder holding files, a file in the way)
 OUTPUT_ARGUMENTS = {
+    ("edges", "--out"): [
+        Case("edges_out_exists", both(edge_prediction, edge_labels, existing("o.json")),
+             "edges {tmp}/pred --labels {tmp}/gt --out {tmp}/o.json",
+             r"^--out \S+/o\.json: exists; pass --overwrite to replace it$"),
+        Case("edges_out_under_a_file", both(edge_prediction, edge_labels, existing("o")),
+             "edges {tmp}/pred --labels {tmp}/gt --out {tmp}/o/s.json",
+             r"^--out \S+/o/s\.json: cannot be created, \S+/o is a file$")],
     ("predict", "--out"): [
         Case("predict_out_is_a_file", both(with_checkpoint, existing("pred")), PREDICT,
              r"^--out \S+/pred: is a file, expected a folder$"),
@@ -698,11 +722,15 @@ FOLDER_ARGUMENTS = {
     ("data check", "PATH"): ("data check {tmp}/in", None),
     ("data cityscapes", "--root"): ("data cityscapes --root {tmp}/in --out {tmp}/out --size 8x16", None),
     ("predict", "--input"): (PREDICT.replace("a.png", "in"), with_checkpoint),
+    ("edges", "PRED"): ("edges {tmp}/in --labels {tmp}/gt", edge_labels),
+    ("edges", "--labels"): ("edges {tmp}/pred --labels {tmp}/in", edge_prediction),
+    ("edges", "--boundaries"): ("edges {tmp}/pred --boundaries {tmp}/in", edge_prediction),
 }
 FOLDER_REASONS = {"missing": "no such folder", "file": "is a file, expected a folder",
                   "empty": r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)|"
                            r"no metrics_test.json \(evaluate its best checkpoint|"
-                           "not a recognised data set layout|folder missing|no PNG/JPEG images found"}
+                           "not a recognised data set layout|folder missing|no PNG/JPEG images found|no PNG images found|"
+                           r"no a\.png or a\.npy|no a\.mat or a\.png"}
 
 
 def _hostile_folder_cases() -> list[Case]:
@@ -863,7 +891,8 @@ NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size
              "--no-check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
              "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry-run",
              "--device", "--test", "--split", "--reference", "--delta_m_set", "--all-metrics", "--seeds", "--runs",
-             "--system-malloc"}
+             "--system-malloc", "--max-dist", "--protocol", "--no-gt-thinning", "--launcher", "--jobs",
+             "--status"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
 LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir")}
 
