@@ -75,7 +75,7 @@ def test_resume_from_last_and_test(fitted_run, tmp_path, capfd, monkeypatch):
                  "--ckpt_path", "last", "--system_malloc", "true"]) == 0
     said = "".join(capfd.readouterr())
     # what the run does to host memory and which precision it runs in, and why, in its output
-    assert "host memory: glibc's allocator as it is (--system_malloc true)" in said
+    assert "host memory: glibc's allocator as it is (--system_malloc)" in said
     assert "precision: 32-true: asked for by --trainer.precision" in said
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
     best = run_dir / "checkpoints" / "best.ckpt"

@@ -217,24 +217,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction of the image diagonal in (0, 1), got {text}")
-    return value
-
-
 def add_parser(sub) -> None:
+    from crossvit_mtl.cli.args import Integer, Number, add_flag
     from crossvit_mtl.tasks.edge_eval import MAX_DIST, PROTOCOLS
 
     p = sub.add_parser("edges", help="score boundary predictions (odsF, oisF, AP) as the papers' SEISM does",
@@ -248,17 +232,18 @@ def add_parser(sub) -> None:
                     help="label maps: <id>.mat with LabelMap (PASCAL-Context's trainval/) or <id>.png of label ids")
     gt.add_argument("--boundaries", metavar="FOLDER",
                     help="boundary maps: <id>.png or <id>.npy, > 0 is a boundary (NYUD-v2's edge/)")
-    p.add_argument("--max-dist", type=_fraction, default=MAX_DIST["pascal-context"],
+    p.add_argument("--max_dist", type=Number(0, 1, low_open=True, high_open=True), default=MAX_DIST["pascal-context"],
                    help=f"matching radius as a fraction of the image diagonal (default {MAX_DIST['pascal-context']} "
                    f"as for PASCAL-Context; {MAX_DIST['nyud-v2']} for NYUD-v2)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="seism",
                    help="seism: NMS, 101 HED thresholds (the papers' figures); seism-quick: every fifth of "
                    "those (a lower bound, for quick checks); mtinet: no NMS, 99 thresholds (MTI-Net's script)")
-    p.add_argument("--no-gt-thinning", dest="thin_gt", action="store_false",
-                   help="score the ground truth's boundaries unthinned, as one version of SEISM's edgesEvalImg.m "
-                   "does (default: thinned like the predictions; see docs/edges.md)")
+    add_flag(p, "--thin_gt", default=True,
+             help="thin the ground truth's boundaries like the predictions (default true); false scores them "
+             "unthinned, as one version of SEISM's edgesEvalImg.m does (see docs/edges.md)")
+    p.add_argument("--no_gt_thinning", dest="thin_gt", action="store_false", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--ids", metavar="FILE", help="text file of ids, one a line (default: every PRED/*.png)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=Integer(1, 256), default=1, help="processes (default 1)")
     p.add_argument("--out", metavar="FILE", help="also write the scores, the PR curve and the counts as JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_flag(p, "--overwrite", help="replace an existing --out file")
     p.set_defaults(func=run)
