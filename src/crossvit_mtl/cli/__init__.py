@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, Parser, UserError, full_disk, no_space, print_error
+from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, Parser, UserError, no_space, print_error
 
 #: sub-command modules, in the order `--help` lists them (imported by name: each imports what it
 #: needs only when it runs, and none imports this package)
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return int(args.func(args) or 0)
         except (OSError, RuntimeError) as err:  # a write that found no space: the file, else the output
+            from crossvit_mtl.engine.checkpoint import full_disk
+
             disk = full_disk(err)
             if disk is None:
                 raise

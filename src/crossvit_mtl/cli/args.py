@@ -197,24 +197,13 @@ def print_error(command: str | None, err: UserError) -> int:
     return err.exit_code
 
 
-def full_disk(err: BaseException | None) -> OSError | None:
-    """The ``OSError`` of a write that failed for lack of space (or quota), however it was
-    re-raised: torch's writer turns it into a ``RuntimeError`` ("unexpected pos") with the
-    ``OSError`` as its context."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def no_space(err: OSError, where: str | Path) -> NoSpace:
-    """The one line of a write that found no space: the file (where the error does not say which,
-    the output being written) and that what was there before is kept."""
-    return NoSpace(f"{err.filename or where}: no space left on device; what was written before is kept, "
-                   "free some space and run the command again")
+def no_space(err: OSError, where: str | Path, then: str = "run the command again") -> NoSpace:
+    """The one line of a write that found no space (``engine.checkpoint.full_disk``): the file
+    (where the error does not say which, the output being written), and that what was written
+    before is kept."""
+    quota = " (or the quota)" if err.errno != errno.ENOSPC else ""
+    return NoSpace(f"{err.filename or where}: no space left on the device{quota}; nothing written before was "
+                   f"lost: free some space and {then}")
 
 
 def checked_size(model, size: tuple[int, int]) -> tuple[int, int]:

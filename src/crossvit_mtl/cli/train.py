@@ -34,7 +34,6 @@ from crossvit_mtl.cli.args import (
     RunSeed,
     UserError,
     add_flag,
-    full_disk,
     named,
     no_space,
     output_path,
@@ -42,7 +41,7 @@ from crossvit_mtl.cli.args import (
     read_yaml_mapping,
 )
 from crossvit_mtl.data.errors import DataError
-from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint
+from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint, full_disk
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.host_memory import apply_host_memory
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
@@ -338,9 +337,12 @@ def lightning_errors(cli: LightningCLI):
             disk = full_disk(err)
             if disk is None:
                 raise
-            config = getattr(cli, "config", None)
-            run_dir = cli._get(config, "run_dir") if config is not None else None
-            raise no_space(disk, f"--run_dir {run_dir}" if run_dir else "the run folder") from None
+            config = getattr(cli, "config", None)  # None: the failure came before it was parsed
+            subcommand = config.get("subcommand") if config is not None else None
+            run_dir = (config[subcommand] if subcommand else config).get("run_dir") if config is not None else None
+            fit = subcommand == "fit"
+            raise no_space(disk, f"--run_dir {run_dir}" if run_dir else "the run folder",
+                           "resume with --ckpt_path last" if fit else "run the command again") from None
 
 
 def run_lightning(args: list[str]) -> int:
