@@ -32,10 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _output(args: argparse.Namespace) -> str:
-    """What a command writes, to name when a full disk does not say which file."""
-    if getattr(args, "out", None):
-        return f"--out {args.out}"
-    return f"RUN {args.run}" if getattr(args, "run", None) else "the output"
+    """What a command writes, to name when a full disk does not say which file: its ``output``
+    (a function of its arguments), else its --out."""
+    if getattr(args, "output", None):
+        return str(args.output(args))
+    return f"--out {args.out}" if getattr(args, "out", None) else "the output"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,7 +224,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("edges", help="score boundary predictions (odsF, oisF, AP) as the papers' SEISM does",
                        description="Score a folder of 8-bit edge-probability PNGs against label maps or "
                        "boundary maps: per threshold, non-maximum suppression, thinning and one-to-one "
-                       "matching within --max-dist x the image diagonal (an exact maximum matching where "
+                       "matching within --max_dist x the image diagonal (an exact maximum matching where "
                        "SEISM's is approximate); prints ODS F, OIS F and AP. See docs/edges.md.")
     p.add_argument("pred", metavar="PRED", help="folder of <id>.png predictions (8-bit grey, value/255)")
     gt = p.add_mutually_exclusive_group(required=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,4 +30,4 @@ def add_parser(sub) -> None:
     p.add_argument("run", metavar="RUN", help="run folder (the --run_dir of `crossvit-mtl fit`)")
     p.add_argument("--out", default=None, help="output file (default: RUN/report.html, rebuilt)")
     add_flag(p, "--overwrite", help="replace an existing --out file")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output=lambda args: f"--out {args.out}" if args.out else Path(args.run) / "report.html")
