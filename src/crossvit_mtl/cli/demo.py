@@ -128,8 +128,10 @@ def run_demo(args: list[str]) -> int:
     start = time.perf_counter()
     cli = DemoCLI.__new__(DemoCLI)
     with lightning_errors(cli):  # the demo config first: what the command line gives overrides it
-        cli.__init__(**{**cli_kwargs(), "save_config_callback": SaveDemoConfig},  # type: ignore[misc]
-                     args=["--config", str(config_path(DEMO_CONFIG)), *args], run=False)
+        kwargs = cli_kwargs()
+        kwargs.update(save_config_callback=SaveDemoConfig,
+                      parser_kwargs={**kwargs["parser_kwargs"], "prog": "crossvit-mtl demo"})
+        cli.__init__(**kwargs, args=["--config", str(config_path(DEMO_CONFIG)), *args], run=False)  # type: ignore[misc]
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         test_best(cli.trainer, cli.model, cli.datamodule)
         run_dir = Path(cli.config.run_dir)

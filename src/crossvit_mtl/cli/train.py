@@ -304,7 +304,8 @@ def cli_kwargs() -> dict:
         auto_configure_optimizers=False,
         parser_class=Parser,
         # parse errors raised, not printed after 70 lines of usage: lightning_errors prints one line
-        parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False} for c in ("fit", "validate", "test")}},
+        parser_kwargs={"exit_on_error": False, "prog": "crossvit-mtl",
+                       **{c: {"exit_on_error": False} for c in ("fit", "validate", "test")}},
     )
 
 
