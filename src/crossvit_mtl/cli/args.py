@@ -1,7 +1,8 @@
 """The command line's one grammar, and the argument types and checks its sub-commands share.
 
-Every sub-command spells its options with underscores (``--batch_size``, ``--run_dir``, as
-Lightning's config keys are spelt); the same option spelt with hyphens is accepted too, unlisted.
+Every sub-command spells its options with underscores (``--batch_size``, ``--run_dir``), as
+fit's options, the keys of its config, are spelt; the argparse commands also take the hyphenated
+spelling they had (``--batch-size``), unlisted.
 Every boolean option is given as ``--flag`` (true) or ``--flag true|false`` (yes/no too). Every
 number and choice is checked by its type while the command line is parsed, by argparse for most
 commands and by jsonargparse for fit, validate, test and demo, with the same types: a value
@@ -46,23 +47,18 @@ class BadValue(argparse.ArgumentTypeError, ValueError):
     for a value from a config file, as ``Parser key "x": ...`` (it names the key on ValueError)."""
 
 
-class HyphenAliases:
-    """A parser mix-in: each option spelt with underscores is accepted spelt with hyphens too, as a
-    second option of the same destination that --help does not list. Keys of a config
-    (``--trainer.max_epochs``) keep the one spelling their YAML file has."""
+class Parser(argparse.ArgumentParser):
+    """argparse in the project's grammar: an option spelt with underscores is taken spelt with
+    hyphens too, as a second option of the same destination that --help does not list (the
+    spelling these commands had); every error is one line, exit code 2."""
 
     def add_argument(self, *names, **kwargs):
         action = super().add_argument(*names, **kwargs)
-        aliases = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name
-                   and "." not in name]
-        if aliases and isinstance(kwargs.get("action", "store"), str):  # not a parser's own (--print_config)
+        aliases = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
+        if aliases:
             super().add_argument(*aliases, **{**kwargs, "dest": action.dest, "help": argparse.SUPPRESS,
                                               "default": argparse.SUPPRESS, "required": False})
         return action
-
-
-class Parser(HyphenAliases, argparse.ArgumentParser):
-    """argparse in the project's grammar: hyphenated aliases, and every error one line, exit code 2."""
 
     def error(self, message: str):
         command = " ".join(self.prog.split()[:2])  # "crossvit-mtl data", as the commands' own errors say

@@ -10,7 +10,6 @@ data's too: an option given otherwise is refused by name (``RESUMABLE`` lists wh
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -29,7 +28,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from crossvit_mtl.cli.args import (
-    HyphenAliases,
     Integer,
     RunSeed,
     UserError,
@@ -71,8 +69,7 @@ class SaveRunConfig(SaveConfigCallback):
 
 
 #: what a resumed fit may set otherwise than its checkpoint was trained with: where the data lives
-#: and how it is loaded (the trainer's options, the run's own and the seed of what is not restored
-#: are not in the checkpoint: what is given applies)
+#: and how it is loaded. The trainer's options and the run's own are in no checkpoint: they apply as given.
 RESUMABLE = ("data.root", "data.num_workers", "data.persistent_workers", "data.eval_batch_size")
 #: checkpoint keys that are not options: the link from the data module, Lightning's bookkeeping
 NOT_OPTIONS = ("dataset_meta", "_instantiator", "_class_path")
@@ -98,9 +95,9 @@ def bare_booleans(parser) -> None:
             action.nargs, action.const = "?", True
 
 
-class Parser(HyphenAliases, LightningArgumentParser):
-    """Lightning's parser in the project's grammar: hyphenated aliases of the top-level options,
-    and boolean keys given alone or with true|false."""
+class Parser(LightningArgumentParser):
+    """Lightning's parser in the project's grammar: boolean keys given alone or with true|false.
+    Its options are the keys of the run's config.yaml, spelt as there (no hyphenated aliases)."""
 
     def add_class_arguments(self, *args, **kwargs):
         added = super().add_class_arguments(*args, **kwargs)
@@ -110,11 +107,6 @@ class Parser(HyphenAliases, LightningArgumentParser):
     def add_method_arguments(self, *args, **kwargs):
         added = super().add_method_arguments(*args, **kwargs)  # the command's own: --ckpt_path, --weights_only
         bare_booleans(self)
-        for name in added:  # added in a group, not through add_argument: their aliases here
-            if "_" in name:
-                action = next(a for a in self._actions if a.dest == name)
-                self.add_argument(f"--{name.replace('_', '-')}", dest=name, help=argparse.SUPPRESS,
-                                  default=argparse.SUPPRESS, nargs=action.nargs, const=action.const)
         return added
 
 
@@ -123,6 +115,31 @@ def _plain(value):
     if hasattr(value, "as_dict"):
         value = value.as_dict()
     return json.loads(json.dumps(value, default=lambda v: v.as_dict() if hasattr(v, "as_dict") else str(v)))
+
+
+def against_checkpoint(stored: dict[str, dict], given, fit: bool) -> tuple[list[str], list[str], dict]:
+    """The options a checkpoint holds (``stored``: group -> key -> value) against those given:
+    the ones given otherwise that are refused (or, in validate and test, overridden), those a fit
+    takes as given (``RESUMABLE``), and the checkpoint's to take."""
+    differing: list[str] = []
+    changed: list[str] = []
+    merged: dict[str, dict] = {}
+    for group, options in stored.items():
+        merged[group] = {}
+        for key, value in options.items():
+            name = f"{group}.{key}"
+            if key in NOT_OPTIONS:
+                continue
+            if name not in given or _plain(given[name]) == _plain(value):
+                merged[group][key] = value
+            elif name in RESUMABLE and fit:
+                changed.append(f"{name} {_plain(given[name])} (the checkpoint's: {_plain(value)})")
+            else:
+                differing.append(f"--{name} {_plain(given[name])} (the checkpoint's: {_plain(value)})")
+    seed, stored_seed = given.get("seed_everything"), stored.get("data", {}).get("seed")
+    if fit and "data.seed" not in given and type(seed) is int and stored_seed not in (None, seed):
+        differing.append(f"--seed_everything {seed} (the checkpoint's data.seed: {stored_seed})")
+    return differing, changed, merged
 
 
 def resumed_checkpoint(config) -> Path | None:
@@ -179,26 +196,8 @@ class CrossViTCLI(LightningCLI):
         stored = {"model": checkpoint.get("hyper_parameters") or {}}
         if subcommand == "fit":
             stored["data"] = checkpoint.get("datamodule_hyper_parameters") or {}
-        given = parser.parse_args(args, defaults=False)[subcommand]
-        differing: list[str] = []
-        changed: list[str] = []
-        merged: dict[str, dict] = {}
-        for group, options in stored.items():
-            merged[group] = {}
-            for key, value in options.items():
-                if key in NOT_OPTIONS:
-                    continue
-                name = f"{group}.{key}"
-                if name not in given or _plain(given[name]) == _plain(value):
-                    merged[group][key] = value
-                elif name in RESUMABLE and subcommand == "fit":
-                    changed.append(f"{name} {_plain(given[name])} (the checkpoint's: {_plain(value)})")
-                else:
-                    differing.append(f"--{name} {_plain(given[name])} (the checkpoint's: {_plain(value)})")
-        seed = given.get("seed_everything")
-        if subcommand == "fit" and "data.seed" not in given and isinstance(seed, int) and not isinstance(seed, bool) \
-                and stored["data"].get("seed") not in (None, seed):
-            differing.append(f"--seed_everything {seed} (the checkpoint's data.seed: {stored['data']['seed']})")
+        given = parser.parse_args(args, defaults=False)[subcommand]  # what the command line and configs say
+        differing, changed, merged = against_checkpoint(stored, given, subcommand == "fit")
         if differing and subcommand == "fit":
             raise UserError(f"--ckpt_path {path}: a resumed fit keeps the options its checkpoint was trained with, "
                             f"but was given {'; '.join(differing)}; leave them out, or start a new run without "
@@ -227,7 +226,7 @@ class CrossViTCLI(LightningCLI):
             return
         if not config.overwrite:
             raise UserError(f"--run_dir {run_dir}: already holds a run; resume it with --ckpt_path last, "
-                            "choose another --run_dir, or pass --overwrite true to start afresh")
+                            "choose another --run_dir, or pass --overwrite to start afresh")
         shutil.rmtree(run_dir)
 
     def after_fit(self) -> None:
