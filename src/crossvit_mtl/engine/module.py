@@ -248,7 +248,7 @@ class DenseTaskModule(pl.LightningModule):
         self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
+        return self._eval_step(batch, "test")  # the outputs, for callbacks that write them (prediction_maps)
 
     def _eval_epoch_end(self, stage: str) -> None:
         results = {}
