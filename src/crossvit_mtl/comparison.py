@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from crossvit_mtl.tasks import DELTA_M_CONVENTIONS, DELTA_M_SETS, delta_m, get_task, is_task, task_names
+from crossvit_mtl.tasks.delta import set_members
 
 #: the metrics file of each split, as the engine writes it
 METRICS_FILES = {"test": "metrics_test.json", "val": "metrics.json"}
@@ -44,6 +45,7 @@ class Group:
     name: str
     seeds: dict[str, dict[str, dict[str, float]]]
     baseline: bool = False
+    published: bool = False  # a paper's figures (``data.published``), not a run
     delta: dict[str, dict[str, float]] = field(default_factory=dict)  # convention -> seed -> Delta-m
     task_delta: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> seed -> its own Delta-m
 
@@ -139,6 +141,7 @@ class Comparison:
     reference: str | None
     split: str
     metric_set: str = "default"
+    published: str | None = None  # the benchmark whose published figures are rows
 
     @property
     def baselines(self) -> list[Group]:
@@ -168,17 +171,22 @@ class Comparison:
 
 
 def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: str = "test",
-            reference: str | None = None, metric_set: str = "default") -> Comparison:
+            reference: str | None = None, metric_set: str = "default", published: str | None = None) -> Comparison:
     """Load runs and single-task baselines, and give every run its Delta-m per seed in both conventions.
 
     ``reference`` names the run the others are tested against (seed-paired); None picks a run
     named ``ew`` when there is one. ``metric_set`` is the metrics Delta-m averages
     (``tasks.DELTA_M_SETS``: ``default``, ``single`` for MTI-Net's one per task, ``all``).
+    ``published`` (a benchmark: ``pascal_context``, ``nyud_v2``) adds the papers' figures as rows
+    (``data.published``), on the runs' tasks, with Delta-m against the same baselines over the
+    metrics they report. Without baselines there is no Delta-m.
     """
     if split not in METRICS_FILES:
         raise ComparisonError(f"split must be one of {', '.join(METRICS_FILES)}, got {split!r}")
     if metric_set not in DELTA_M_SETS:
         raise ComparisonError(f"metric set must be one of {', '.join(DELTA_M_SETS)}, got {metric_set!r}")
+    if not baselines and reference is not None:
+        raise ComparisonError("a reference run compares Delta-m, which needs single-task baselines")
     base_groups = [_load(b, split, "baseline") for b in baselines]
     owner: dict[str, str] = {}
     for group in base_groups:
@@ -188,11 +196,13 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
                                       f"(also {owner[task]})", "baseline")
             owner[task] = group.name
     run_groups = [_load(r, split, "run") for r in runs]
+    if published is not None:
+        run_groups += published_groups(published, run_groups)
     names = [g.name for g in base_groups + run_groups]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ComparisonError(f"two runs are named {duplicates[0]!r}; compare folders with distinct names")
-    for group in run_groups:
+    for group in run_groups if base_groups else ():
         for seed, results in group.seeds.items():
             missing = [t for t in results if t not in owner]
             if missing:
@@ -214,12 +224,49 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
                 except ValueError:  # none of the task's Delta-m metrics is finite in this seed
                     continue
                 group.task_delta.setdefault(task, {})[seed] = value
+    mine = [g for g in run_groups if not g.published]
     if reference is None:
-        reference = "ew" if any(g.name == "ew" for g in run_groups) else None
-    elif reference not in [g.name for g in run_groups]:
+        reference = "ew" if base_groups and any(g.name == "ew" for g in mine) else None
+    elif reference not in [g.name for g in mine]:
         raise ComparisonError(f"reference run {reference!r} is not among the runs "
-                              f"({', '.join(g.name for g in run_groups)})")
-    return Comparison(base_groups + run_groups, reference, split, metric_set)
+                              f"({', '.join(g.name for g in mine)})")
+    return Comparison(base_groups + run_groups, reference, split, metric_set, published)
+
+
+def published_groups(dataset: str, runs: Sequence[Group]) -> list[Group]:
+    """The papers' rows of ``dataset`` as groups of one "seed", on the tasks the runs have."""
+    from crossvit_mtl.data.published import published
+
+    try:
+        rows = published(dataset)
+    except ValueError as err:
+        raise ComparisonError(str(err)) from None
+    tasks = {task for group in runs for seed in group.seeds.values() for task in seed}
+    groups = [Group(f"{row.method} (published)", {"": {t: dict(v) for t, v in row.results.items() if t in tasks}},
+                    published=True) for row in rows]
+    if not any(results for g in groups for results in g.seeds.values()):
+        raise ComparisonError(f"the runs share no task with the published {dataset} figures "
+                              f"({', '.join(rows[0].results)})", "run")
+    return groups
+
+
+def published_note(comparison: Comparison) -> str:
+    """What the published rows are, and which Delta-m metrics they do not report (left out of theirs)."""
+    rows = [g for g in comparison.groups if g.published]
+    if not rows:
+        return ""
+    measured = {(task, key) for g in comparison.groups if not g.published for seed in g.seeds.values()
+                for task, values in seed.items() for key in values}
+    lacking = sorted({f"{task} {key}" for g in rows for results in g.seeds.values() for task in results
+                      for key in set_members(get_task(task), comparison.metric_set)
+                      if key not in results[task] and (task, key) in measured})
+    where = "val, edges on its 2498-image subset val_edge" if comparison.published == "pascal_context" else "val"
+    text = (f"Published rows: the papers' {comparison.published} figures on {where}, in this table's units (mIoU, "
+            "maxF and odsF as fractions); `crossvit_mtl.data.published` gives each one's source, backbone and schedule.")
+    if any(g.delta for g in rows):
+        text += " Their Δm is against the baselines given here, not the papers' own single-task runs"
+        text += f", and leaves out what they do not report: {', '.join(lacking)}." if lacking else "."
+    return text
 
 
 def _load(folder: str | Path, split: str, role: str) -> Group:
@@ -295,13 +342,13 @@ def to_markdown(comparison: Comparison, columns: list[tuple[str, str]] | None = 
         header += [f"Δm {c} − {ref}" for c in DELTA_M_CONVENTIONS]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for group in comparison.groups:
-        cells = [group.name + (" (baseline)" if group.baseline else ""), str(len(group.seeds))]
+        cells = [group.name + (" (baseline)" if group.baseline else ""), "-" if group.published else str(len(group.seeds))]
         cells += [_cell(comparison.values(group, task, key)) for task, key in columns]
         for convention in DELTA_M_CONVENTIONS:
             cells.append(_delta_cell(list(group.delta.get(convention, {}).values()), mark=True))
         if ref:
             for convention in DELTA_M_CONVENTIONS:
-                cells.append("" if group.baseline or group.name == ref
+                cells.append("" if group.baseline or group.published or group.name == ref
                              else _diff_cell(comparison.paired(group, None, convention)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -315,7 +362,7 @@ def task_delta_markdown(comparison: Comparison) -> str:
     header = ["run", "seeds"] + [f"Δ {task} (%) ↑" for task in tasks]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for group in comparison.runs:
-        cells = [group.name, str(len(group.seeds))]
+        cells = [group.name, "-" if group.published else str(len(group.seeds))]
         cells += [_delta_cell(list(group.task_delta.get(task, {}).values()), mark=True) for task in tasks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -325,14 +372,26 @@ def report_markdown(comparison: Comparison, every_metric: bool = False) -> str:
     """What ``compare`` and ``sweep`` print: the table of each task's primary metric (or of every
     metric) with Delta-m both ways, then each task's own Delta-m."""
     table = to_markdown(comparison, None if every_metric else summary_columns(comparison))
+    note = published_note(comparison)
+    table += f"\n\n{note}" if note else ""
+    if not comparison.baselines:
+        return f"{table}\n\nNo single-task baselines (`--baselines`): no Δm."
     which = f"Δm over {DELTA_M_SETS[comparison.metric_set]} (`--delta_m_set`)."
     return f"{table}\n\n{which}\n\nEach task against its single-task baseline:\n\n{task_delta_markdown(comparison)}"
 
 
 def summary_columns(comparison: Comparison) -> list[tuple[str, str]]:
-    """Each task's primary metric: the condensed table."""
+    """Each task's primary metric, and beside it the metrics published rows report: the condensed table."""
     present = {task for task, _ in comparison.columns()}
-    return [(task, get_task(task).primary_metric) for task in task_names() if task in present]
+    reported = {(task, key) for g in comparison.groups if g.published for seed in g.seeds.values()
+                for task, values in seed.items() for key in values}
+    columns = []
+    for task in task_names():
+        if task in present:
+            primary = get_task(task).primary_metric
+            columns.append((task, primary))
+            columns += [(task, key) for key in get_task(task).metrics if key != primary and (task, key) in reported]
+    return columns
 
 
 def to_json(comparison: Comparison) -> dict[str, Any]:
@@ -342,8 +401,8 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
                            "confidence": CONFIDENCE, "delta_m_conventions": DELTA_M_CONVENTIONS,
                            "delta_m_set": comparison.metric_set, "groups": []}
     for group in comparison.groups:
-        entry: dict[str, Any] = {"name": group.name, "baseline": group.baseline, "seeds": group.seeds,
-                                 "mean": {}, "std": {}, "delta_m": {}}
+        entry: dict[str, Any] = {"name": group.name, "baseline": group.baseline, "published": group.published,
+                                 "seeds": group.seeds, "mean": {}, "std": {}, "delta_m": {}}
         for task, key in comparison.columns():
             values = comparison.values(group, task, key)
             if values:
@@ -352,7 +411,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
                 entry["std"].setdefault(task, {})[key] = _json_number(std)
         for convention, per_seed in group.delta.items():
             record = _seed_summary(per_seed)
-            if comparison.reference and not group.baseline and group.name != comparison.reference:
+            if comparison.reference and not (group.baseline or group.published) and group.name != comparison.reference:
                 diff, dlow, dhigh = interval(comparison.paired(group, None, convention))
                 record["minus_reference"] = {"mean": _json_number(diff), "ci": [_json_number(dlow), _json_number(dhigh)],
                                              "beyond_noise": beyond_noise(dlow, dhigh)}

@@ -1,8 +1,10 @@
-"""`crossvit-mtl compare RUN... --baselines RUN...`: runs side by side with their seed noise and Delta-m.
+"""`crossvit-mtl compare RUN... --baselines RUN... [--published BENCHMARK]`: runs side by side with
+their seed noise and Delta-m, and the papers' figures beside them.
 
 Each RUN is a run folder or a folder of seed run folders (``crossvit_mtl.comparison``). The table
 gives every metric as mean ± std over seeds, Delta-m in both conventions of the literature, and,
 against a reference run (``ew`` when present), the seed-paired difference with its 95 % interval.
+``--published pascal_context|nyud_v2`` adds the published rows (``crossvit_mtl.data.published``).
 """
 from __future__ import annotations
 
@@ -28,9 +30,12 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_path("--out", args.out, folder=False, overwrite=args.overwrite) if args.out else None
     runs = [input_folder("RUN", r) for r in args.runs]
-    baselines = [input_folder("--baselines", b) for b in args.baselines]
+    if not args.baselines and not args.published:
+        raise named("--baselines", "required (single-task runs, one per task), unless --published is given")
+    baselines = [input_folder("--baselines", b) for b in args.baselines or ()]
     try:
-        comparison = compare(runs, baselines, split=args.split, reference=args.reference, metric_set=args.delta_m_set)
+        comparison = compare(runs, baselines, split=args.split, reference=args.reference, metric_set=args.delta_m_set,
+                             published=args.published)
     except ComparisonError as err:
         raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role or "", "compare:"), err) from None
     print(report_markdown(comparison, every_metric=args.all_metrics))
@@ -42,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     from crossvit_mtl.cli.args import add_flag
     from crossvit_mtl.comparison import DELTA_M_SETS
+    from crossvit_mtl.data.published import PUBLISHED
 
     p = sub.add_parser("compare", help="compare runs' metrics over seeds and their multi-task gain Delta-m",
                        description="Print a markdown table of each run's metrics (mean ± std over its seed "
@@ -49,8 +55,11 @@ def add_parser(sub) -> None:
                        "the seed-paired difference to a reference run; * marks what is beyond seed noise "
                        "(95 %% interval excludes 0).")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders of seed run folders")
-    p.add_argument("--baselines", nargs="+", required=True,
-                   help="single-task run folders (or folders of seeds), one per task")
+    p.add_argument("--baselines", nargs="+",
+                   help="single-task run folders (or folders of seeds), one per task (required without --published)")
+    p.add_argument("--published", choices=tuple(PUBLISHED),
+                   help="add the published figures of this benchmark (InvPT, TaskPrompter, ATRC) as rows; "
+                   "with --delta_m_set single, MTI-Net's Delta-m")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="metrics_test.json (default; the split never used for selection) or metrics.json (val)")
     p.add_argument("--reference", help="run the others are tested against (default: the run named ew)")
