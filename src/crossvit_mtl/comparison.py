@@ -224,12 +224,11 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
                 except ValueError:  # none of the task's Delta-m metrics is finite in this seed
                     continue
                 group.task_delta.setdefault(task, {})[seed] = value
-    mine = [g for g in run_groups if not g.published]
+    own = [g.name for g in run_groups if not g.published]
     if reference is None:
-        reference = "ew" if base_groups and any(g.name == "ew" for g in mine) else None
-    elif reference not in [g.name for g in mine]:
-        raise ComparisonError(f"reference run {reference!r} is not among the runs "
-                              f"({', '.join(g.name for g in mine)})")
+        reference = "ew" if base_groups and "ew" in own else None
+    elif reference not in own:
+        raise ComparisonError(f"reference run {reference!r} is not among the runs ({', '.join(own)})")
     return Comparison(base_groups + run_groups, reference, split, metric_set, published)
 
 
@@ -336,7 +335,8 @@ def to_markdown(comparison: Comparison, columns: list[tuple[str, str]] | None = 
     columns = comparison.columns() if columns is None else columns
     header = ["run", "seeds"] + [f"{task} {info.label} {_ARROW[info.higher_is_better]}"
                                  for task, key in columns for info in [get_task(task).metrics[key]]]
-    header += [f"Δm {c} (%) ↑" for c in DELTA_M_CONVENTIONS]
+    conventions = list(DELTA_M_CONVENTIONS) if comparison.baselines else []  # no baselines: no Delta-m
+    header += [f"Δm {c} (%) ↑" for c in conventions]
     ref = comparison.reference
     if ref:
         header += [f"Δm {c} − {ref}" for c in DELTA_M_CONVENTIONS]
@@ -344,7 +344,7 @@ def to_markdown(comparison: Comparison, columns: list[tuple[str, str]] | None = 
     for group in comparison.groups:
         cells = [group.name + (" (baseline)" if group.baseline else ""), "-" if group.published else str(len(group.seeds))]
         cells += [_cell(comparison.values(group, task, key)) for task, key in columns]
-        for convention in DELTA_M_CONVENTIONS:
+        for convention in conventions:
             cells.append(_delta_cell(list(group.delta.get(convention, {}).values()), mark=True))
         if ref:
             for convention in DELTA_M_CONVENTIONS:

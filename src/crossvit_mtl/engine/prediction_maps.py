@@ -51,7 +51,7 @@ class PredictionMaps(pl.Callback):
         self._written = 0
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # Lightning's property, untyped
         split = datamodule.hparams.test_split
         self._dataset = datamodule.dataset(split)
         self._eval_config = datamodule.hparams.eval_transforms
@@ -60,10 +60,11 @@ class PredictionMaps(pl.Callback):
         # the indices of every batch this process evaluates, in order (a rank's share under DDP)
         self._batches = ([list(b) for b in loader.batch_sampler] if loader.batch_sampler is not None
                          else [[i] for i in loader.sampler])
-        missing = [t for t in self.tasks if t not in pl_module.tasks]
+        model_tasks = list(getattr(pl_module, "tasks", ()))
+        missing = [t for t in self.tasks if t not in model_tasks]
         if missing:
             raise ValueError(f"save_predictions: the model has no task {missing[0]!r} (its tasks: "
-                             f"{', '.join(pl_module.tasks)})")
+                             f"{', '.join(model_tasks)})")
         root = Path(trainer.default_root_dir) / self.folder / split
         self._dirs = {task: root / task for task in self.tasks}
         for folder in self._dirs.values():
