@@ -102,6 +102,30 @@ def test_crop_takes_one_window_for_image_and_maps_and_keeps_short_sides_whole():
     assert RandomCrop((8, 8))(small) is small
 
 
+def test_a_crop_without_a_persons_part_is_not_annotated_for_parts():
+    """ATRC's and InvPT's AddIgnoreRegions after their crop: a parts map with no part pixel left
+    is 255 everywhere; one with a part keeps its background. A whole-view class is cut away too."""
+    parts = torch.zeros(20, 20, dtype=torch.uint8)
+    parts[:4, :4] = 3
+    s = {"image": coordinates(20, 20)["image"], "human_parts": parts, "classification": torch.tensor(1)}
+    crop = RandomCrop((8, 8), meta={"crop_keeps_class": False})
+    kept = cut = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = crop(s)
+        top, left = int(out["image"][0, 0, 0]), int(out["image"][1, 0, 0])
+        window = parts[top:top + 8, left:left + 8]
+        if (window == 3).any():
+            assert torch.equal(out["human_parts"], window)
+            kept += 1
+        else:
+            assert (out["human_parts"] == IGNORE_INDEX).all()
+            cut += 1
+        assert int(out["classification"]) == IGNORE_INDEX
+    assert kept and cut
+    assert int(RandomCrop((8, 8))(s)["classification"]) == 1  # a class of objects survives a crop
+
+
 def test_cat_max_ratio_redraws_as_mmsegmentation_does():
     """The window kept is the first of up to eleven draws whose annotated pixels hold two classes
     or more and no class at 75 % or more of them (numpy's unique counts decide here), else the

@@ -1154,7 +1154,8 @@ NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size
              "--check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
              "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry_run",
              "--device", "--test", "--split", "--reference", "--delta_m_set", "--all_metrics", "--seeds", "--runs",
-             "--system_malloc", "--max_dist", "--protocol", "--thin_gt", "--launcher", "--jobs", "--status"}
+             "--system_malloc", "--max_dist", "--protocol", "--thin_gt", "--launcher", "--jobs", "--status",
+             "--published"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
 LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir"), ("demo", "--run_dir"),
                    ("demo", "--data.root")}

@@ -279,7 +279,9 @@ class RandomRescale:
 
 class RandomCrop:
     """A random ``size`` window where the sample is larger (the whole extent where it is not:
-    ``PadTo`` pads it afterwards), the same window for the image and every map.
+    ``PadTo`` pads it afterwards), the same window for the image and every map; each target of a
+    window smaller than the sample is then told of the crop as a zoom by 1 (``Task.zoom``: a class
+    of the whole view may be cut away, a crop without a person's part holds no parts annotation).
 
     ``cat_max_ratio`` < 1 is mmsegmentation's rule, which ATRC and InvPT apply to their
     segmentation: a window whose class map ``labels`` (a task name) holds a single class, or a
@@ -287,15 +289,19 @@ class RandomCrop:
     times; the eleventh draw is kept unchecked. A sample without that map is cropped without it.
     """
 
-    def __init__(self, size: int | Sequence[int], cat_max_ratio: float = 1.0, labels: str | None = None):
+    def __init__(self, size: int | Sequence[int], cat_max_ratio: float = 1.0, labels: str | None = None,
+                 meta: Meta | None = None):
         self.size = _check_size("crop size", size)
+        self.meta = _check_meta("RandomCrop", meta)
         self.cat_max_ratio = _check_ratio("cat_max_ratio", cat_max_ratio)
         self.labels = _check_label_task("cat_max_ratio_task", labels)
         if self.cat_max_ratio < 1.0 and self.labels is None:
             raise ValueError("cat_max_ratio < 1 needs cat_max_ratio_task: the class map whose classes it counts")
 
     def _accepts(self, labels: torch.Tensor) -> bool:
-        _, counts = torch.unique(labels[labels != IGNORE_INDEX], return_counts=True)
+        counts = torch.bincount(labels.flatten().long(), minlength=IGNORE_INDEX + 1)
+        counts[IGNORE_INDEX] = 0
+        counts = counts[counts > 0]
         return len(counts) > 1 and float(counts.max()) / float(counts.sum()) < self.cat_max_ratio
 
     def __call__(self, sample: Sample) -> Sample:
@@ -317,8 +323,12 @@ class RandomCrop:
                     break
                 top, left = draw()
         spatial = {"image", *(key for key, _ in _dense_tasks(sample))}
-        return {key: value[..., top:top + h, left:left + w].contiguous() if key in spatial else value
-                for key, value in sample.items()}
+        result = {key: value[..., top:top + h, left:left + w].contiguous() if key in spatial else value
+                  for key, value in sample.items()}
+        for key in result:
+            if key != "image" and is_task(key):
+                result[key] = get_task(key).zoom(result[key], 1.0, self.meta)
+        return result
 
     def __repr__(self) -> str:
         rule = f", cat_max_ratio={self.cat_max_ratio}, labels={self.labels!r}" if self.cat_max_ratio < 1 else ""
@@ -665,7 +675,7 @@ def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None)
         if cfg["scale_range"] is not None and cfg["scale_range"] != (1.0, 1.0):
             steps.append(RandomRescale(cfg["scale_range"], meta))
         if cfg["crop_size"] is not None:
-            steps.append(RandomCrop(cfg["crop_size"], cfg["cat_max_ratio"], cfg["cat_max_ratio_task"]))
+            steps.append(RandomCrop(cfg["crop_size"], cfg["cat_max_ratio"], cfg["cat_max_ratio_task"], meta))
             pad = PadTo(cfg["crop_size"])
         if cfg["flip_p"] > 0:
             steps.append(RandomHorizontalFlip(cfg["flip_p"]))
