@@ -2,7 +2,8 @@
 the papers' augmentation) and one optimiser step of the config's network at full size.
 
 Writes a small tree of the archive in its real formats (tests/fixtures_data.py) at the benchmark's
-image size (PASCAL-Context 375x500, every LabelMap 40 random regions; NYUD-v2 425x560), builds the
+image size (PASCAL-Context 375x500, every LabelMap 40 random regions; NYUD-v2 425x560, the
+boundaries of 40 random regions as edge maps), builds the
 config's training data set (``configs/pascal_context.yaml`` or ``configs/nyud_v2.yaml``: rescale
 0.5-2, crop, flip, photometric distortion, padding) and its network (crossvit_mtl_base with
 crossvit_18_240's encoder, random weights), then times:
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import default_collate
 
@@ -42,6 +44,7 @@ from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.precision import resolve
 from crossvit_mtl.tasks import get_task
+from crossvit_mtl.tasks.edge_eval import seg2bmap
 from fixtures_data import save_label_map, write_nyud, write_pascal_context
 
 SIZES = {"pascal_context": (375, 500), "nyud_v2": (425, 560)}
@@ -50,10 +53,14 @@ SIZES = {"pascal_context": (375, 500), "nyud_v2": (425, 560)}
 def write_tree(benchmark: str, root: Path, samples: int) -> Path:
     ids = [f"2008_{i:06d}" if benchmark == "pascal_context" else f"{i:04d}" for i in range(samples)]
     split = {"train": ids, "val": ids[:1]}
-    if benchmark == "nyud_v2":
-        return write_nyud(root, split, size=SIZES[benchmark])
-    write_pascal_context(root, split, size=SIZES[benchmark])
     rng = np.random.default_rng(0)
+    if benchmark == "nyud_v2":
+        write_nyud(root, split, size=SIZES[benchmark])
+        for image_id in ids:  # a scene's boundaries, not the writer's noise
+            edge = seg2bmap(region_map(SIZES[benchmark], 40, rng))
+            Image.fromarray(edge.astype(np.uint8) * 255).save(root / "edge" / f"{image_id}.png")
+        return root
+    write_pascal_context(root, split, size=SIZES[benchmark])
     for image_id in ids:
         save_label_map(root / "pascal-context" / "trainval" / f"{image_id}.mat", region_map(SIZES[benchmark], 40, rng))
     return root
@@ -74,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", choices=sorted(SIZES), default="pascal_context")
     parser.add_argument("--samples", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps (0: none)")
     parser.add_argument("--batch-size", type=int, default=6)
     args = parser.parse_args()
     config = yaml.safe_load(config_path(f"{args.benchmark}.yaml").read_text())
@@ -108,6 +115,8 @@ def main() -> None:
         seconds = median_ms(score, len(edges), passes=1) / 1000
         print(f"edge metric ({stage}, {len(metric.protocol.thresholds)} thresholds, maxDist {metric.max_dist}): "
               f"{seconds:.2f} s per image")
+    if args.steps < 1:
+        return
     model_config = config["model"]
     model = create_model(model_config["model"], tasks=info.task_channels(), **model_config["model_options"])
     losses = {t: (spec.get("weight", 1.0), get_task(t).build_loss(spec["name"], **{k: v for k, v in spec.items()
