@@ -55,7 +55,7 @@ def run(name: str, root, run_dir, *extra: str, pretrained: str = "null") -> int:
 
 
 def edges_cli(pred, truth, max_dist: float, out) -> dict:
-    assert main(["edges", str(pred), "--boundaries", str(truth), "--max-dist", str(max_dist), "--out", str(out)]) == 0
+    assert main(["edges", str(pred), "--boundaries", str(truth), "--max_dist", str(max_dist), "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
