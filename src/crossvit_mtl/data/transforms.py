@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +31,16 @@ from crossvit_mtl.tasks.base import Meta, Task
 from crossvit_mtl.tasks.depth import DEPTH_KINDS
 
 Sample = dict[str, torch.Tensor]
+S = TypeVar("S", "TrainTransforms", "EvalTransforms")
 
-ZoomFactor = restricted_number_type("ZoomFactor", float, [(">=", 1.0), ("<", math.inf)],
-                                    docstring="float restricted to be >=1 and finite")
-HueShift = restricted_number_type("HueShift", float, [(">=", 0.0), ("<=", 0.5)],
-                                  docstring="float restricted to [0, 0.5] (a fraction of a full turn)")
+if TYPE_CHECKING:  # to a type checker, the numbers they restrict
+    ZoomFactor = float
+    HueShift = float
+else:
+    ZoomFactor = restricted_number_type("ZoomFactor", float, [(">=", 1.0), ("<", math.inf)],
+                                        docstring="float restricted to be >=1 and finite")
+    HueShift = restricted_number_type("HueShift", float, [(">=", 0.0), ("<=", 0.5)],
+                                      docstring="float restricted to [0, 0.5] (a fraction of a full turn)")
 
 
 @dataclass(frozen=True)
@@ -352,6 +357,14 @@ class Resize:
 
 # ---------------------------------------------------------------------------- factory
 
+def _settings(kind: type[S], config: TrainTransforms | EvalTransforms | Mapping[str, Any] | None) -> S:
+    if isinstance(config, kind):
+        return config
+    if config is None or isinstance(config, Mapping):
+        return kind(**(config or {}))
+    raise TypeError(f"{kind.__name__} expected, got {type(config).__name__}")
+
+
 def build_transforms(info: DatasetInfo, train: bool,
                      config: TrainTransforms | EvalTransforms | Mapping[str, Any] | None = None) -> Compose:
     """The pipeline a data set's samples go through.
@@ -365,10 +378,9 @@ def build_transforms(info: DatasetInfo, train: bool,
     """
     meta = _check_meta(info.name, info.as_meta())
     narrow = {t: dtype for t in info.tasks if (dtype := get_task(t).transfer_dtype) is not None}
-    kind = TrainTransforms if train else EvalTransforms
-    cfg: Any = config if isinstance(config, kind) else kind(**dict(config or {}))
     steps: list[Callable[[Sample], Sample]] = []
     if train:
+        cfg = _settings(TrainTransforms, config)
         if not cfg.scales or any(s != 1.0 for s in cfg.scales):
             steps.append(RandomScaleCrop(cfg.scales, meta))
         if cfg.flip_p > 0:
@@ -376,8 +388,8 @@ def build_transforms(info: DatasetInfo, train: bool,
         jitter = {k: getattr(cfg, k) for k in ("brightness", "contrast", "saturation", "hue")}
         if any(v > 0 for v in jitter.values()):
             steps.append(ColorJitter(**jitter))
-    elif cfg.size is not None:
-        steps.append(Resize(cfg.size))
+    elif (size := _settings(EvalTransforms, config).size) is not None:
+        steps.append(Resize(size))
     steps.append(Normalize(info.mean, info.std))
     if train:
         steps.append(CastFloats({"image": torch.float16, **narrow}))

@@ -70,7 +70,7 @@ class StartFromData(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         module = cast("DenseTaskModule", pl_module)
-        datamodule = trainer.datamodule
+        datamodule = getattr(trainer, "datamodule", None)  # set by Lightning when fitting with one; not declared
         fresh = trainer.ckpt_path is None  # a resumed run has its weights and divisors back
         if not isinstance(datamodule, DenseDataModule) or not (fresh or module.loss_scale.needs_measuring):
             return

@@ -25,8 +25,8 @@ def training_callbacks(module: DenseTaskModule) -> list[Callback]:
     second, every ``log_every_n_steps`` once the window is full) and, for a gradient aggregator,
     the trainer settings it needs. Each keeps its own state in checkpoints."""
     callbacks: list[Callback] = [
-        SkipNonFiniteSteps(module.hparams.max_nonfinite_steps), RestoreRNGStates(), StartFromData(),
+        SkipNonFiniteSteps(module.hparams["max_nonfinite_steps"]), RestoreRNGStates(), StartFromData(),
         ThroughputMonitor(batch_size_fn=_batch_size, window_size=THROUGHPUT_WINDOW)]
     if module.weighting.needs_network:
-        callbacks.append(AggregatorOwnsGradients(module.hparams.weighting))
+        callbacks.append(AggregatorOwnsGradients(module.hparams["weighting"]))
     return callbacks

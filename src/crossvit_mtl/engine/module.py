@@ -14,6 +14,7 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
+from torchmetrics import Metric
 
 from crossvit_mtl.engine.aggregation import check_trainer
 from crossvit_mtl.engine.fit_checks import check_model_fits_data
@@ -236,9 +237,14 @@ class DenseTaskModule(pl.LightningModule):
         total = sum(self.weighted_losses(outputs, batch).values())
         self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=batch["image"].shape[0])
+        metrics = self.stage_metrics(stage)
         for task in self.tasks:
-            self.metrics[stage][task].update(outputs[task].float(), batch[task])
+            metrics[task].update(outputs[task].float(), batch[task])
         return outputs
+
+    def stage_metrics(self, stage: str) -> dict[str, Metric]:
+        """Each task's metric of an evaluation stage ("val" or "test")."""
+        return {t: cast(Metric, m) for t, m in cast(nn.ModuleDict, self.metrics[stage]).items()}
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -248,7 +254,7 @@ class DenseTaskModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         results = {}
-        for task, metric in self.metrics[stage].items():
+        for task, metric in self.stage_metrics(stage).items():
             values = metric.compute()
             metric.reset()
             results[task] = values

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -81,7 +81,8 @@ class ResumableSampler(DistributedSampler):
 def capture_rng_states() -> dict[str, Any]:
     """Every global RNG a training step may draw from (dropout, drop-path, RLW...), as plain data
     that ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    # numpy's stubs type the state as a tuple of unions; with legacy=True it is MT19937's tuple
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ AGGREGATOR_DEFAULTS: dict[str, dict[str, Any]] = {"cagrad": {"c": 0.4}, "fairgra
 
 #: torchjd weighting classes (by name) holding solver objects built from their other state, and
 #: how to build them again once that state is restored; Nash-MTL builds its cvxpy problem at step 0
-_REBUILD: dict[str, Callable[[nn.Module], None]] = {
+_REBUILD: dict[str, Callable[[Any], None]] = {
     "_NashMTLWeighting": lambda weighting: weighting._init_optim_problem() if weighting.step else None,
 }
 #: what every ``nn.Module`` keeps in its ``__dict__`` (hooks, children ...): not aggregator state
@@ -123,7 +123,7 @@ def _aggregator_as_it_is(module: nn.Module, state_dict: dict[str, Any], prefix: 
     restores them, before or after this), and entries of checkpoints written before its state was
     saved apart (GradVac's, which a fresh module could not load) are ignored."""
     _without_aggregator(module, state_dict, prefix)
-    buffers = module.aggregator.named_buffers(remove_duplicate=False)  # GradVac holds its weighting twice
+    buffers = module.get_submodule("aggregator").named_buffers(remove_duplicate=False)  # GradVac holds its weighting twice
     state_dict.update({f"{prefix}aggregator.{name}": b for name, b in buffers})
 
 
@@ -194,7 +194,7 @@ class GradientAggregation(Weighting):
         if not state:
             return
 
-        def fail(reason: str) -> None:
+        def fail(reason: str) -> NoReturn:
             raise ValueError(f"weighting {self.method!r}: cannot restore the aggregator's state from the "
                              f"checkpoint: {reason}")
 
@@ -210,7 +210,10 @@ class GradientAggregation(Weighting):
                 fail(f"{path or 'the aggregator'} was a {saved['class']}, here it is a {cls}")
             if saved["rebuilt"] and cls not in _REBUILD:
                 fail(f"{cls}.{', '.join(saved['rebuilt'])} could not be saved and cannot be rebuilt")
-        self.aggregator.reset()
+        aggregator = self.aggregator
+        if not isinstance(aggregator, Stateful):
+            fail(f"{aggregator!r} keeps no state between steps")
+        aggregator.reset()
         for path, saved in state["modules"].items():
             module = modules[path]
             for name, value in saved["attributes"].items():
