@@ -351,3 +351,36 @@ def test_the_training_order_seed_is_the_data_modules_argument(fitted_run, monkey
     seeded, default = DenseDataModule(**data, seed=3), DenseDataModule(**data)
     assert seeded.train_dataloader().sampler.seed == 3 and default.train_dataloader().sampler.seed == 0
     assert not torch.equal(seeded.calibration_batch(4)["image"], default.calibration_batch(4)["image"])
+
+
+def test_a_module_rebuilt_by_jsonargparse_keeps_plain_hyper_parameters(fitted_run, tmp_path):
+    """load_from_checkpoint of a command-line checkpoint builds the module through the config's
+    types again (restricted numbers); the hyper-parameters it saves still read back weights_only."""
+    _, run_dir = fitted_run
+    module = DenseTaskModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert type(module.hparams.lr) is float and type(module.hparams.max_nonfinite_steps) is int
+    torch.save(dict(module.hparams), tmp_path / "hparams.pt")
+    assert torch.load(tmp_path / "hparams.pt", weights_only=True)["lr"] == module.hparams.lr == 1e-3
+
+
+def test_a_trainer_built_by_hand_gets_the_runs_callbacks(tmp_path):
+    """training_callbacks is what the command line adds: with it a hand-built Trainer measures the
+    loss scales, starts the depth head from the data and logs throughput once its window is full."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from crossvit_mtl.engine.callbacks import THROUGHPUT_WINDOW, training_callbacks
+    from crossvit_mtl.viz.plots import read_metrics_csv
+
+    dm = DenseDataModule(**MTL_DATA)
+    module = DenseTaskModule("crossvit_mtl_tiny", MTL_OPTIONS, dataset_meta=dm.meta, scheduler="none")
+    depth_bias = module.model.heads["depth"].conv[-1].bias.clone()
+    trainer = pl.Trainer(max_steps=THROUGHPUT_WINDOW + 1, limit_val_batches=0, log_every_n_steps=1,
+                         logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, precision="32-true", callbacks=training_callbacks(module))
+    trainer.fit(module, datamodule=dm)
+    assert module.loss_scale.measured and not module.loss_scale.needs_measuring
+    assert not torch.equal(module.model.heads["depth"].conv[-1].bias, depth_bias)
+    series = read_metrics_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    rates = [value for _, value in series["train/device/samples_per_sec"]]
+    assert rates and all(rate > 0 for rate in rates)

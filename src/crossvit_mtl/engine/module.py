@@ -183,30 +183,28 @@ class DenseTaskModule(pl.LightningModule):
         return {t: self.loss_weights[t] * self.loss_scale(t, self.criteria[t](outputs[t], batch[t]).float())
                 for t in self.tasks}
 
-    def _forward_for(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor] | None]:
-        """The outputs, and for a method that differentiates the shared network per task the
-        features the heads read, from the same forward pass."""
+    def _forward_for(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], SharedNetwork | None]:
+        """The outputs and, for a method that differentiates each task's loss through the shared
+        network, that network: the features the heads read in this same forward pass, the shared
+        parameters and the heads'."""
         if not self.weighting.needs_network:
             return self(images), None
         network = cast(MultiTaskNetwork, self.model)
         features = network.forward_features(images)
-        unique = {id(f): f for feats in features.values() for f in feats}
-        return network.forward_heads(features, (images.shape[-2], images.shape[-1])), list(unique.values())
-
-    def _shared_network(self, features: list[torch.Tensor]) -> SharedNetwork:
-        network = cast(MultiTaskNetwork, self.model)
         heads = {t: [p for p in network.head_parameters(t) if p.requires_grad] for t in self.tasks}
         head_ids = {id(p) for params in heads.values() for p in params}
         shared = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        return SharedNetwork(features, shared, heads)
+        unique = {id(f): f for feats in features.values() for f in feats}
+        return (network.forward_heads(features, (images.shape[-2], images.shape[-1])),
+                SharedNetwork(list(unique.values()), shared, heads))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         batch = self.widen(batch)
         images = batch["image"]
-        outputs, features = self._forward_for(images)
+        outputs, network = self._forward_for(images)
         losses = self.weighted_losses(outputs, batch)
         total = self.weighting(losses)
-        self._step = losses, None if features is None else self._shared_network(features)
+        self._step = losses, network
         bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         if len(self.tasks) > 1:
