@@ -7,14 +7,14 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 from crossvit_mtl.data.common import IGNORE_INDEX, DatasetInfo
 from crossvit_mtl.data.transforms import (
+    DEFAULT_EVAL,
+    DEFAULT_TRAIN,
     ColorJitter,
     Compose,
-    EvalTransforms,
     Normalize,
     RandomHorizontalFlip,
     RandomScaleCrop,
     Resize,
-    TrainTransforms,
     build_transforms,
 )
 
@@ -257,13 +257,13 @@ def test_build_transforms_pipelines():
     train = build_transforms(INFO, train=True)
     names = [type(t).__name__ for t in train.transforms]
     assert names == ["RandomScaleCrop", "RandomHorizontalFlip", "ColorJitter", "Normalize", "CastFloats"]
-    assert train.transforms[0].scales == TrainTransforms().scales == (1.0, 1.2, 1.5)
+    assert train.transforms[0].scales == DEFAULT_TRAIN["scales"] == (1.0, 1.2, 1.5)
     mtan = build_transforms(INFO, train=True, config={"brightness": 0, "contrast": 0, "saturation": 0})
     assert [type(t).__name__ for t in mtan.transforms] == ["RandomScaleCrop", "RandomHorizontalFlip", "Normalize",
                                                            "CastFloats"]
     disp = DatasetInfo(name="cs", tasks=("depth",), depth_kind="disparity")
     assert build_transforms(disp, train=True).transforms[0].meta["depth_kind"] == "disparity"
-    assert EvalTransforms().size is None
+    assert DEFAULT_EVAL == {"size": None}
     assert [type(t).__name__ for t in build_transforms(INFO, train=False).transforms] == ["Normalize", "CastFloats"]
     evals = build_transforms(INFO, train=False, config={"size": (16, 24)})
     assert [type(t).__name__ for t in evals.transforms] == ["Resize", "Normalize", "CastFloats"]
@@ -282,19 +282,19 @@ def test_training_hands_over_half_precision_and_evaluation_float32():
 
 
 @pytest.mark.parametrize("config, words", [
-    ({"train_transforms": {"scale": [1.0]}}, ["'train_transforms.scale'"]),
-    ({"eval_transforms": {"scales": [1.0]}}, ["'eval_transforms.scales'"]),
-    ({"train_transforms": {"scales": [0.8, 1.0]}}, ['"data.train_transforms.scales"', "0.8"]),
-    ({"train_transforms": {"flip_p": 1.5}}, ['"data.train_transforms.flip_p"', "1.5"]),
-    ({"train_transforms": {"flip_p": -0.1}}, ['"data.train_transforms.flip_p"', "-0.1"]),
-    ({"train_transforms": {"brightness": -1}}, ['"data.train_transforms.brightness"', "-1"]),
-    ({"train_transforms": {"hue": 0.7}}, ['"data.train_transforms.hue"', "0.7"]),
-    ({"eval_transforms": {"size": [0, 10]}}, ['"data.eval_transforms.size"', "[0, 10]"]),
-    ({"eval_transforms": {"size": "big"}}, ['"data.eval_transforms.size"', "big"]),
+    ({"train_transforms": {"scale": [1.0]}}, ['"data.train_transforms"', "Unexpected keys: {'scale'}"]),
+    ({"eval_transforms": {"scales": [1.0]}}, ['"data.eval_transforms"', "Unexpected keys: {'scales'}"]),
+    ({"train_transforms": {"scales": [0.8, 1.0]}}, ['"data.train_transforms"', "ZoomFactor: 0.8"]),
+    ({"train_transforms": {"flip_p": 1.5}}, ['"data.train_transforms"', "1.5", "v<=1"]),
+    ({"train_transforms": {"flip_p": -0.1}}, ['"data.train_transforms"', "-0.1", "v>=0"]),
+    ({"train_transforms": {"brightness": -1}}, ['"data.train_transforms"', "-1", "v>=0"]),
+    ({"train_transforms": {"hue": 0.7}}, ['"data.train_transforms"', "HueShift: 0.7"]),
+    ({"eval_transforms": {"size": [0, 10]}}, ['"data.eval_transforms"', "[0, 10]"]),
+    ({"eval_transforms": {"size": "big"}}, ['"data.eval_transforms"', "big"]),
 ])
 def test_config_values_are_typed_and_named(config, words):
     """The settings' types (TrainTransforms, EvalTransforms) are what the config is read with: a
-    bad key or value fails while parsing, naming it."""
+    bad key or value fails while parsing, naming the settings and the value."""
     from crossvit_mtl.engine.datamodule import DenseDataModule
 
     parser = ArgumentParser(exit_on_error=False)
@@ -309,14 +309,14 @@ def test_config_values_are_typed_and_named(config, words):
 def test_settings_from_python_are_checked_by_the_transforms():
     """Called from Python with a mapping: an unknown key is refused by the settings' signature,
     an impossible value by the transform that would use it."""
-    with pytest.raises(TypeError, match="'scale'"):
+    with pytest.raises(TypeError, match="TrainTransforms has no key 'scale' \\(its keys: scales, flip_p"):
         build_transforms(INFO, train=True, config={"scale": (1.0,)})
     for config, message in (({"scales": ()}, "scales must be a non-empty list"), ({"flip_p": 1.5}, "p must be a probability"),
                             ({"hue": 0.7}, "hue must be a number in \\[0, 0.5\\], got 0.7")):
         with pytest.raises(ValueError, match=message):
             build_transforms(INFO, train=True, config=config)
     with pytest.raises(ValueError, match="size must be a positive int"):
-        build_transforms(INFO, train=False, config=EvalTransforms(size=(0, 10)))
+        build_transforms(INFO, train=False, config={"size": (0, 10)})
 
 
 def test_constructor_and_info_validation():

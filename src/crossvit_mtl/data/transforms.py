@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -31,40 +30,40 @@ from crossvit_mtl.tasks.base import Meta, Task
 from crossvit_mtl.tasks.depth import DEPTH_KINDS
 
 Sample = dict[str, torch.Tensor]
-S = TypeVar("S", "TrainTransforms", "EvalTransforms")
 
-if TYPE_CHECKING:  # to a type checker, the numbers they restrict
-    ZoomFactor = float
-    HueShift = float
-else:
-    ZoomFactor = restricted_number_type("ZoomFactor", float, [(">=", 1.0), ("<", math.inf)],
-                                        docstring="float restricted to be >=1 and finite")
-    HueShift = restricted_number_type("HueShift", float, [(">=", 0.0), ("<=", 0.5)],
-                                      docstring="float restricted to [0, 0.5] (a fraction of a full turn)")
+ZoomFactor = restricted_number_type("ZoomFactor", float, [(">=", 1.0), ("<", math.inf)],
+                                    docstring="float restricted to be >=1 and finite")
+HueShift = restricted_number_type("HueShift", float, [(">=", 0.0), ("<=", 0.5)],
+                                  docstring="float restricted to [0, 0.5] (a fraction of a full turn)")
 
 
-@dataclass(frozen=True)
-class TrainTransforms:
-    """The training pipeline's settings (``data.train_transforms``). ``scales`` and ``flip_p`` are
-    the MTAN / LibMTL protocol (scale s from {1, 1.2, 1.5}, crop H/s x W/s, resize back; flip half
-    the time). That protocol has no colour jitter: set brightness, contrast and saturation to 0 to
-    reproduce it exactly."""
+class TrainTransforms(TypedDict, total=False):
+    """The training pipeline's settings (``data.train_transforms``), each left out taking its value
+    in :data:`DEFAULT_TRAIN`."""
 
-    scales: tuple[ZoomFactor, ...] = (1.0, 1.2, 1.5)
-    flip_p: ClosedUnitInterval = 0.5
-    brightness: NonNegativeFloat = 0.2
-    contrast: NonNegativeFloat = 0.2
-    saturation: NonNegativeFloat = 0.2
-    hue: HueShift = 0.0
+    # jsonargparse makes its restricted numbers at run time, which mypy cannot take for types
+    scales: tuple[ZoomFactor, ...]  # type: ignore[valid-type]
+    flip_p: ClosedUnitInterval
+    brightness: NonNegativeFloat
+    contrast: NonNegativeFloat
+    saturation: NonNegativeFloat
+    hue: HueShift  # type: ignore[valid-type]
 
 
-@dataclass(frozen=True)
-class EvalTransforms:
+class EvalTransforms(TypedDict, total=False):
     """The evaluation pipeline's settings (``data.eval_transforms``): ``size`` = (H, W) to resize
     to (one number: a square), or None to keep the stored resolution (the one published figures
     are computed at)."""
 
-    size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = None
+    size: PositiveInt | tuple[PositiveInt, PositiveInt] | None
+
+
+#: The training pipeline's defaults. ``scales`` and ``flip_p`` are the MTAN / LibMTL protocol
+#: (scale s from {1, 1.2, 1.5}, crop H/s x W/s, resize back; flip half the time). That protocol has
+#: no colour jitter: set brightness, contrast and saturation to 0 to reproduce it exactly.
+DEFAULT_TRAIN: TrainTransforms = {"scales": (1.0, 1.2, 1.5), "flip_p": 0.5, "brightness": 0.2, "contrast": 0.2,
+                                  "saturation": 0.2, "hue": 0.0}
+DEFAULT_EVAL: EvalTransforms = {"size": None}
 
 
 # ---------------------------------------------------------------------------- value checks
@@ -357,38 +356,39 @@ class Resize:
 
 # ---------------------------------------------------------------------------- factory
 
-def _settings(kind: type[S], config: TrainTransforms | EvalTransforms | Mapping[str, Any] | None) -> S:
-    if isinstance(config, kind):
-        return config
-    if config is None or isinstance(config, Mapping):
-        return kind(**(config or {}))
-    raise TypeError(f"{kind.__name__} expected, got {type(config).__name__}")
+def _settings(kind: type, defaults: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config`` over ``defaults``; a key the settings' type does not declare is refused, as the
+    config parser refuses it (a Python caller's mapping meets no parser)."""
+    unknown = sorted(set(config or {}) - set(kind.__annotations__))
+    if unknown:
+        raise TypeError(f"{kind.__name__} has no key {unknown[0]!r} (its keys: {', '.join(kind.__annotations__)})")
+    return {**defaults, **(config or {})}
 
 
 def build_transforms(info: DatasetInfo, train: bool,
-                     config: TrainTransforms | EvalTransforms | Mapping[str, Any] | None = None) -> Compose:
+                     config: Mapping[str, Any] | None = None) -> Compose:
     """The pipeline a data set's samples go through.
 
     ``train=True``: scale-crop, flip, colour jitter, normalise (:class:`TrainTransforms`), image and
     normals handed over in float16.
     ``train=False``: optional resize, normalise (:class:`EvalTransforms`), all floats float32.
-    ``config``: the settings, or a mapping of some of them (the others keep their defaults); an
-    unknown key raises ``TypeError``, an impossible value the transform's ``ValueError``. Steps
+    ``config``: some of the settings (the others keep their defaults); an unknown key raises
+    ``TypeError``, an impossible value the transform's ``ValueError``. Steps
     that would do nothing (one scale of 1, p = 0, no jitter) are left out so they cost nothing.
     """
     meta = _check_meta(info.name, info.as_meta())
     narrow = {t: dtype for t in info.tasks if (dtype := get_task(t).transfer_dtype) is not None}
     steps: list[Callable[[Sample], Sample]] = []
     if train:
-        cfg = _settings(TrainTransforms, config)
-        if not cfg.scales or any(s != 1.0 for s in cfg.scales):
-            steps.append(RandomScaleCrop(cfg.scales, meta))
-        if cfg.flip_p > 0:
-            steps.append(RandomHorizontalFlip(cfg.flip_p))
-        jitter = {k: getattr(cfg, k) for k in ("brightness", "contrast", "saturation", "hue")}
+        cfg = _settings(TrainTransforms, DEFAULT_TRAIN, config)
+        if not cfg["scales"] or any(s != 1.0 for s in cfg["scales"]):
+            steps.append(RandomScaleCrop(cfg["scales"], meta))
+        if cfg["flip_p"] > 0:
+            steps.append(RandomHorizontalFlip(cfg["flip_p"]))
+        jitter = {k: cfg[k] for k in ("brightness", "contrast", "saturation", "hue")}
         if any(v > 0 for v in jitter.values()):
             steps.append(ColorJitter(**jitter))
-    elif (size := _settings(EvalTransforms, config).size) is not None:
+    elif (size := _settings(EvalTransforms, DEFAULT_EVAL, config)["size"]) is not None:
         steps.append(Resize(size))
     steps.append(Normalize(info.mean, info.std))
     if train:

@@ -44,8 +44,8 @@ class DenseDataModule(pl.LightningDataModule):
             Cityscapes and NYUv2 hold train and val only; their configs set ``test_split: val``
             and are tested on their last checkpoint, as the literature reports them.
         train_transforms / eval_transforms: settings of the augmentation pipelines
-            (``crossvit_mtl.data.transforms.TrainTransforms`` / ``EvalTransforms``); a mapping of
-            some of them keeps the others' defaults.
+            (``crossvit_mtl.data.transforms.TrainTransforms`` / ``EvalTransforms``); those left
+            out keep their defaults (``DEFAULT_TRAIN`` / ``DEFAULT_EVAL``).
         seed: the seed of the training order, of every sample's augmentation and of the samples
             the initial losses are measured on; None: 0. The command line sets it to the run's
             ``seed_everything``.
@@ -54,8 +54,8 @@ class DenseDataModule(pl.LightningDataModule):
     def __init__(self, dataset: str = "synth", root: str | None = None, tasks: list[str] | None = None,
                  options: dict[str, Any] | None = None, train_split: str = "train",
                  val_split: str = "val", test_split: str = "test",
-                 train_transforms: TrainTransforms = TrainTransforms(),  # noqa: B008  # frozen: immutable
-                 eval_transforms: EvalTransforms = EvalTransforms(),  # noqa: B008
+                 train_transforms: TrainTransforms = {},  # noqa: B006  # read, never changed
+                 eval_transforms: EvalTransforms = {},  # noqa: B006
                  batch_size: PositiveInt = 16, eval_batch_size: PositiveInt | None = None,
                  num_workers: NonNegativeInt = 2, persistent_workers: bool = True, seed: int | None = None):
         super().__init__()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import fields, is_dataclass
 from typing import Any, Literal, TypedDict
 
 from jsonargparse.typing import restricted_number_type
@@ -74,12 +73,10 @@ class ModelOptions(TypedDict, total=False):
 
 def plain(value: Any) -> Any:
     """``value`` as the plain data a ``weights_only`` checkpoint load reads back: jsonargparse's
-    restricted numbers as ``float`` / ``int``, settings dataclasses as dicts.
+    restricted numbers as ``float`` / ``int``.
 
     Hyper-parameters are saved in every checkpoint; a module built by jsonargparse outside the
     command line (``load_from_checkpoint`` of a command-line checkpoint) receives typed values."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
     if type(value) in (list, tuple):
