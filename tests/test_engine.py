@@ -384,3 +384,20 @@ def test_a_trainer_built_by_hand_gets_the_runs_callbacks(tmp_path):
     series = read_metrics_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
     rates = [value for _, value in series["train/device/samples_per_sec"]]
     assert rates and all(rate > 0 for rate in rates)
+
+
+def test_model_options_type_every_option_of_every_architecture():
+    """model.model_options is typed with every preset option (a new one without its type fails
+    here); which architecture takes which stays the zoo's to say."""
+    import inspect
+
+    from crossvit_mtl.engine.options import ModelOptions
+    from crossvit_mtl.models import ARCHITECTURES
+
+    options = set()
+    for cls in ARCHITECTURES.values():
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass) and klass is not torch.nn.Module:
+                params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+                options |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    assert options - {"self"} == set(ModelOptions.__annotations__)
