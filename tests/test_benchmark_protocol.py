@@ -302,22 +302,63 @@ def test_benchmark_pipelines_and_their_checks():
     evaluation = build_transforms(INFO, train=False, config={"pad_to": [24, 32], "size_divisor": 16})
     assert [type(t).__name__ for t in evaluation.transforms] == ["Normalize", "PadTo", "CastFloats"]
     assert evaluation(sample(0, 20, 28))["image"].shape == (3, 32, 32)
+    # called from Python: what contradicts, what no type can say, and impossible values as the
+    # transforms refuse them (a config meets the settings' types first: see below)
     for config, words in (
             ({"scale_range": [0.5, 2.0], "scales": [1.0, 1.5]}, ["'scales'", "'scale_range'"]),
             ({"photometric": True, "brightness": 0.3}, ["'photometric'", "'brightness'"]),
             ({"cat_max_ratio": 0.75, "crop_size": [8, 8]}, ["'cat_max_ratio'", "cat_max_ratio_task"]),
             ({"cat_max_ratio": 0.75, "cat_max_ratio_task": "segmentation"}, ["'cat_max_ratio'", "crop_size"]),
-            ({"scale_range": [2.0, 0.5]}, ["'scale_range'", "[2.0, 0.5]"]),
-            ({"crop_size": [0, 8]}, ["'crop_size'"]),
-            ({"cat_max_ratio": 0.0, "crop_size": [8, 8]}, ["'cat_max_ratio'", "(0, 1]"]),
-            ({"cat_max_ratio_task": "classification"}, ["'cat_max_ratio_task'", "dense task"]),
-            ({"photometric": "yes"}, ["'photometric'", "true or false"])):
+            ({"cat_max_ratio_task": "classification"}, ["'cat_max_ratio_task'", "dense task", "'classification'"]),
+            ({"cat_max_ratio_task": "segmentaton"}, ["'cat_max_ratio_task'", "dense task", "'segmentaton'"]),
+            ({"photometric": "yes"}, ["'photometric'", "true or false"]),
+            ({"scale_range": [2.0, 0.5]}, ["scale_range must be", "low <= high", "[2.0, 0.5]"]),
+            ({"scale_range": [1.0, float("inf")]}, ["scale_range must be", "[1.0, inf]"]),
+            ({"crop_size": [0, 8]}, ["crop size must be a positive int", "[0, 8]"]),
+            ({"cat_max_ratio": 0.0, "crop_size": [8, 8], "cat_max_ratio_task": "segmentation"},
+             ["cat_max_ratio must be a share in (0, 1]", "0.0"])):
         with pytest.raises(ValueError) as err:
             build_transforms(INFO, train=True, config=config)
         assert all(word in str(err.value) for word in words), (config, str(err.value))
-    with pytest.raises(ValueError, match="'size_divisor'"):
+    with pytest.raises(ValueError, match="size_divisor must be an integer >= 1, got 0"):
         build_transforms(INFO, train=False, config={"size_divisor": 0})
+    with pytest.raises(TypeError, match="EvalTransforms has no key 'crop_size'"):
+        build_transforms(INFO, train=False, config={"crop_size": [8, 8]})
     # scale_range alone turns the MTAN zoom's default off, photometric alone the jitter's
     alone = build_transforms(INFO, train=True, config={"scale_range": [0.5, 2.0], "photometric": True})
     assert [type(t).__name__ for t in alone.transforms] == [
         "RandomRescale", "RandomHorizontalFlip", "PhotoMetricDistortion", "Normalize", "CastFloats"]
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"train_transforms": {"crop_size": [0, 8]}}, ['"data.train_transforms"', "PositiveInt", "[0, 8]"]),
+    ({"train_transforms": {"scale_range": [0.0, 2.0]}}, ['"data.train_transforms"', "PositiveFloat: 0.0"]),
+    ({"train_transforms": {"scale_range": [0.5]}}, ['"data.train_transforms"', "a tuple with 2 elements"]),
+    ({"train_transforms": {"cat_max_ratio": 0.0}}, ['"data.train_transforms"', "ClassShare: 0.0"]),
+    ({"train_transforms": {"cat_max_ratio": 1.5}}, ['"data.train_transforms"', "ClassShare: 1.5"]),
+    ({"train_transforms": {"cat_max_ratio_task": 3}}, ['"data.train_transforms"', "Given value: 3"]),
+    ({"train_transforms": {"photometric": "often"}}, ['"data.train_transforms"', "often"]),
+    ({"train_transforms": {"pad_to": [8, 8]}}, ['"data.train_transforms"', "Unexpected keys: {'pad_to'}"]),
+    ({"eval_transforms": {"pad_to": [528, -1]}}, ['"data.eval_transforms"', "[528, -1]"]),
+    ({"eval_transforms": {"size_divisor": 0}}, ['"data.eval_transforms"', "PositiveInt: 0"]),
+    ({"eval_transforms": {"size_divisor": 2.5}}, ['"data.eval_transforms"', "2.5"]),
+    ({"eval_transforms": {"crop_size": [8, 8]}}, ['"data.eval_transforms"', "Unexpected keys: {'crop_size'}"]),
+])
+def test_benchmark_settings_are_typed_for_the_config_parser(config, words):
+    """The benchmarks' keys are part of TrainTransforms and EvalTransforms: the config parser refuses
+    a bad one while reading, naming the settings and the value; the shipped configs' values pass."""
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    from crossvit_mtl.engine.datamodule import DenseDataModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(DenseDataModule, "data")
+    good = parser.parse_object({"data": {
+        "train_transforms": {"scale_range": [0.5, 2.0], "crop_size": [528, 528], "cat_max_ratio": 0.75,
+                             "cat_max_ratio_task": "segmentation", "flip_p": 0.5, "photometric": True},
+        "eval_transforms": {"pad_to": 528, "size_divisor": 48}}})
+    assert good.data.train_transforms["scale_range"] == (0.5, 2.0) and good.data.eval_transforms["pad_to"] == 528
+    with pytest.raises(ArgumentError) as err:
+        parser.parse_object({"data": config})
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))

@@ -54,7 +54,7 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
                 meta = None
             older = (isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("name") == "synth"
                      and meta.get("version") != FORMAT_VERSION)
-            if not older:
+            if not (older and isinstance(meta, dict)):
                 raise named("--data.root", err) from None
         print(f"{root} holds synthetic scenes of cache format version {meta['version']}; "
               f"rendering them again in version {FORMAT_VERSION}")

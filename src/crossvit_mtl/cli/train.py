@@ -39,13 +39,14 @@ from crossvit_mtl.cli.args import (
     read_yaml_mapping,
 )
 from crossvit_mtl.data.errors import DataError
+from crossvit_mtl.engine.callbacks import training_callbacks
 from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint, full_disk
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.host_memory import apply_host_memory
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import training_precision
 from crossvit_mtl.engine.prediction_maps import PredictionMaps
-from crossvit_mtl.engine.report import RunReport, Throughput
+from crossvit_mtl.engine.report import RunReport
 from crossvit_mtl.serialization import CheckpointError
 from crossvit_mtl.tasks import TargetError
 
@@ -258,7 +259,7 @@ class CrossViTCLI(LightningCLI):
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                             save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
             RunReport(self._get(self.config, "report_samples")),
-            Throughput(),
+            *training_callbacks(self.model),
         ]
         saved = self._get(self.config, "save_predictions")
         if saved:

@@ -25,11 +25,18 @@ batch to one size, so a prediction cropped back to the image is scored on the im
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    restricted_number_type,
+)
 from torch.utils.data import default_collate
 
 from crossvit_mtl.data.common import DatasetInfo
@@ -39,38 +46,63 @@ from crossvit_mtl.tasks.depth import DEPTH_KINDS
 
 Sample = dict[str, torch.Tensor]
 
-#: The training pipeline's settings. ``scales`` and ``flip_p`` are the MTAN / LibMTL protocol
-#: (scale s from {1, 1.2, 1.5}, crop H/s x W/s, resize back; flip half the time). That protocol
-#: has no colour jitter: set brightness, contrast and saturation to 0 to reproduce it exactly.
-#: The benchmarks' protocol: ``scale_range`` (the whole image rescaled by s drawn uniformly from
-#: it), ``crop_size`` (a random window of that size where the image is larger, then padding to
-#: it), ``cat_max_ratio`` < 1 with ``cat_max_ratio_task`` (the class map whose largest class may
-#: cover at most that share of a crop's annotated pixels) and ``photometric`` (mmsegmentation's
-#: ``PhotoMetricDistortion``). ``scale_range`` replaces ``scales``' default and ``photometric``
-#: the jitter's.
-DEFAULT_TRAIN: dict[str, Any] = {
-    "scales": (1.0, 1.2, 1.5),
-    "flip_p": 0.5,
-    "brightness": 0.2,
-    "contrast": 0.2,
-    "saturation": 0.2,
-    "hue": 0.0,
-    "scale_range": None,
-    "crop_size": None,
-    "cat_max_ratio": 1.0,
-    "cat_max_ratio_task": None,
-    "photometric": False,
-}
-#: The evaluation pipeline's settings: ``size`` = (H, W) to resize to, or None to keep the
-#: stored resolution (the one published figures are computed at); ``pad_to`` = (H, W) to pad
-#: every image and map up to (larger images are kept whole), and ``size_divisor`` to round the
-#: padded size up to a multiple of (a model's patch sizes).
-DEFAULT_EVAL: dict[str, Any] = {"size": None, "pad_to": None, "size_divisor": 1}
+ZoomFactor = restricted_number_type("ZoomFactor", float, [(">=", 1.0), ("<", math.inf)],
+                                    docstring="float restricted to be >=1 and finite")
+HueShift = restricted_number_type("HueShift", float, [(">=", 0.0), ("<=", 0.5)],
+                                  docstring="float restricted to [0, 0.5] (a fraction of a full turn)")
+ClassShare = restricted_number_type("ClassShare", float, [(">", 0.0), ("<=", 1.0)],
+                                    docstring="float restricted to (0, 1] (1: no limit)")
+
+
+class TrainTransforms(TypedDict, total=False):
+    """The training pipeline's settings (``data.train_transforms``), each left out taking its value
+    in :data:`DEFAULT_TRAIN`.
+
+    ``scales`` and ``flip_p`` are the MTAN / LibMTL protocol (scale s from {1, 1.2, 1.5}, crop
+    H/s x W/s, resize back; flip half the time). The benchmarks' protocol: ``scale_range`` (the
+    whole image rescaled by s drawn uniformly from it, low <= high), ``crop_size`` (a random window
+    of that size where the image is larger, then padding to it), ``cat_max_ratio`` < 1 with
+    ``cat_max_ratio_task`` (the dense task whose class map's largest class may cover at most that
+    share of a crop's annotated pixels) and ``photometric`` (mmsegmentation's
+    ``PhotoMetricDistortion``). ``scale_range`` replaces ``scales``' default and ``photometric``
+    the jitter's; given together with them, they are refused (:func:`_benchmark_protocol`)."""
+
+    # jsonargparse makes its restricted numbers at run time, which mypy cannot take for types
+    scales: tuple[ZoomFactor, ...]  # type: ignore[valid-type]
+    flip_p: ClosedUnitInterval
+    brightness: NonNegativeFloat
+    contrast: NonNegativeFloat
+    saturation: NonNegativeFloat
+    hue: HueShift  # type: ignore[valid-type]
+    scale_range: tuple[PositiveFloat, PositiveFloat] | None
+    crop_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None
+    cat_max_ratio: ClassShare  # type: ignore[valid-type]
+    cat_max_ratio_task: str | None
+    photometric: bool
+
+
+class EvalTransforms(TypedDict, total=False):
+    """The evaluation pipeline's settings (``data.eval_transforms``): ``size`` = (H, W) to resize
+    to (one number: a square), or None to keep the stored resolution (the one published figures
+    are computed at); ``pad_to`` = (H, W) to pad every image and map up to (larger images are kept
+    whole), and ``size_divisor`` to round the padded size up to a multiple of (a model's patch
+    sizes)."""
+
+    size: PositiveInt | tuple[PositiveInt, PositiveInt] | None
+    pad_to: PositiveInt | tuple[PositiveInt, PositiveInt] | None
+    size_divisor: PositiveInt
+
+
+#: The training pipeline's defaults: the MTAN / LibMTL protocol with colour jitter. That protocol
+#: has none: set brightness, contrast and saturation to 0 to reproduce it exactly.
+DEFAULT_TRAIN: TrainTransforms = {"scales": (1.0, 1.2, 1.5), "flip_p": 0.5, "brightness": 0.2, "contrast": 0.2,
+                                  "saturation": 0.2, "hue": 0.0, "scale_range": None, "crop_size": None,
+                                  "cat_max_ratio": 1.0, "cat_max_ratio_task": None, "photometric": False}
+DEFAULT_EVAL: EvalTransforms = {"size": None, "pad_to": None, "size_divisor": 1}
 
 
 # ---------------------------------------------------------------------------- value checks
-# Shared by the constructors (named by argument) and build_transforms (named by config key),
-# so a bad value is reported under the name the user actually wrote.
+# The transforms' own arguments, for their Python callers; a config's values are typed above.
 
 def _check_prob(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -612,67 +644,47 @@ def collate_padded(samples: list[Sample]) -> dict[str, torch.Tensor]:
     return default_collate(samples)
 
 
-def content_size(size: tuple[int, int], config: dict | None = None) -> tuple[int, int]:
+def content_size(size: tuple[int, int], config: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """Where an image of ``size`` (H, W) lies in its evaluated tensor, given the evaluation
     settings ``config``: the top-left ``size`` when it is only padded, ``config["size"]`` when it
     is resized. What a prediction is cropped to before it is mapped back to the image."""
-    cfg = _validated(config, DEFAULT_EVAL, "eval")
-    return cfg["size"] if cfg["size"] is not None else (int(size[0]), int(size[1]))
+    resized = _settings(EvalTransforms, DEFAULT_EVAL, config)["size"]
+    return _check_size("size", resized) if resized is not None else (int(size[0]), int(size[1]))
 
 
 # ---------------------------------------------------------------------------- factory
 
-_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
-    "scales": _check_scales,
-    "flip_p": _check_prob,
-    "brightness": _check_nonneg,
-    "contrast": _check_nonneg,
-    "saturation": _check_nonneg,
-    "hue": lambda name, v: _check_nonneg(name, v, upper=0.5),
-    "size": lambda name, v: None if v is None else _check_size(name, v),
-    "pad_to": lambda name, v: None if v is None else _check_size(name, v),
-    "size_divisor": _check_divisor,
-    "scale_range": _check_range,
-    "crop_size": lambda name, v: None if v is None else _check_size(name, v),
-    "cat_max_ratio": _check_ratio,
-    "cat_max_ratio_task": _check_label_task,
-    "photometric": _check_bool,
-}
-
-
-def _validated(config: dict | None, defaults: dict[str, Any], mode: str) -> dict[str, Any]:
-    config = {} if config is None else config
-    if not isinstance(config, dict):
-        raise ValueError(f"{mode} transform config must be a dict, got {type(config).__name__}")
-    unknown = [k for k in config if k not in defaults]
+def _settings(kind: type, defaults: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config`` over ``defaults``; a key the settings' type does not declare is refused, as the
+    config parser refuses it (a Python caller's mapping meets no parser)."""
+    unknown = sorted(set(config or {}) - set(kind.__annotations__))
     if unknown:
-        raise ValueError(f"unknown {mode} transform config key {unknown[0]!r}; "
-                         f"allowed keys: {', '.join(defaults)}")
-    merged = {**defaults, **config}
-    return {k: _VALIDATORS[k](f"{mode} transform config key {k!r}", v) for k, v in merged.items()}
+        raise TypeError(f"{kind.__name__} has no key {unknown[0]!r} (its keys: {', '.join(kind.__annotations__)})")
+    return {**defaults, **(config or {})}
 
 
-def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None) -> Compose:
+def build_transforms(info: DatasetInfo, train: bool,
+                     config: Mapping[str, Any] | None = None) -> Compose:
     """The pipeline a data set's samples go through.
 
     ``train=True``: scale-crop or rescale and crop, flip, colour jitter or photometric distortion,
-    normalise, pad to the crop (keys of :data:`DEFAULT_TRAIN`), image and normals handed over in
-    float16.
-    ``train=False``: optional resize, normalise, optional padding (keys of :data:`DEFAULT_EVAL`),
-    all floats float32.
-    ``config`` overrides some of the defaults; an unknown key, an impossible value or two settings
-    that contradict each other raise ``ValueError`` naming them. Steps that would do nothing (one
-    scale of 1, p = 0, no jitter) are left out so they cost nothing.
+    normalise, pad to the crop (:class:`TrainTransforms`), image and normals handed over in float16.
+    ``train=False``: optional resize, normalise, optional padding (:class:`EvalTransforms`), all
+    floats float32.
+    ``config``: some of the settings (the others keep their defaults); an unknown key raises
+    ``TypeError``, an impossible value the transform's ``ValueError``, two settings that contradict
+    each other a ``ValueError`` naming both. Steps that would do nothing (one scale of 1, p = 0, no
+    jitter) are left out so they cost nothing.
     """
     meta = _check_meta(info.name, info.as_meta())
     narrow = {t: dtype for t in info.tasks if (dtype := get_task(t).transfer_dtype) is not None}
     steps: list[Callable[[Sample], Sample]] = []
     pad: PadTo | None = None
     if train:
-        cfg = _benchmark_protocol(_validated(config, DEFAULT_TRAIN, "train"), config or {})
-        if any(s != 1.0 for s in cfg["scales"]):
+        cfg = _benchmark_protocol(_settings(TrainTransforms, DEFAULT_TRAIN, config), config or {})
+        if not cfg["scales"] or any(s != 1.0 for s in cfg["scales"]):
             steps.append(RandomScaleCrop(cfg["scales"], meta))
-        if cfg["scale_range"] is not None and cfg["scale_range"] != (1.0, 1.0):
+        if cfg["scale_range"] is not None and tuple(cfg["scale_range"]) != (1.0, 1.0):
             steps.append(RandomRescale(cfg["scale_range"], meta))
         if cfg["crop_size"] is not None:
             steps.append(RandomCrop(cfg["crop_size"], cfg["cat_max_ratio"], cfg["cat_max_ratio_task"], meta))
@@ -685,10 +697,10 @@ def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None)
         if cfg["photometric"]:
             steps.append(PhotoMetricDistortion())
     else:
-        cfg = _validated(config, DEFAULT_EVAL, "eval")
+        cfg = _settings(EvalTransforms, DEFAULT_EVAL, config)
         if cfg["size"] is not None:
             steps.append(Resize(cfg["size"]))
-        if cfg["pad_to"] is not None or cfg["size_divisor"] > 1:
+        if cfg["pad_to"] is not None or cfg["size_divisor"] != 1:
             pad = PadTo(cfg["pad_to"], cfg["size_divisor"])
     steps.append(Normalize(info.mean, info.std))
     if pad is not None:
@@ -700,10 +712,14 @@ def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None)
     return Compose(steps)
 
 
-def _benchmark_protocol(cfg: dict[str, Any], given: dict) -> dict[str, Any]:
-    """``scale_range`` and ``photometric`` replace the MTAN zoom's and the jitter's defaults; given
-    both ways at once, the two would compound, which no protocol does: refused, naming the keys."""
+def _benchmark_protocol(cfg: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """What the settings' types cannot say. ``scale_range`` and ``photometric`` replace the MTAN
+    zoom's and the jitter's defaults; given both ways at once, the two would compound, which no
+    protocol does: refused, naming the keys. The crop rule needs a crop and a dense task's class
+    map (tasks are plug-ins: no type lists them)."""
     cfg = dict(cfg)
+    _check_bool("train transform config key 'photometric'", cfg["photometric"])  # no transform takes it
+    _check_label_task("train transform config key 'cat_max_ratio_task'", cfg["cat_max_ratio_task"])
     if cfg["scale_range"] is not None:
         if "scales" in given and any(s != 1.0 for s in cfg["scales"]):
             raise ValueError("train transform config keys 'scales' and 'scale_range' are two scale augmentations; "
