@@ -55,8 +55,9 @@ class PredictionMaps(pl.Callback):
         split = datamodule.hparams.test_split
         self._dataset = datamodule.dataset(split)
         self._eval_config = datamodule.hparams.eval_transforms
-        loader = trainer.test_dataloaders
-        loader = loader[0] if isinstance(loader, (list, tuple)) else loader
+        loaders = trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        assert loader is not None  # Lightning builds the test loaders before the epoch starts
         # the indices of every batch this process evaluates, in order (a rank's share under DDP)
         self._batches = ([list(b) for b in loader.batch_sampler] if loader.batch_sampler is not None
                          else [[i] for i in loader.sampler])
