@@ -135,12 +135,12 @@ def test_the_projects_loss_scaling_runs_as_an_override(tmp_path, caplog):
     lightning_log.addHandler(caplog.handler)
     try:
         assert run("nyud_v2.yaml", root, tmp_path / "run", "--model.loss_scaling", "initial", "--model.weighting", "ew",
-                   "--model.losses", "null", "--test_after_fit", "false", "--save_predictions", "[]") == 0
+                   "--model.losses", "{}", "--test_after_fit", "false", "--save_predictions", "[]") == 0
     finally:
         lightning_log.removeHandler(caplog.handler)
     assert "loss scaling: each task's loss is divided by its initial value" in caplog.text
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["model"]["loss_scaling"] == "initial" and saved["model"]["losses"] is None
+    assert saved["model"]["loss_scaling"] == "initial" and saved["model"]["losses"] == {}
     assert not (tmp_path / "run" / "predictions").exists()
 
 
