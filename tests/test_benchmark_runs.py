@@ -41,7 +41,7 @@ def shipped(name: str) -> dict:
 
 def run(name: str, root, run_dir, *extra: str, pretrained: str = "null") -> int:
     """`fit --config configs/NAME --test_after_fit true` at test size: the shipped settings, with the
-    crop and padding made 48x48 and the network shrunk."""
+    crop and padding made 48x48 and the network shrunk (train holds two images: one batch an epoch)."""
     config = shipped(name)
     train = {**config["data"]["train_transforms"], "crop_size": CROP}
     evaluation = {**config["data"]["eval_transforms"], "pad_to": CROP}
@@ -49,9 +49,11 @@ def run(name: str, root, run_dir, *extra: str, pretrained: str = "null") -> int:
                  "--model.pretrained", pretrained, "--model.model_options", json.dumps({**TINY, "img_size": CROP}),
                  "--data.train_transforms", json.dumps(train), "--data.eval_transforms", json.dumps(evaluation),
                  "--data.batch_size", "2", "--data.eval_batch_size", "3", "--data.num_workers", "0",
-                 "--trainer.max_steps", "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.precision", "32-true",
+                 # two steps are two epochs of one batch: validated once, at the end (best.ckpt, last.ckpt)
+                 "--trainer.max_steps", "2", "--trainer.check_val_every_n_epoch", "2",
+                 "--trainer.num_sanity_val_steps", "0", "--trainer.precision", "32-true",
                  "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                 "--trainer.log_every_n_steps", "1", "--report_samples", "1", "--test_after_fit", "true", *extra])
+                 "--trainer.log_every_n_steps", "1", "--report_samples", "0", "--test_after_fit", "true", *extra])
 
 
 def edges_cli(pred, truth, max_dist: float, out) -> dict:
@@ -142,6 +144,38 @@ def test_the_projects_loss_scaling_runs_as_an_override(tmp_path, caplog):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["model"]["loss_scaling"] == "initial" and saved["model"]["losses"] == {}
     assert not (tmp_path / "run" / "predictions").exists()
+
+
+@pytest.mark.parametrize("name, write", [("pascal_context.yaml", write_pascal_context), ("nyud_v2.yaml", write_nyud)])
+def test_the_configs_settings_parse_and_a_resumed_fit_finds_them_unchanged(name, write, tmp_path, capsys):
+    """The shipped transform settings pass their types (the whole fit parser reads the config), and
+    what a resumed fit compares, the settings as given against the plain ones its checkpoint
+    holds, is equal for them and names a changed crop."""
+    from jsonargparse import ArgumentParser
+
+    from crossvit_mtl.cli.train import against_checkpoint
+    from crossvit_mtl.engine.datamodule import DenseDataModule
+
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(config_path(name)), "--print_config"])
+    assert exc.value.code == 0
+    printed, data = yaml.safe_load(capsys.readouterr().out)["data"], shipped(name)["data"]
+    for key in ("train_transforms", "eval_transforms"):
+        assert printed[key] == data[key], key
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(DenseDataModule, "data")
+    data = {**data, "root": str(write(tmp_path / "tree", size=(30, 40))), "num_workers": 0}
+    given = parser.parse_object({"data": data})
+    module = DenseDataModule(**given.data.as_dict())
+    torch.save({"datamodule_hyper_parameters": dict(module.hparams)}, tmp_path / "last.ckpt")
+    stored = torch.load(tmp_path / "last.ckpt", weights_only=True)["datamodule_hyper_parameters"]
+    for key in ("train_transforms", "eval_transforms"):  # plain data, the file's values
+        assert json.loads(json.dumps(stored[key])) == shipped(name)["data"][key], key
+    assert against_checkpoint({"data": stored}, given, fit=True)[:2] == ([], [])
+    cropped = {**shipped(name)["data"]["train_transforms"], "crop_size": [96, 96]}
+    differing = against_checkpoint({"data": stored}, parser.parse_object({"data": {**data, "train_transforms": cropped}}),
+                                   fit=True)[0]
+    assert len(differing) == 1 and differing[0].startswith("--data.train_transforms {") and "[96, 96]" in differing[0]
 
 
 @pytest.mark.parametrize("tasks, words", [("[depth]", ["'depth'", "8-bit"]), ("[saliency]", ["no task 'saliency'"]),
