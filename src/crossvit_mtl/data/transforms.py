@@ -102,7 +102,9 @@ DEFAULT_EVAL: EvalTransforms = {"size": None, "pad_to": None, "size_divisor": 1}
 
 
 # ---------------------------------------------------------------------------- value checks
-# The transforms' own arguments, for their Python callers; a config's values are typed above.
+# The transforms' own arguments, for their Python callers (a config's values are typed above), and
+# the two settings _benchmark_protocol checks itself: the crop rule's task (tasks are plug-ins: no
+# type lists them) and photometric, which no transform takes (for Python callers).
 
 def _check_prob(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
