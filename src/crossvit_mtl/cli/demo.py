@@ -21,7 +21,7 @@ def config_path(name: str) -> Path:
 
 def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size: tuple[int, int]) -> None:
     """Render the scenes into ``root`` unless a cache of this version is there; synthetic scenes
-    cached by an older version of the format are rendered again, anything else is left alone
+    cached by an older version of the format or of the renderer are rendered again, anything else is left alone
     (a cache of another image size is refused: the recipe's time and figures are for ``size``)."""
     import json
 
@@ -29,6 +29,7 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
     from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta
     from crossvit_mtl.data.errors import DataError
     from crossvit_mtl.data.synth import write_synth
+    from crossvit_mtl.data.synth.dataset import RENDERER
 
     overwrite = False
     if (root / "meta.json").exists():
@@ -38,8 +39,12 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
                 have = "x".join(map(str, meta["image_size"]))
                 raise named("--data", f"{root}: holds {have} scenes, the demo trains at {size[0]}x{size[1]}; "
                                       f"choose another --data or pass --size {have}")
-            print(f"using the synthetic scenes in {root}")
-            return
+            renderer = (meta.get("extra") or {}).get("renderer", 1)
+            if meta.get("name") != "synth" or renderer == RENDERER:
+                print(f"using the synthetic scenes in {root}")
+                return
+            print(f"{root} holds scenes of renderer version {renderer}; rendering them again in version {RENDERER}")
+            overwrite = True
         except DataError as err:
             try:
                 meta = json.loads((root / "meta.json").read_text())
@@ -49,9 +54,9 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
                      and meta.get("version") != FORMAT_VERSION)
             if not older:
                 raise named("--data", err) from None
-        print(f"{root} holds synthetic scenes of cache format version {meta['version']}; "
-              f"rendering them again in version {FORMAT_VERSION}")
-        overwrite = True
+            print(f"{root} holds synthetic scenes of cache format version {meta['version']}; "
+                  f"rendering them again in version {FORMAT_VERSION}")
+            overwrite = True
     else:  # never written over if it holds anything
         output_path("--data", root, folder=True, overwrite=False, hint="not a cache of scenes; choose another --data")
     start = time.perf_counter()
@@ -113,8 +118,8 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=parse_size, default=(96, 192),
                    help="HxW of the scenes to render (default 96x192, the size the demo config is timed at)")
     p.add_argument("--train", type=int, default=2000, help="training scenes to write if absent")
-    p.add_argument("--val", type=int, default=250, help="validation scenes (model selection) to write if absent")
-    p.add_argument("--test", type=int, default=250, help="test scenes (reported) to write if absent")
+    p.add_argument("--val", type=int, default=252, help="validation scenes to write if absent")
+    p.add_argument("--test", type=int, default=252, help="test scenes (reported) to write if absent")
     p.add_argument("--workers", type=int, default=2, help="rendering processes")
     p.add_argument("--run_dir", default=None, help="run folder (default: runs/demo-<time>)")
     p.set_defaults(func=run, takes_overrides=True)
