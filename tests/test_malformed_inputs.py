@@ -587,7 +587,7 @@ FILE_ARGUMENTS = {
 
 def _file_reason(kind: str, damage: str, file: str) -> str:
     if file.endswith("metrics_test.json") and damage == "missing":
-        return r"no metrics_test.json \(evaluate its best checkpoint"
+        return r"no metrics_test.json \(evaluate its checkpoint"
     if file.endswith("metrics.json") and damage == "missing":
         return r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)"
     if file.endswith(".json") and damage == "folder":
@@ -701,7 +701,7 @@ FOLDER_ARGUMENTS = {
 }
 FOLDER_REASONS = {"missing": "no such folder", "file": "is a file, expected a folder",
                   "empty": r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)|"
-                           r"no metrics_test.json \(evaluate its best checkpoint|"
+                           r"no metrics_test.json \(evaluate its checkpoint|"
                            "not a recognised data set layout|folder missing|no PNG/JPEG images found"}
 
 

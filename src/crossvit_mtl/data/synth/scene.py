@@ -309,9 +309,9 @@ def _traffic(b: _Builder, rng: _Draws):
 
     if rng.random() < LIGHT_P:
         s_light = CAM_S + rng.uniform(*LIGHT_AHEAD)
-        for side in (-1, 1):
+        for kerb in (-1.0, 1.0):
             if rng.random() < 0.7:
-                b.sign(main, s_light, side, traffic_light=True)
+                b.sign(main, s_light, kerb, traffic_light=True)
     for _ in range(rng.integers(2, 10)):
         road, s = spot(5, 60)
         side = rng.sign()
