@@ -775,6 +775,8 @@ def tests_markdown(comparison: Comparison) -> str:
     """Every tested figure, smallest p first: estimate, interval, p and corrected p."""
     confidence = comparison.interval_confidence()
     testable = sorted((t for t in comparison.tests if t.estimate.testable), key=lambda t: t.estimate.p)
+    if not testable:
+        return ""
     lines = [f"| test | seeds | estimate (%) | {_percent(confidence)} interval | p | p {comparison.correction} | |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for test in testable:
@@ -820,7 +822,7 @@ def report_markdown(comparison: Comparison, every_metric: bool = False) -> str:
     parts += [method_note(comparison), tests_markdown(comparison)]
     if comparison.warnings:
         parts.append("Warnings:\n\n" + "\n".join(f"- {w}" for w in comparison.warnings))
-    return "\n\n".join(parts)
+    return "\n\n".join(p for p in parts if p)
 
 
 def summary_columns(comparison: Comparison) -> list[tuple[str, str]]:
