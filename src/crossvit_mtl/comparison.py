@@ -238,7 +238,7 @@ def replicate_results(sample: SampleStates, counts: np.ndarray, chunk: int = 64)
     out: list[Results] = [{} for _ in range(len(counts))]
     for task, named in sample.states.items():
         metric = get_task(task).build_metric(sample.meta, "test")
-        defaults = {name: metric.metric_state[name] for name in named}
+        defaults = {name: state for name in named if isinstance(state := metric.metric_state[name], torch.Tensor)}
         compute = type(metric).compute  # the metric's own formula, without torchmetrics' caching and sync
         keys = get_task(task).metrics
         flat = {name: array.reshape(len(array), -1).astype(np.float64) for name, array in named.items()}

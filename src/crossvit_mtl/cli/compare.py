@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from crossvit_mtl.comparison import BOOTSTRAP, CORRECTIONS
+    from crossvit_mtl.cli.args import add_flag
+    from crossvit_mtl.comparison import BOOTSTRAP, CORRECTIONS, DELTA_M_SETS
 
     p = sub.add_parser("compare", help="compare runs' metrics over seeds and their multi-task gain Delta-m",
                        description="Print markdown tables of each task's own Delta, each run's metrics (mean ± "
@@ -57,7 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="metrics_test.json (default; the split never used for selection) or metrics.json (val)")
     p.add_argument("--reference", help="run the others are tested against (default: the run named ew)")
-    p.add_argument("--delta_m_set", default="default",
+    p.add_argument("--delta_m_set", choices=DELTA_M_SETS, default="default",
                    help="the metrics Delta-m averages: each task's Delta-m metrics (default: MTAN, LibMTL, "
                    "Nash-MTL), single (one per task: MTI-Net, ATRC, InvPT; saliency by mIoU, edges by odsF, "
                    "depth by RMSE) or all")
@@ -67,7 +68,7 @@ def add_parser(sub) -> None:
                    help="for testing every marked figure at once: " + "; ".join(CORRECTIONS.values()))
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, metavar="B",
                    help=f"resamples of the test samples for the test set's noise (default {BOOTSTRAP}; 0: none)")
-    p.add_argument("--all-metrics", action="store_true", help="print every metric, not each task's primary one")
+    add_flag(p, "--all_metrics", help="print every metric, not each task's primary one")
     p.add_argument("--out", help="also write the tables (.md) or the numbers (.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_flag(p, "--overwrite", help="replace an existing --out file")
     p.set_defaults(func=run)

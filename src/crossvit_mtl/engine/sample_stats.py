@@ -40,6 +40,8 @@ def adds_up(rows: list[dict[str, np.ndarray]], metric: Metric) -> bool:
     if not rows or any(not isinstance(v, torch.Tensor) for v in state.values()) or set(rows[0]) != set(state):
         return False
     for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            return False
         total, whole = np.sum([row[name] for row in rows], axis=0), value.detach().cpu().numpy()
         if total.shape != whole.shape or not np.allclose(total, whole, rtol=1e-9, atol=0):
             return False
