@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from crossvit_mtl.cli.args import add_flag
+    from crossvit_mtl.cli.args import MAX_SEED, Integer, add_flag
     from crossvit_mtl.comparison import BOOTSTRAP, CORRECTIONS, DELTA_M_SETS
 
     p = sub.add_parser("compare", help="compare runs' metrics over seeds and their multi-task gain Delta-m",
@@ -62,11 +62,11 @@ def add_parser(sub) -> None:
                    help="the metrics Delta-m averages: each task's Delta-m metrics (default: MTAN, LibMTL, "
                    "Nash-MTL), single (one per task: MTI-Net, ATRC, InvPT; saliency by mIoU, edges by odsF, "
                    "depth by RMSE) or all")
-    p.add_argument("--seeds", type=int, nargs="+",
+    p.add_argument("--seeds", type=Integer(0, MAX_SEED), nargs="+",
                    help="only these seed folders (seedN), e.g. a sweep's test seeds and not its screening seed")
     p.add_argument("--correction", choices=tuple(CORRECTIONS), default="holm",
-                   help="for testing every marked figure at once: " + "; ".join(CORRECTIONS.values()))
-    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, metavar="B",
+                   help="for testing every marked figure at once: " + "; ".join(CORRECTIONS.values()).replace("%", "%%"))
+    p.add_argument("--bootstrap", type=Integer(0, 100_000), default=BOOTSTRAP, metavar="B",
                    help=f"resamples of the test samples for the test set's noise (default {BOOTSTRAP}; 0: none)")
     add_flag(p, "--all_metrics", help="print every metric, not each task's primary one")
     p.add_argument("--out", help="also write the tables (.md) or the numbers (.json)")

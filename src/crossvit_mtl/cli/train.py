@@ -18,7 +18,6 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import lightning.pytorch as pl
 from jsonargparse import ActionConfigFile, ArgumentError
@@ -180,7 +179,7 @@ class CrossViTCLI(LightningCLI):
                             "(0: only at epoch ends); `--ckpt_path last` resumes bit-exactly from it")
         add_flag(parser, "--test_after_fit", "after `fit`, evaluate the checkpoint --checkpoint_selection picks on "
                  "the test split: metrics_test.json")
-        parser.add_argument("--checkpoint_selection", type=Literal["last", "val_loss", "val_metric"], default="last",
+        parser.add_argument("--checkpoint_selection", type=str, choices=tuple(CHECKPOINT_SELECTIONS), default="last",
                             help="the checkpoint a fit is tested on, one rule for every run of a comparison: "
                             + "; ".join(f"{k}: {v}" for k, v in CHECKPOINT_SELECTIONS.items()))
         parser.add_argument("--report_samples", type=Integer(0, 64), default=6,
