@@ -16,6 +16,8 @@ def run(args: argparse.Namespace) -> int:
 
         output_path("--out", args.out, folder=True, overwrite=args.overwrite)
     repeats = args.repeats or (3 if args.quick else 5)
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
     try:
         placement = resolve(args.device)
         cases = plan(args.models, args.sizes, args.precision, args.batch_size, args.variants,
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise UserError("segformer_b0 needs HF transformers: pip install 'crossvit-mtl[bench]' "
                             "(or leave it out of --models)") from None
-    report = benchmark(cases, args.out)
+    report = benchmark(cases, args.out, rounds=args.rounds)
     print(report["markdown"])
     if args.out:
         print(f"wrote {args.out}/bench.json and bench.md")
@@ -73,6 +75,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per case (default: torch's). On a machine shared with other jobs, "
                    "fewer threads than cores avoid stalls at every parallel region")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the whole plan this many times, its cases in turn, and report medians; the "
+                   "targets' ratios are medians of ratios within a round (steadier on a shared machine)")
     p.add_argument("--quick", action="store_true", help="fewer timed runs (3 training steps, 5 latency runs)")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md (new or empty, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="write into an --out folder that already holds files")
