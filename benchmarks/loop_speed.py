@@ -37,6 +37,7 @@ from crossvit_mtl.bench.measure import load_average, prepare
 from crossvit_mtl.cli.demo import DEMO_CONFIG, config_path
 from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs
 from crossvit_mtl.data.synth import write_synth
+from crossvit_mtl.engine.calibration import measure_initial_losses
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
 from crossvit_mtl.engine.precision import resolve
@@ -80,7 +81,7 @@ class ModuleLoop:
         cli = demo_cli(root, run_dir, 1, 0)
         self.module, hp = cli.model, cli.model.hparams
         self.batch = next(iter(cli.datamodule.train_dataloader()))
-        self.module.loss_scale.set_initial(self.module.measure_initial_losses(self.batch))
+        self.module.loss_scale.set_initial(measure_initial_losses(self.module, self.batch))
         self.optimizer = build_optimizer(self.module, hp.optimizer, hp.lr, hp.weight_decay, tuple(hp.betas))
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10**6, 100))
         self.precision = cli.trainer.precision_plugin

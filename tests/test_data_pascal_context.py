@@ -13,12 +13,13 @@ from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.pascal_context import (
     EDGE_EXCLUDED_IDS,
     NORMALS_VALID_CLASSES,
-    PART_NAMES,
     VOC_PALETTE,
     PascalContext,
     edges_from_labels,
 )
 from crossvit_mtl.data.registry import build_dataset
+from crossvit_mtl.tasks import get_task
+from crossvit_mtl.tasks.human_parts import PART_NAMES
 from fixtures_data import (
     CONTEXT,
     PASCAL_IDS,
@@ -67,7 +68,7 @@ def test_every_target_of_a_sample(tmp_path):
     parts = np.zeros(SIZE, np.uint8)
     parts[1, 2:-2], parts[2, 2:-2], parts[3, 2:-2], parts[4, 2:-2] = 1, 2, 4, 6
     np.testing.assert_array_equal(sample["human_parts"], parts)
-    assert PART_NAMES[4] == "lower_arm" and PART_NAMES[6] == "lower_leg"
+    assert PART_NAMES[4] == "lower arm" and PART_NAMES[6] == "lower leg"
 
     np.testing.assert_array_equal(sample["saliency"][:, :4], 0)
     np.testing.assert_array_equal(sample["saliency"][:, 4:12], 1)
@@ -224,7 +225,7 @@ def test_info_and_registry(tmp_path):
     info = dataset.info
     assert info.name == "pascal_context" and info.tasks == ("segmentation", "edge") and info.num_classes == 21
     assert info.task_options == {"edge": {"max_dist": 0.0075}}
-    assert info.extra["human_parts_classes"] == list(PART_NAMES)
+    assert get_task("human_parts").class_names(info.as_meta()) == PART_NAMES
     with pytest.raises(ValueError, match=r"data set 'pascal_context' has no option\(s\) 'size' \(accepted: tasks\)"):
         build_dataset("pascal_context", root, size=[8, 8])
 

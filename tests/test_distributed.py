@@ -135,7 +135,7 @@ def test_ddp_gradient_aggregation_equals_single_process(tmp_path):
     runs = {}
     for run in ("ddp", "single"):
         ckpt = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
-        assert ckpt["global_step"] == 2 and ckpt["train_progress"]["skipped_steps"] == 0
+        assert ckpt["global_step"] == 2 and ckpt["callbacks"]["SkipNonFiniteSteps"]["skipped_steps"] == 0
         runs[run] = torch.load(tmp_path / run / "initial.pt", weights_only=True), ckpt["state_dict"]
     (initial, ddp), (initial_single, single) = runs["ddp"], runs["single"]
     assert initial.keys() == initial_single.keys() == ddp.keys() == single.keys()

@@ -149,6 +149,20 @@ def test_the_matching_is_maximum_like_a_brute_force_assignment():
         assert match_count(gt, pred, radius) == int(close[rows, cols].sum())
 
 
+def test_the_counts_at_every_threshold_equal_a_fresh_thinning_and_matching():
+    """edge_counts shares work between thresholds (nested maps, one pair search, each matching
+    grown from the previous one): every threshold must still score as if alone."""
+    for seed in (5, 6):
+        labels, pred = scene(seed, 60, 80)
+        gt = thin_binary(seg2bmap(labels))
+        edges = edges_nms(pred.astype(np.float32) / np.float32(255))
+        radius = 0.02 * np.hypot(60, 80)
+        counts = edge_counts(pred, gt, "seism", max_dist=0.02)
+        for t, (cnt_r, sum_r, cnt_p, sum_p) in zip(HED_THRESHOLDS, counts):
+            binary = thin_binary(edges >= t)
+            assert (cnt_r, sum_r, cnt_p, sum_p) == (match_count(gt, binary, radius), gt.sum(), cnt_r, binary.sum())
+
+
 # ----------------------------------------------------------------------------- thresholds, masks
 
 
@@ -263,7 +277,7 @@ def write_png(path, array):
 @pytest.fixture
 def folders(tmp_path):
     """Predictions a, b, c; label maps as PASCAL-Context .mat (a, c) and a PNG of ids (b); the same
-    ground truth as NYUD-style boundary PNGs."""
+    ground truth as NYUD-style boundary maps (PNG for a and b, .npy for c)."""
     expected = []
     for i, stem in enumerate("abc"):
         labels, pred = scene(20 + i, 30, 40)
@@ -273,7 +287,10 @@ def folders(tmp_path):
         else:
             (tmp_path / "labels").mkdir(exist_ok=True)
             savemat(tmp_path / "labels" / f"{stem}.mat", {"LabelMap": labels.astype(np.uint16)})
-        write_png(tmp_path / "edges" / f"{stem}.png", seg2bmap(labels).astype(np.uint8) * 255)
+        if stem == "c":  # ATRC ships NYUD-v2's boundaries as .npy, MTI-Net as PNG
+            np.save(tmp_path / "edges" / "c.npy", seg2bmap(labels).astype(np.float32))
+        else:
+            write_png(tmp_path / "edges" / f"{stem}.png", seg2bmap(labels).astype(np.uint8) * 255)
         expected.append(edge_counts(pred, seg2bmap(labels)))
     return tmp_path, expected
 
@@ -293,6 +310,11 @@ def test_the_command_scores_label_maps_and_boundary_maps_alike(folders, capsys):
     for key, value in want.as_dict().items():
         assert from_labels[key] == pytest.approx(value) and from_edges[key] == pytest.approx(value)
     assert from_labels["counts"]["per_threshold"] == sum(per_image).tolist() and len(from_labels["f"]) == 101
+    unthinned = [edge_counts(p, seg2bmap(lab), thin_gt=False) for lab, p in (scene(20 + i, 30, 40) for i in range(3))]
+    assert run(tmp / "pred", "--labels", tmp / "labels", "--no-gt-thinning", "--out", tmp / "plain.json") == 0
+    plain = json.loads((tmp / "plain.json").read_text())
+    assert plain["thin_gt"] is False and plain["counts"]["per_threshold"] == sum(unthinned).tolist()
+    assert "ground truth not thinned" in capsys.readouterr().out
     (tmp / "ids.txt").write_text("b\n\nc\n")
     assert run(tmp / "pred", "--labels", tmp / "labels", "--ids", tmp / "ids.txt", "--protocol", "mtinet",
                "--max-dist", 0.011) == 0
@@ -361,7 +383,7 @@ def test_every_bad_input_is_one_line_naming_the_file(folders, capsys, file, dama
 def test_ids_outputs_and_folders_are_checked_before_any_work(folders, capsys):
     tmp, _ = folders
     cases = [
-        (("--ids", tmp / "ids.txt"), "c\nd\n", r"PRED \S+/pred/d\.png: no such file \(an id of \S+ids\.txt\)"),
+        (("--ids", tmp / "ids.txt"), "c\nd\n", r"--ids \S+ids\.txt: id 'd' has no prediction \(\S+/pred/d\.png: no such file\)"),
         (("--ids", tmp / "ids.txt"), "a\nb\na\n", r"--ids \S+ids\.txt: line 3 repeats id 'a' of line 1"),
         (("--ids", tmp / "ids.txt"), "\n\n", r"--ids \S+ids\.txt: no ids"),
         (("--out", tmp / "kept.json"), None, r"--out \S+kept\.json: exists; pass --overwrite to replace it"),
@@ -379,3 +401,12 @@ def test_ids_outputs_and_folders_are_checked_before_any_work(folders, capsys):
     assert re.search(r"error: PRED \S+/nothing: no PNG images found$", capsys.readouterr().err.strip())
     assert run(tmp / "pred", "--boundaries", tmp / "missing") == 2
     assert re.search(r"error: --boundaries \S+/missing: no such folder$", capsys.readouterr().err.strip())
+
+
+def test_a_boundary_map_that_is_not_two_dimensional_is_named(folders, capsys):
+    tmp, _ = folders
+    np.save(tmp / "edges" / "c.npy", np.zeros((30, 40, 3), np.float32))
+    assert run(tmp / "pred", "--boundaries", tmp / "edges") == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(r"^crossvit-mtl edges: error: --boundaries \S+/edges/c\.npy: holds float32 of shape "
+                     r"\(30, 40, 3\), expected a 2-D boundary map$", err), err

@@ -42,7 +42,7 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_every_step():
 def test_the_setting_is_stated_and_can_be_declined(monkeypatch):
     calls = []
     monkeypatch.setattr(host_memory, "keep_host_memory", lambda: calls.append(1) or True)
-    assert host_memory.apply_host_memory(True) == "host memory: glibc's allocator as it is (--system_malloc true)"
+    assert host_memory.apply_host_memory(True) == "host memory: glibc's allocator as it is (--system_malloc)"
     assert calls == []
     assert host_memory.apply_host_memory(False).startswith("host memory: freed blocks kept for reuse")
     assert calls == [1]

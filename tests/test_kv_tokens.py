@@ -34,7 +34,7 @@ def test_factor_by_hand(grid, cap, min_factor, expected):
 def test_factor_refuses_a_cap_below_one():
     with pytest.raises(ValueError, match="kv_tokens must be >= 1"):
         kv_pool_factor((4, 4), 0)
-    with pytest.raises(ValueError, match="kv_tokens must be None or >= 1"):
+    with pytest.raises(ValueError, match="kv_tokens must be >= 1, got 0"):  # the same check, at construction
         create_model("crossvit_seg_tiny", kv_tokens=0, **SMALL)
 
 

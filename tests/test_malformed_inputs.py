@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
+import importlib
 import io
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -268,6 +271,8 @@ class Case:
     rc: int = 2
     #: checks of what the command did write (beyond: every file that existed is unchanged)
     after: Callable[[Path], None] | None = None
+    #: what the machine does to the command (a disk that fills), set up with pytest's monkeypatch
+    patch: Callable[[pytest.MonkeyPatch, Path], None] | None = None
 
 
 CASES = [
@@ -366,30 +371,35 @@ CASES = [
     Case("config_unknown_key", config(model={"learning_rate": 0.1}), FIT,
          r"does not accept option 'model\.learning_rate'"),
     Case("config_wrong_type", config(model={"lr": "fast"}), FIT,
-         r'Parser key "model\.lr": Expected a <class .float.>\. Got value: fast'),
+         r'Parser key "model\.lr": Not of type PositiveFiniteFloat: could not convert string to float: .fast.'),
     Case("config_yaml_syntax", raw_config("model:\n  lr: [1e-3\n"), FIT,
          r"--config \S+/config\.yaml: not valid YAML \(while parsing a flow sequence in \S+/config\.yaml\", line 2, "
          r"column 7"),
-    Case("config_lr_not_positive", config(model={"lr": -0.001}), FIT, r"model\.lr must be > 0, got -0\.001"),
-    Case("config_lr_nan", config(model={"lr": float("nan")}), FIT, r"model\.lr must be > 0, got nan"),
+    Case("config_lr_not_positive", config(model={"lr": -0.001}), FIT,
+         r'"model\.lr": Not of type PositiveFiniteFloat: -0\.001 does not conform to restriction v>0\.0 and v<inf'),
+    Case("config_lr_nan", config(model={"lr": float("nan")}), FIT,
+         r'"model\.lr": Not of type PositiveFiniteFloat: nan does not conform to restriction v>0\.0 and v<inf'),
     Case("config_weight_decay_negative", config(model={"weight_decay": -0.05}), FIT,
-         r"model\.weight_decay must be >= 0, got -0\.05"),
+         r'"model\.weight_decay": Not of type NonNegativeFiniteFloat: -0\.05 does not conform to restriction v>=0'),
     Case("config_betas_outside", config(model={"betas": [0.9, 1.0]}), FIT,
-         r"model\.betas must be two values in \[0, 1\), got \[0\.9, 1\.0\]"),
+         r'"model\.betas": Not of type Beta: 1\.0 does not conform to restriction v>=0\.0 and v<1\.0'),
     Case("config_min_lr_ratio_outside", config(model={"min_lr_ratio": 1.5}), FIT,
-         r"model\.min_lr_ratio must be in \[0, 1\], got 1\.5"),
+         r'"model\.min_lr_ratio": Not of type ClosedUnitInterval: 1\.5 does not conform to restriction v>=0 and v<=1'),
     Case("config_warmup_negative", config(model={"warmup_epochs": -1}), FIT,
-         r"model\.warmup_epochs must be >= 0, got -1"),
+         r'"model\.warmup_epochs": Not of type NonNegativeFiniteFloat: -1 does not conform to restriction v>=0'),
     Case("config_unknown_optimizer", config(model={"optimizer": "nope"}), FIT,
-         r"model\.optimizer must be one of adam, adamw, sgd, got 'nope'"),
+         r'"model\.optimizer": Expected a typing\.Literal\[.adam., .adamw., .sgd.\]\. Got value: nope'),
     Case("config_unknown_weighting", config(model={"weighting": "nope"}), FIT,
-         r"model\.weighting must be one of ew, .*, got 'nope'"),
+         r'"model\.weighting": Expected a typing\.Literal\[.ew., .fixed., .*\]\. Got value: nope'),
     Case("config_unknown_loss", config(model={"model": "crossvit_mtl_tiny", "losses": {"depth": {"name": "nope"}}},
                                        data={"tasks": ["segmentation", "depth"]}), FIT,
          r"model\.losses\.depth: unknown depth loss 'nope'"),
+    Case("config_loss_weight_negative", config(model={"losses": {"segmentation": {"weight": -1}}}), FIT,
+         r"model\.losses\.segmentation\.weight: -1 does not conform to restriction v>=0\.0 and v<inf"),
     Case("config_unknown_loss_option", config(model={"losses": {"segmentation": {"name": "ce", "smoothing": 0.1}}}),
          FIT, r"model\.losses\.segmentation: .*unexpected keyword argument 'smoothing'"),
-    Case("config_batch_size_zero", config(data={"batch_size": 0}), FIT, r"batch_size must be >= 1, got 0"),
+    Case("config_batch_size_zero", config(data={"batch_size": 0}), FIT,
+         r'"data\.batch_size": Not of type PositiveInt: 0 does not conform to restriction v>0'),
     Case("config_task_not_a_task", config(data={"tasks": ["segmentation", "edges"]}), FIT,
          r"tasks: 'edges' is not a task"),
     Case("config_num_classes_below_2", config(model={"model_options": {"num_classes": 1}}), FIT,
@@ -410,7 +420,9 @@ CASES = [
     Case("config_patch_sizes_not_dividing", config(model={"model_options": {"patch_sizes": [8, 12]}}), FIT,
          r"data image size 32x64 is not divisible by the patch size 12 of model 'crossvit_seg_tiny'"),
     Case("config_unknown_model_option", config(model={"model_options": {"num_clases": 5}}), FIT,
-         r"model 'crossvit_seg_tiny' has no option 'num_clases'"),
+         r'"model\.model_options": Unexpected keys: \{.num_clases.\}'),
+    Case("config_model_option_of_another_preset", config(model={"model_options": {"embed_dim": 32}}), FIT,
+         r"model 'crossvit_seg_tiny' has no option 'embed_dim'; options: "),
     Case("config_drop_path_rate_outside", config(model={"model_options": {"drop_path_rate": 1.5}}), FIT,
          r"model 'crossvit_seg_tiny': drop_path_rate must be in \[0, 1\), got 1\.5"),
     Case("config_heads_not_dividing_dims", config(model={"model_options": {"heads": [3, 3]}}), FIT,
@@ -491,12 +503,14 @@ def valid_bytes(kind: str) -> bytes:
                                "runs": {"seg": {"baseline": True}, "again": {}}}, default_flow_style=True).encode()
     elif kind == "metrics":
         return json.dumps({"stage": "val", "results": {"segmentation": {"miou": 0.5, "pixel_acc": 0.8}}}).encode()
+    elif kind == "ids":  # cut in half it repeats an id
+        return b"a\nabc\n"
     return buffer.getvalue()
 
 
 #: what a file of another kind is, for each kind expected
 OTHER_KIND = {"checkpoint": "png", "png": "checkpoint", "safetensors": "png", "config": "png", "sweep": "checkpoint",
-              "metrics": "png"}
+              "metrics": "png", "ids": "png"}
 
 
 def damaged(path: str, kind: str, damage: str, setup: Callable[[Path], object] | None = None):
@@ -518,6 +532,18 @@ def damaged(path: str, kind: str, damage: str, setup: Callable[[Path], object] |
 
 def image(tmp: Path) -> None:
     Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(tmp / "a.png")
+
+
+def edge_prediction(tmp: Path) -> None:
+    (tmp / "pred").mkdir(exist_ok=True)
+    for stem in ("a", "abc"):
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(tmp / "pred" / f"{stem}.png")
+
+
+def edge_labels(tmp: Path) -> None:
+    (tmp / "gt").mkdir(exist_ok=True)
+    for stem in ("a", "abc"):
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(tmp / "gt" / f"{stem}.png")
 
 
 def with_checkpoint(tmp: Path) -> None:
@@ -556,6 +582,7 @@ REASONS = {
     "sweep": {"truncated": "not valid YAML", "random": "not a text file", "wrong_kind": "not a text file"},
     "png": {"truncated": "not a readable image", "random": "not a readable image", "wrong_kind": "not a readable image"},
     "metrics": {"truncated": "not valid JSON", "random": "not valid JSON", "wrong_kind": "not valid JSON"},
+    "ids": {"truncated": "repeats id", "random": "not a text file", "wrong_kind": "not a text file"},
 }
 COMMON_REASONS = {"missing": "no such (checkpoint |weights )?file", "empty": "empty file",
                   "folder": "is a folder, expected a (checkpoint |weights )?file"}
@@ -565,6 +592,8 @@ TEST = "test --config {tmp}/config.yaml --run_dir {tmp}/run --ckpt_path {tmp}/ru
 
 #: (command, argument) -> (command line with the damaged file as {tmp}/FILE, FILE, kind, setup, damages)
 FILE_ARGUMENTS = {
+    ("edges", "--ids"): ("edges {tmp}/pred --labels {tmp}/gt --ids {tmp}/in.txt", "in.txt", "ids",
+                         both(edge_prediction, edge_labels), FILE_DAMAGE),
     ("predict", "--checkpoint"): (PREDICT.replace("run.ckpt", "in.ckpt"), "in.ckpt", "checkpoint", image,
                                   FILE_DAMAGE + ("pickle_noise",)),
     ("predict", "--input"): (PREDICT.replace("a.png", "in.png"), "in.png", "png", with_checkpoint, FILE_DAMAGE),
@@ -629,6 +658,13 @@ def _folder_with_unreadable(tmp: Path) -> None:
 
 #: every output argument: already there (a file, a folder holding files, a file in the way)
 OUTPUT_ARGUMENTS = {
+    ("edges", "--out"): [
+        Case("edges_out_exists", both(edge_prediction, edge_labels, existing("o.json")),
+             "edges {tmp}/pred --labels {tmp}/gt --out {tmp}/o.json",
+             r"^--out \S+/o\.json: exists; pass --overwrite to replace it$"),
+        Case("edges_out_under_a_file", both(edge_prediction, edge_labels, existing("o")),
+             "edges {tmp}/pred --labels {tmp}/gt --out {tmp}/o/s.json",
+             r"^--out \S+/o/s\.json: cannot be created, \S+/o is a file$")],
     ("predict", "--out"): [
         Case("predict_out_is_a_file", both(with_checkpoint, existing("pred")), PREDICT,
              r"^--out \S+/pred: is a file, expected a folder$"),
@@ -679,13 +715,15 @@ OUTPUT_ARGUMENTS = {
                                     r"\S+/sweep/again/seed0 already exists and holds other files; choose another sweep_dir$")],
     ("demo", "--run_dir"): [
         Case("demo_run_dir_holds_files", existing("run", folder_with_file=True),
-             "demo --data {tmp}/data --run_dir {tmp}/run", r"^--run_dir \S+/run: already holds files; choose another")],
-    ("demo", "--data"): [
-        Case("demo_data_not_a_cache", existing("data", folder_with_file=True), "demo --data {tmp}/data --run_dir {tmp}/run",
-             r"^--data \S+/data: already holds files; not a cache of scenes"),
+             "demo --data.root {tmp}/data --run_dir {tmp}/run", r"^--run_dir \S+/run: already holds files; choose another")],
+    ("demo", "--data.root"): [
+        Case("demo_data_not_a_cache", existing("data", folder_with_file=True),
+             "demo --data.root {tmp}/data --run_dir {tmp}/run",
+             r"^--data\.root \S+/data: already holds files; not a cache of scenes"),
         Case("demo_data_of_another_size", lambda tmp: write_synth(tmp / "data", train=1, val=1, test=1, height=16, width=32),
-             "demo --data {tmp}/data --run_dir {tmp}/run",
-             r"^--data \S+/data: holds 16x32 scenes, the demo trains at 96x192; choose another --data or pass --size 16x32$")],
+             "demo --data.root {tmp}/data --run_dir {tmp}/run",
+             r"^--data\.root \S+/data: holds 16x32 scenes, the demo trains at 96x192; choose another --data\.root or pass "
+             r"--size 16x32$")],
 }
 
 #: folder arguments: missing, a file, an empty folder (what is inside them: FILE_ARGUMENTS)
@@ -698,11 +736,15 @@ FOLDER_ARGUMENTS = {
     ("data check", "PATH"): ("data check {tmp}/in", None),
     ("data cityscapes", "--root"): ("data cityscapes --root {tmp}/in --out {tmp}/out --size 8x16", None),
     ("predict", "--input"): (PREDICT.replace("a.png", "in"), with_checkpoint),
+    ("edges", "PRED"): ("edges {tmp}/in --labels {tmp}/gt", edge_labels),
+    ("edges", "--labels"): ("edges {tmp}/pred --labels {tmp}/in", edge_prediction),
+    ("edges", "--boundaries"): ("edges {tmp}/pred --boundaries {tmp}/in", edge_prediction),
 }
 FOLDER_REASONS = {"missing": "no such folder", "file": "is a file, expected a folder",
                   "empty": r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)|"
                            r"no metrics_test.json \(evaluate its best checkpoint|"
-                           "not a recognised data set layout|folder missing|no PNG/JPEG images found"}
+                           "not a recognised data set layout|folder missing|no PNG/JPEG images found|no PNG images found|"
+                           r"no a\.png or a\.npy|no a\.mat or a\.png"}
 
 
 def _hostile_folder_cases() -> list[Case]:
@@ -747,10 +789,6 @@ CASES += _hostile_file_cases() + _hostile_folder_cases() + [c for cases in OUTPU
             write_cache(tmp / "cache", size=(32, 64)), _put_label(tmp / "cache" / "train" / "labels.npy", 1, 77),
             write_config(tmp, data={"dataset": "cache", "root": str(tmp / "cache"), "options": None})), FIT,
          r"cache/train/labels\.npy: sample 1 has label values outside 0\.\.7 and 255"),
-    Case("compare_delta_m_set_unknown", both(damaged("run/metrics_test.json", "metrics", "valid"),
-                                             damaged("base/metrics_test.json", "metrics", "valid")),
-         "compare {tmp}/run --baselines {tmp}/base --delta_m_set best",
-         r"^compare: metric set must be one of default, single, all, got 'best'$"),
 ]
 
 
@@ -758,6 +796,265 @@ def _put_label(path: Path, sample: int, value: int) -> None:
     labels = np.load(path, mmap_mode="r+")
     labels[sample, 3, 5] = value
     labels.flush()
+
+
+# ------------------------------------------------- every number and choice, every kind of bad value
+# Every numeric, choice and boolean option of every sub-command (fit's and the demo's own options
+# too, in Lightning's parser) meets a negative number, zero, a word, an absurdly large number and,
+# where it takes real numbers, NaN: each is refused in one line naming the option and the value
+# ("argument --batch_size: must be an integer from 1 to 4096, got '-5'"), exit code 2, unless the
+# table says the option takes zero. Each option's legal value is parsed to what the table says.
+PROBES = {"negative": "-5", "zero": "0", "word": "abc", "huge": "1" + "0" * 30}
+#: what real-valued options also meet
+REAL_PROBES = {"nan": "nan", "inf": "inf"}
+
+#: a command line of each command the option is appended to: the files need not exist, since a bad
+#: value is met while the command line is parsed, before any file is read
+BASES = {
+    "predict": PREDICT, "export": "export --checkpoint {tmp}/run.ckpt --format onnx --out {tmp}/model.onnx",
+    "report": "report {tmp}/run", "models": "models", "data synth": "data synth --out {tmp}/cache",
+    "data cityscapes": "data cityscapes --root {tmp}/cs --out {tmp}/cache", "data check": "data check {tmp}/data",
+    "bench": "bench --out {tmp}/bench", "compare": "compare {tmp}/run --baselines {tmp}/base",
+    "sweep": "sweep {tmp}/sweep.yaml", "edges": "edges {tmp}/pred --labels {tmp}/gt",
+    "fit": "fit --run_dir {tmp}/run", "demo": "demo --data.root {tmp}/scenes --run_dir {tmp}/run",
+}
+#: (command, option) -> a value it takes, and what the parser makes of it
+NUMBER_AND_CHOICE_ARGUMENTS = {
+    ("predict", "--overwrite"): ("false", False), ("predict", "--strict"): ("true", True),
+    ("predict", "--size"): ("32x64", (32, 64)), ("predict", "--mode"): ("slide", "slide"),
+    ("predict", "--overlap"): ("0.5", 0.5), ("predict", "--batch_size"): ("3", 3),
+    ("predict", "--device"): ("cuda:1", "cuda:1"), ("predict", "--precision"): ("bf16", "bf16"),
+    ("predict", "--system_malloc"): ("yes", True), ("predict", "--compile"): ("False", False),
+    ("export", "--format"): ("safetensors", "safetensors"), ("export", "--size"): ("64x32", (64, 32)),
+    ("export", "--device"): ("cpu", "cpu"), ("export", "--opset"): ("14", 14), ("export", "--check"): ("false", False),
+    ("export", "--tolerance"): ("1e-3", 1e-3), ("export", "--overwrite"): ("true", True),
+    ("report", "--overwrite"): ("true", True), ("models", "--size"): ("8192x16", (8192, 16)),
+    ("data synth", "--train"): ("7", 7), ("data synth", "--val"): ("1000000", 1_000_000), ("data synth", "--test"): ("1", 1),
+    ("data synth", "--size"): ("16x32", (16, 32)), ("data synth", "--seed"): ("4294967295", 2**32 - 1),
+    ("data synth", "--workers"): ("256", 256), ("data synth", "--overwrite"): ("true", True),
+    ("data cityscapes", "--size"): ("8x16", (8, 16)), ("data cityscapes", "--labels"): ("mtan7", "mtan7"),
+    ("data cityscapes", "--splits"): ("test", ["test"]), ("data cityscapes", "--workers"): ("1", 1),
+    ("data cityscapes", "--overwrite"): ("false", False), ("data check", "--kind"): ("nyud_v2", "nyud_v2"),
+    ("bench", "--sizes"): ("32x64", [(32, 64)]), ("bench", "--device"): ("cuda", "cuda"),
+    ("bench", "--precision"): ("fp32", ["fp32"]), ("bench", "--batch_size"): ("2", [2]),
+    ("bench", "--variants"): ("compile", ["compile"]), ("bench", "--allocators"): ("system", ["system"]),
+    ("bench", "--repeats"): ("1", 1), ("bench", "--rounds"): ("3", 3),
+    ("bench", "--threads"): ("1024", 1024), ("bench", "--quick"): ("true", True),
+    ("bench", "--overwrite"): ("true", True), ("compare", "--split"): ("val", "val"),
+    ("compare", "--delta_m_set"): ("single", "single"), ("compare", "--all_metrics"): ("true", True),
+    ("compare", "--overwrite"): ("true", True), ("sweep", "--seeds"): ("3", [3]), ("sweep", "--launcher"): ("slurm", "slurm"),
+    ("sweep", "--jobs"): ("2", 2), ("sweep", "--status"): ("true", True), ("sweep", "--dry_run"): ("true", True),
+    ("edges", "--max_dist"): ("0.0075", 0.0075), ("edges", "--protocol"): ("mtinet", "mtinet"),
+    ("edges", "--thin_gt"): ("false", False), ("edges", "--workers"): ("2", 2), ("edges", "--overwrite"): ("true", True),
+    ("fit", "--seed_everything"): ("7", 7), ("fit", "--overwrite"): ("true", True),
+    ("fit", "--checkpoint_every_n_steps"): ("5", 5), ("fit", "--test_after_fit"): ("true", True),
+    ("fit", "--report_samples"): ("64", 64), ("fit", "--system_malloc"): ("true", True),
+    ("demo", "--seed_everything"): ("false", False), ("demo", "--overwrite"): ("false", False),
+    ("demo", "--checkpoint_every_n_steps"): ("1", 1), ("demo", "--test_after_fit"): ("false", False),
+    ("demo", "--report_samples"): ("1", 1), ("demo", "--system_malloc"): ("true", True),
+    ("demo", "--size"): ("32x64", (32, 64)), ("demo", "--train"): ("4", 4), ("demo", "--val"): ("2", 2),
+    ("demo", "--test"): ("2", 2), ("demo", "--workers"): ("1", 1),
+}
+#: the options zero is a legal value of (a count of things it may do without, a seed)
+ZERO_TAKEN = {("predict", "--overlap"), ("data synth", "--train"), ("data synth", "--val"), ("data synth", "--test"),
+              ("data synth", "--seed"), ("fit", "--seed_everything"), ("fit", "--checkpoint_every_n_steps"),
+              ("fit", "--report_samples"), ("demo", "--seed_everything"), ("demo", "--checkpoint_every_n_steps"),
+              ("demo", "--report_samples"), ("sweep", "--seeds")}
+
+
+#: the options that take real numbers (NaN and infinity are bad values of theirs too)
+REAL_ARGUMENTS = {("predict", "--overlap"), ("export", "--tolerance"), ("edges", "--max_dist")}
+
+
+def _bad_value_cases() -> list[Case]:
+    cases = []
+    for command, option in NUMBER_AND_CHOICE_ARGUMENTS:
+        real = (command, option) in REAL_ARGUMENTS
+        for probe, value in {**PROBES, **(REAL_PROBES if real else {})}.items():
+            if probe == "zero" and (command, option) in ZERO_TAKEN:
+                continue
+            cases.append(Case(f"{command.replace(' ', '_')}_{option.strip('-')}_{probe}", lambda tmp: None,
+                              f"{BASES[command]} {option} {value}",
+                              rf"^argument {re.escape(option)}: .*'{re.escape(value)}'"))
+    return cases
+
+
+#: option names the walk of the parsers leaves to other tables: files and folders, free text
+NOT_NUMBERS_OR_CHOICES = {"--config", "--print_config", "--trainer", "--model", "--data", "--run_dir"}
+
+
+@functools.cache
+def _lightning_parser(command: str):
+    """The parser fit (validate and test share its options) or the demo parses with, built as they
+    build it and caught before it parses anything."""
+    from crossvit_mtl.cli.demo import DemoCLI
+    from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs
+
+    class Built(Exception):
+        pass
+
+    class Probe(DemoCLI if command == "demo" else CrossViTCLI):  # type: ignore[misc]
+        def parse_arguments(self, parser, args):
+            raise Built(parser)
+
+    try:
+        Probe(**cli_kwargs(), args=[], run=False)
+    except Built as built:
+        return built.args[0]
+    raise AssertionError("the CLI parsed nothing")
+
+
+@functools.cache
+def _option_actions() -> dict[tuple[str, str], argparse.Action]:
+    """(command, option or positional) -> its action, in every parser of the command line: the
+    argparse sub-commands and the top-level options of Lightning's parser (fit for fit, validate
+    and test; the demo); the hidden spellings (hyphens) left out."""
+    from crossvit_mtl.cli import build_parser
+
+    found = {}
+
+    def walk(parser, command):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if action.dest == "command" and name in LIGHTNING:
+                        continue
+                    walk(sub, f"{command} {name}".strip())
+            elif not isinstance(action, argparse._HelpAction) and action.help != argparse.SUPPRESS:
+                found[command, action.option_strings[0] if action.option_strings else action.metavar] = action
+    walk(build_parser(), "")
+    for command in ("fit", "demo"):
+        for action in _lightning_parser(command)._actions:
+            if action.option_strings and "." not in action.dest and action.help != argparse.SUPPRESS:
+                found[command, action.option_strings[-1]] = action
+    return found
+
+
+LIGHTNING = ("fit", "validate", "test", "demo")
+
+
+def _number_and_choice_arguments() -> set[tuple[str, str]]:
+    from crossvit_mtl.cli.args import Boolean, Device, Integer, Number, RunSeed, Size
+
+    typed = (Boolean, Device, Integer, Number, RunSeed, Size)
+    return {key for key, action in _option_actions().items()
+            if key[1] not in NOT_NUMBERS_OR_CHOICES and action.nargs != 0
+            and (action.choices is not None or isinstance(action.type, typed) or action.type in (int, float)
+                 or key[0] in LIGHTNING)}
+
+
+CASES += _bad_value_cases()
+
+
+# ------------------------------------------------------------- resuming, and a disk that fills
+def resumable(tmp: Path, name: str = "run.ckpt") -> None:
+    """The tiny run's config, and a checkpoint of it as `fit` writes them: its model's and data's
+    options the config's (and the seed fit gives the data, 42)."""
+    write_config(tmp)
+    ckpt = _trained_state("crossvit_seg_tiny", SEG_OPTIONS, 8)
+    ckpt = {**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], **TINY_MODEL},
+            "datamodule_hyper_parameters": {**TINY_DATA, "seed": 42}}
+    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, tmp / name)
+
+
+RESUMED = r"^--ckpt_path \S+/{}: a resumed fit keeps the options its checkpoint was trained with, but was given "
+LEAVE_OUT = r"; leave them out, or start a new run without --ckpt_path \(another --run_dir\)$"
+
+
+class FullDisk(io.RawIOBase):
+    """A file on a disk with ``room`` bytes left: the write that would go beyond fails as the
+    kernel's does (ENOSPC), and torch's writer re-raises it as its own RuntimeError."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+
+def disk_full_from_step(step: int):
+    """A patch: every checkpoint of training step ``step`` on finds the disk full part-way."""
+    def patch(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
+        save = torch.save
+
+        def save_on_full_disk(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("global_step", -1) >= step:
+                f = FullDisk(f, room=4096)
+            return save(obj, f, *args, **kwargs)
+        monkeypatch.setattr(torch, "save", save_on_full_disk)
+    return patch
+
+
+def no_space_writing(owner, attribute: str, name: str | None = None):
+    """A patch: ``owner.attribute`` (``owner`` may be a module's name) raises ENOSPC as a write that
+    found the disk full does (no file name in it); with ``name``, only for the file of that name
+    (its first argument, the path itself for ``Path`` methods)."""
+    def patch(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
+        target = importlib.import_module(owner) if isinstance(owner, str) else owner
+        real = getattr(target, attribute)
+
+        def full(*args, **kwargs):
+            if name is None or Path(str(args[0])).name == name:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(target, attribute, full)
+    return patch
+
+
+def _last_checkpoint_of_step(step: int):
+    def check(tmp: Path) -> None:
+        folder = tmp / "run" / "checkpoints"
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == step
+        assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")], "a partial file was left"
+    return check
+
+
+def _no_partial_cache(tmp: Path) -> None:
+    assert not (tmp / "cache").exists() and not list(tmp.glob(".cache.tmp-*"))
+
+
+STEPS_OF_TWO = {"max_steps": 2, "limit_train_batches": 2}
+NO_SPACE = r": no space left on the device; nothing written before was lost: free some space and "
+
+CASES += [
+    Case("resume_fit_with_another_model", resumable, FIT + " --ckpt_path {tmp}/run.ckpt --model.model crossvit_mtl_small",
+         RESUMED.format(r"run\.ckpt") + r"--model\.model crossvit_mtl_small \(the checkpoint's: crossvit_seg_tiny\)"
+         + LEAVE_OUT),
+    Case("resume_fit_with_another_batch_size", resumable, FIT + " --ckpt_path {tmp}/run.ckpt --data.batch_size 4",
+         RESUMED.format(r"run\.ckpt") + r"--data\.batch_size 4 \(the checkpoint's: 2\)" + LEAVE_OUT),
+    Case("resume_fit_with_another_seed", resumable, FIT + " --ckpt_path {tmp}/run.ckpt --seed_everything 7",
+         RESUMED.format(r"run\.ckpt") + r"--seed_everything 7 \(the checkpoint's data\.seed: 42\)" + LEAVE_OUT),
+    Case("resume_fit_from_an_edited_config", both(resumable, config(model={"lr": 0.01, "weighting": "uw"})),
+         FIT + " --ckpt_path {tmp}/run.ckpt",
+         RESUMED.format(r"run\.ckpt") + r"--model\.lr 0\.01 \(the checkpoint's: 0\.001\); --model\.weighting uw "
+         r"\(the checkpoint's: ew\)" + LEAVE_OUT),
+    Case("resume_fit_last_with_other_model_options", lambda tmp: resumable(tmp, "run/checkpoints/last.ckpt"),
+         FIT + " --ckpt_path last --model.model_options '{{dims: [64, 128]}}'",
+         RESUMED.format(r"checkpoints/last\.ckpt") + r"--model\.model_options \{'dims': \[64, 128\]\} \(the checkpoint's: "
+         r"\{'dims': \[32, 64\], 'heads'"),
+    Case("checkpoint_write_finds_the_disk_full", config(trainer=STEPS_OF_TWO), FIT + " --checkpoint_every_n_steps 1",
+         r"^\S+/run/checkpoints/(best|last)\.ckpt" + NO_SPACE + r"resume with --ckpt_path last$", rc=1,
+         patch=disk_full_from_step(2), after=_last_checkpoint_of_step(1)),
+    Case("metrics_write_finds_the_disk_full", config(), FIT,
+         r"^--run_dir \S+/run" + NO_SPACE + r"resume with --ckpt_path last$", rc=1,
+         patch=no_space_writing(Path, "write_text", "metrics.json")),
+    Case("report_write_finds_the_disk_full", damaged("run/metrics.json", "metrics", "valid"), "report {tmp}/run",
+         r"^\S+/run/report\.html" + NO_SPACE + r"run the command again$", rc=1,
+         patch=no_space_writing(Path, "write_text", "report.html")),
+    Case("predict_write_finds_the_disk_full", with_checkpoint, PREDICT,
+         r"^--out \S+/pred" + NO_SPACE + r"run the command again$", rc=1,
+         patch=no_space_writing(Image.Image, "save")),
+    Case("data_synth_write_finds_the_disk_full", lambda tmp: None, "data synth --out {tmp}/cache --train 2 --val 1 --size 16x32",
+         r"^--out \S+/cache" + NO_SPACE + r"run the command again$", rc=1,
+         patch=no_space_writing("crossvit_mtl.data.cache", "open_memmap"), after=_no_partial_cache),
+]
 
 
 # ------------------------------------------------------------------------------------ running
@@ -810,10 +1107,12 @@ def lightning_logs_to_stderr():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_malformed_input_gives_one_line_naming_it(case: Case, tmp_path: Path, capsys):
+def test_malformed_input_gives_one_line_naming_it(case: Case, tmp_path: Path, capsys, monkeypatch):
     case.build(tmp_path)
     capsys.readouterr()  # what building printed is not the command's
     before = snapshot(tmp_path)
+    if case.patch:
+        case.patch(monkeypatch, tmp_path)
     rc, lines, err = run_case(case, tmp_path)  # an exception escaping here is a traceback for the user
     if callable(case.command):
         assert isinstance(err, ValueError), f"{type(err).__name__} is not a ValueError: {err}"
@@ -859,34 +1158,20 @@ def test_the_corpus_is_large_and_spans_every_kind_of_input():
 
 #: arguments of the sub-commands that name no file or folder
 NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size", "--mode", "--overlap",
-             "--batch-size", "--precision", "--compile", "--model", "--model-option", "--format", "--opset",
-             "--no-check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
-             "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry-run",
-             "--device", "--test", "--split", "--reference", "--delta_m_set", "--all-metrics", "--seeds", "--runs",
-             "--system-malloc"}
+             "--batch_size", "--precision", "--compile", "--model", "--model_option", "--format", "--opset",
+             "--check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
+             "--sizes", "--variants", "--allocators", "--repeats", "--rounds", "--threads", "--quick", "--dry_run",
+             "--device", "--test", "--split", "--reference", "--delta_m_set", "--all_metrics", "--seeds", "--runs",
+             "--system_malloc", "--max_dist", "--protocol", "--thin_gt", "--launcher", "--jobs", "--status"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
-LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir")}
+LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir"), ("demo", "--run_dir"),
+                   ("demo", "--data.root")}
 
 
 def _path_arguments() -> set[tuple[str, str]]:
     """(command, argument) of every file or folder argument of the command line's parsers."""
-    from crossvit_mtl.cli import build_parser
-
-    found = set()
-
-    def walk(parser, command):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    if action.dest == "command" and name in ("fit", "validate", "test"):
-                        continue
-                    walk(sub, f"{command} {name}".strip())
-            elif not isinstance(action, argparse._HelpAction):
-                name = action.option_strings[0] if action.option_strings else action.metavar
-                if name not in NOT_PATHS:
-                    found.add((command, name))
-    walk(build_parser(), "")
-    return found | LIGHTNING_PATHS
+    argparse_commands = {key for key in _option_actions() if key[0] not in LIGHTNING and key[1] not in NOT_PATHS}
+    return argparse_commands | LIGHTNING_PATHS
 
 
 def test_every_file_and_folder_argument_meets_every_kind_of_damage():
@@ -900,3 +1185,121 @@ def test_every_file_and_folder_argument_meets_every_kind_of_damage():
     for (command, argument), (*_, damages) in FILE_ARGUMENTS.items():
         for damage in damages:
             assert f"{command}_{argument.strip('-').lower()}_{damage}" in ids
+
+
+def test_every_number_and_choice_argument_meets_every_kind_of_bad_value():
+    """A class, not cases: a new numeric, choice or boolean option without its row fails here."""
+    from crossvit_mtl.cli.args import Number
+
+    found = _number_and_choice_arguments()
+    assert found == set(NUMBER_AND_CHOICE_ARGUMENTS), f"without a row: {found - set(NUMBER_AND_CHOICE_ARGUMENTS)}"
+    assert {key for key in found if isinstance(_option_actions()[key].type, Number)} == REAL_ARGUMENTS
+    assert found >= ZERO_TAKEN
+    ids = {c.id for c in CASES}
+    for command, option in found:
+        for probe in PROBES:
+            taken = probe == "zero" and (command, option) in ZERO_TAKEN
+            assert taken or f"{command.replace(' ', '_')}_{option.strip('-')}_{probe}" in ids, (command, option, probe)
+
+
+def _parsed(command: str, option: str, argv: list[str]):
+    """What the command's parser makes of ``argv`` for ``option`` (nothing else is run)."""
+    from crossvit_mtl.cli import build_parser
+
+    action = _option_actions()[command, option]
+    if command in LIGHTNING:
+        return _lightning_parser(command).parse_args(argv[1:])[action.dest]
+    return getattr(build_parser().parse_args(argv), action.dest)
+
+
+@pytest.mark.parametrize("key", sorted(NUMBER_AND_CHOICE_ARGUMENTS), ids=" ".join)
+def test_legal_values_are_taken_as_given(key, tmp_path):
+    from crossvit_mtl.cli.args import Boolean
+
+    command, option = key
+    text, expected = NUMBER_AND_CHOICE_ARGUMENTS[key]
+    base = shlex.split(BASES[command].format(tmp=tmp_path))
+    assert _parsed(command, option, [*base, option, text]) == expected
+    if key in ZERO_TAKEN:
+        assert _parsed(command, option, [*base, option, "0"]) == ([0] if isinstance(expected, list) else 0)
+    if isinstance(_option_actions()[key].type, Boolean):  # a switch: alone it is true
+        assert _parsed(command, option, [*base, option]) is True
+    if "_" in option and command not in LIGHTNING:  # one spelling in --help; the hyphenated one is taken too
+        assert _parsed(command, option, [*base, option.replace("_", "-"), text]) == expected
+
+
+def test_help_spells_every_option_with_underscores_and_lists_no_other_spelling(capsys):
+    from crossvit_mtl.cli import build_parser
+
+    helps = {}
+    for command in sorted({key[0] for key in _option_actions()}):
+        if command in LIGHTNING:
+            helps[command] = _lightning_parser(command).format_help()
+            continue
+        parser = build_parser()
+        for word in command.split():
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+        helps[command] = parser.format_help()
+    for command, text in helps.items():
+        listed = re.findall(r"(?<![\w-])--[a-z][\w.-]*", text)
+        assert listed, command
+        assert not [o for o in listed if "-" in o[2:]], (command, listed)
+    assert "--batch_size" in helps["predict"] and "--system_malloc" in helps["predict"]
+    assert "--run_dir" in helps["fit"] and "--checkpoint_every_n_steps" in helps["fit"]
+
+
+def test_lightning_boolean_keys_take_a_bare_flag_too():
+    parsed = _lightning_parser("fit").parse_args(["--trainer.enable_model_summary", "--model.compile", "--overwrite",
+                                                  "--trainer.enable_progress_bar", "false"])
+    assert parsed.trainer.enable_model_summary is True and parsed.model.compile is True and parsed.overwrite is True
+    assert parsed.trainer.enable_progress_bar is False
+
+
+def test_an_evaluation_says_the_checkpoint_s_model_options_win(tmp_path, capsys):
+    """validate and test evaluate the checkpoint's network: a model option given otherwise is said
+    to be overridden, in one line, and the run goes on."""
+    resumable(tmp_path)
+    assert main(["test", "--config", str(tmp_path / "config.yaml"), "--run_dir", str(tmp_path / "run"),
+                 "--ckpt_path", str(tmp_path / "run.ckpt"), "--model.lr", "0.5"]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "not as given" in line]
+    assert said == [f"test: the model is the checkpoint's ({tmp_path / 'run.ckpt'}), not as given: --model.lr 0.5 "
+                    "(the checkpoint's: 0.001)"]
+
+
+def test_a_resumed_fit_takes_the_checkpoint_s_options_and_says_which_given_ones_win(tmp_path, capsys):
+    """Resumed without its config, a fit trains the checkpoint's model on the checkpoint's data; a
+    data option that may change (RESUMABLE) is taken as given, and said to be."""
+    write_config(tmp_path, model={"model_options": dict(SEG_OPTIONS)}, trainer={"max_steps": 1})
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(tmp_path / "config.yaml"), "--run_dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["fit", "--run_dir", str(run), "--ckpt_path", "last", "--trainer.max_steps", "2",
+                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
+                 "--trainer.precision", "32-true", "--trainer.enable_progress_bar", "false", "--report_samples", "0",
+                 "--data.persistent_workers", "false"]) == 0
+    out = capsys.readouterr().out
+    assert (f"resuming {run / 'checkpoints' / 'last.ckpt'} with data.persistent_workers False (the checkpoint's: "
+            "True): the given value is used") in out
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["model_options"] == json.loads(json.dumps(dict(SEG_OPTIONS)))
+    assert {k: config["data"][k] for k in TINY_DATA} == TINY_DATA
+    assert config["data"]["seed"] == 42 and config["data"]["persistent_workers"] is False
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_a_checkpoint_write_that_finds_the_disk_full_keeps_the_previous_one(tmp_path):
+    from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO
+
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io_.save_checkpoint({"global_step": 1, "w": torch.arange(4.0)}, path)
+    before = path.read_bytes()
+    save = torch.save
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(torch, "save", lambda obj, f: save(obj, FullDisk(f, room=1000)))
+        with pytest.raises(OSError) as raised:
+            io_.save_checkpoint({"global_step": 2, "w": torch.zeros(10_000)}, path)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert isinstance(raised.value.__cause__, RuntimeError)  # what torch made of it: "unexpected pos"
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["global_step"] == 1

@@ -9,6 +9,7 @@ from crossvit_mtl import create_model, list_models
 from crossvit_mtl.models import PRESETS, layers
 from crossvit_mtl.models.decoders import DetailStem
 from crossvit_mtl.models.flops import count_flops
+from crossvit_mtl.models.interface import MultiTaskNetwork
 from crossvit_mtl.models.layers import Attention, CrossAttention, DropPath, sincos_pos_embed
 
 CLASSIFIERS = [n for n in list_models() if PRESETS[n]["arch"] == "crossvit"]
@@ -353,7 +354,7 @@ def test_detail_stem_blocks_widen_its_view_by_eight_pixels_each():
         stem = DetailStem(3, 8, depth).eval()
         assert len(stem.blocks) == depth
         with torch.no_grad():
-            halves[depth], out = stem.forward_both(x)
+            out, halves[depth] = stem.forward_both(x)
             out2 = stem(nudged)
         assert out.shape == (1, 8, 16, 16) and halves[depth].shape == (1, 4, 32, 32)
         changed = (out2 - out).abs().amax(dim=(0, 1)) > 0
@@ -372,3 +373,34 @@ def test_training_flops_of_grouped_convolutions_by_hand(groups):
     first, second = 2 * 64 * 16 * 3, 2 * 64 * 16 * 9 * 16 // groups  # 8x8 pixels
     assert count_flops(model, (8, 8)) == first + second
     assert count_flops(model, (8, 8), backward=True) == 2 * first + 3 * second
+
+
+@pytest.mark.parametrize("options", [{}, {"refine_heads": True}, {"classifier": "cls"},
+                                     {"task_interaction": "cross_attention"}],
+                         ids=["plain", "refining_heads", "cls_classifier", "task_interaction"])
+def test_the_engines_interface_splits_every_dense_network_into_trunk_and_heads(options):
+    """What gradient methods and head initialisation ask of a network (models.interface): the
+    forward is the heads on the trunk's features, every task's features are a tuple of tensors,
+    and the heads' parameters are the task's own; the classifier and thesis network offer none."""
+    torch.manual_seed(0)
+    tasks = {"segmentation": 5, "depth": 1, "classification": 3}
+    model = create_model("crossvit_mtl_tiny", tasks=tasks, dims=(32, 64), heads=(2, 2), stages=((1, 1, 1),),
+                         decoder_stages=1, decoder_channels=16, detail_channels=8, **options).eval()
+    assert isinstance(model, MultiTaskNetwork)
+    x = torch.randn(2, 3, 32, 64)
+    features = model.forward_features(x)
+    assert set(features) == set(tasks)
+    for task, feats in features.items():
+        assert isinstance(feats, tuple) and all(isinstance(f, torch.Tensor) for f in feats), task
+    assert len(features["segmentation"]) == (2 if options.get("refine_heads") else 1)
+    assert len(features["classification"]) == (2 if options.get("classifier") == "cls" else 1)
+    split, whole = model.forward_heads(features, (32, 64)), model(x)
+    assert all(torch.equal(split[t], whole[t]) for t in tasks)
+    head_params = {id(p) for t in tasks for p in model.head_parameters(t)}
+    assert head_params == {id(p) for p in model.heads.parameters()}
+    model.set_output_bias("depth", 2.0)
+    assert torch.all(model.heads["depth"].conv[-1].bias == 2.0)
+    with pytest.raises(ValueError, match="'classification' has no dense head"):
+        model.set_output_bias("classification", 0.0)
+    assert not isinstance(create_model("crossvit_tiny_240", num_classes=3), MultiTaskNetwork)
+    assert not isinstance(create_model("thesis_seg", embed_dim=32, num_heads=2, decoder_channels=8), MultiTaskNetwork)

@@ -72,7 +72,7 @@ def test_a_nonfinite_step_is_skipped_and_counted(tmp_path, poisoned):
     changed = seen[6][1], seen[7][1]
     assert any(not torch.equal(changed[0][k], changed[1][k]) for k in changed[0])
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["train_progress"]["skipped_steps"] == 2
+    assert ckpt["callbacks"]["SkipNonFiniteSteps"] == {"skipped_steps": 2, "nonfinite_in_row": 0}
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
@@ -91,4 +91,4 @@ def test_too_many_in_a_row_stop_the_run_with_finite_weights(tmp_path, poisoned, 
     model_state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     if ckpt["global_step"] >= 7:  # saved after the bad run began: it holds the last finite weights
         assert all(torch.equal(model_state[k], last_good[k]) for k in last_good)
-    assert math.isfinite(ckpt["train_progress"]["skipped_steps"])
+    assert math.isfinite(ckpt["callbacks"]["SkipNonFiniteSteps"]["skipped_steps"])

@@ -28,14 +28,26 @@ def test_torchjd_nash_mtl_rebuilds_its_solver_problem_from_restored_state():
     assert hasattr(weighting, "prob")
 
 
-def test_lightning_cli_reads_the_checkpoint_path_through_the_overridden_hook():
-    # cli/train.CrossViTCLI._parse_ckpt_path names an unreadable --ckpt_path in one line
-    from lightning.pytorch.cli import LightningCLI
+def test_jsonargparse_bool_keys_are_found_by_their_metavar_and_take_a_bare_flag():
+    # cli/train.bare_booleans finds the bool keys of a parser among argparse's _actions by the
+    # metavar jsonargparse gives them, and makes their one value optional
+    from jsonargparse import ArgumentParser
 
-    from crossvit_mtl.cli.train import CrossViTCLI
+    from crossvit_mtl.cli.train import BOOLEAN_METAVARS, bare_booleans
 
-    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__)
-    assert CrossViTCLI._parse_ckpt_path is not LightningCLI._parse_ckpt_path
+    class Options:
+        def __init__(self, compile: bool = False, benchmark: bool | None = None, steps: int = 1):
+            pass
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(Options, "opt")
+    found = {a.dest: a.metavar for a in parser._actions if a.metavar in BOOLEAN_METAVARS}
+    assert found == {"opt.compile": "{true,false}", "opt.benchmark": "{true,false,null}"}
+    assert all(a.nargs is None for a in parser._actions if a.dest in found)
+    bare_booleans(parser)
+    parsed = parser.parse_args(["--opt.compile", "--opt.benchmark", "--opt.steps", "3"])
+    assert (parsed.opt.compile, parsed.opt.benchmark, parsed.opt.steps) == (True, True, 3)
+    assert parser.parse_args(["--opt.compile", "false"]).opt.compile is False
 
 
 def test_lightning_loop_progress_tells_the_batches_done_and_the_last_batch():

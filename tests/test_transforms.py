@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from jsonargparse import ArgumentError, ArgumentParser
 
 from crossvit_mtl.data.common import IGNORE_INDEX, DatasetInfo
 from crossvit_mtl.data.transforms import (
@@ -256,7 +257,7 @@ def test_build_transforms_pipelines():
     train = build_transforms(INFO, train=True)
     names = [type(t).__name__ for t in train.transforms]
     assert names == ["RandomScaleCrop", "RandomHorizontalFlip", "ColorJitter", "Normalize", "CastFloats"]
-    assert train.transforms[0].scales == DEFAULT_TRAIN["scales"]
+    assert train.transforms[0].scales == DEFAULT_TRAIN["scales"] == (1.0, 1.2, 1.5)
     mtan = build_transforms(INFO, train=True, config={"brightness": 0, "contrast": 0, "saturation": 0})
     assert [type(t).__name__ for t in mtan.transforms] == ["RandomScaleCrop", "RandomHorizontalFlip", "Normalize",
                                                            "CastFloats"]
@@ -280,23 +281,42 @@ def test_training_hands_over_half_precision_and_evaluation_float32():
     assert torch.equal(evaluated["normal"], sample["normal"].float())
 
 
-@pytest.mark.parametrize("train, config, words", [
-    (True, {"scale": (1.0,)}, ["'scale'", "scales", "flip_p", "hue"]),
-    (False, {"scales": (1.0,)}, ["'scales'", "size"]),
-    (True, {"scales": (0.8, 1.0)}, ["'scales'", "0.8"]),
-    (True, {"scales": ()}, ["'scales'"]),
-    (True, {"flip_p": 1.5}, ["'flip_p'", "1.5"]),
-    (True, {"flip_p": -0.1}, ["'flip_p'", "-0.1"]),
-    (True, {"brightness": -1}, ["'brightness'", "-1"]),
-    (True, {"hue": 0.7}, ["'hue'", "0.7"]),
-    (False, {"size": (0, 10)}, ["'size'", "(0, 10)"]),
-    (False, {"size": "big"}, ["'size'", "big"]),
+@pytest.mark.parametrize("config, words", [
+    ({"train_transforms": {"scale": [1.0]}}, ['"data.train_transforms"', "Unexpected keys: {'scale'}"]),
+    ({"eval_transforms": {"scales": [1.0]}}, ['"data.eval_transforms"', "Unexpected keys: {'scales'}"]),
+    ({"train_transforms": {"scales": [0.8, 1.0]}}, ['"data.train_transforms"', "ZoomFactor: 0.8"]),
+    ({"train_transforms": {"flip_p": 1.5}}, ['"data.train_transforms"', "1.5", "v<=1"]),
+    ({"train_transforms": {"flip_p": -0.1}}, ['"data.train_transforms"', "-0.1", "v>=0"]),
+    ({"train_transforms": {"brightness": -1}}, ['"data.train_transforms"', "-1", "v>=0"]),
+    ({"train_transforms": {"hue": 0.7}}, ['"data.train_transforms"', "HueShift: 0.7"]),
+    ({"eval_transforms": {"size": [0, 10]}}, ['"data.eval_transforms"', "[0, 10]"]),
+    ({"eval_transforms": {"size": "big"}}, ['"data.eval_transforms"', "big"]),
 ])
-def test_config_validation_messages(train, config, words):
-    with pytest.raises(ValueError) as err:
-        build_transforms(INFO, train=train, config=config)
+def test_config_values_are_typed_and_named(config, words):
+    """The settings' types (TrainTransforms, EvalTransforms) are what the config is read with: a
+    bad key or value fails while parsing, naming the settings and the value."""
+    from crossvit_mtl.engine.datamodule import DenseDataModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(DenseDataModule, "data")
+    assert parser.parse_object({"data": {"train_transforms": {"scales": [1.0, 2.0], "hue": 0.5}}})
+    with pytest.raises(ArgumentError) as err:
+        parser.parse_object({"data": config})
     for word in words:
         assert word in str(err.value), (word, str(err.value))
+
+
+def test_settings_from_python_are_checked_by_the_transforms():
+    """Called from Python with a mapping: an unknown key is refused by the settings' signature,
+    an impossible value by the transform that would use it."""
+    with pytest.raises(TypeError, match="TrainTransforms has no key 'scale' \\(its keys: scales, flip_p"):
+        build_transforms(INFO, train=True, config={"scale": (1.0,)})
+    for config, message in (({"scales": ()}, "scales must be a non-empty list"), ({"flip_p": 1.5}, "p must be a probability"),
+                            ({"hue": 0.7}, "hue must be a number in \\[0, 0.5\\], got 0.7")):
+        with pytest.raises(ValueError, match=message):
+            build_transforms(INFO, train=True, config=config)
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        build_transforms(INFO, train=False, config={"size": (0, 10)})
 
 
 def test_constructor_and_info_validation():

@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import lightning.pytorch as pl
@@ -6,9 +7,19 @@ import torch
 from torch.utils.data import DataLoader
 from torchjd import Stateful
 
+from crossvit_mtl.engine.callbacks import training_callbacks
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.module import DenseTaskModule
-from crossvit_mtl.weighting import AGGREGATORS, WEIGHTINGS, build_weighting
+from crossvit_mtl.weighting import (
+    AGGREGATORS,
+    ALIASES,
+    LOSS_WEIGHTINGS,
+    WEIGHTINGS,
+    FixedWeighting,
+    SharedNetwork,
+    WeightingOptions,
+    build_weighting,
+)
 
 TINY = dict(dims=(32, 64), heads=(2, 2), stages=((1, 1, 1),), mlp_ratios=(2.0, 2.0, 2.0),
             decoder_channels=16, detail_channels=8, decoder_stages=1)
@@ -32,63 +43,85 @@ def make_module(meta, weighting="ew", seed=0, model_options=None, **kwargs):
 
 
 def fit(module, samples, precision="32-true", ckpt_path=None, **trainer_kwargs):
+    """A Trainer built by hand, with the callbacks the command line adds."""
     trainer_kwargs.setdefault("max_steps", 2)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, precision=precision, limit_val_batches=0,
-                         **trainer_kwargs)
+                         callbacks=training_callbacks(module), **trainer_kwargs)
     trainer.fit(module, train_dataloaders=DataLoader(samples, batch_size=2), ckpt_path=ckpt_path,
                 weights_only=True if ckpt_path else None)
     return trainer
 
 
-def losses(*values):
-    return dict(zip(TASKS, map(torch.tensor, values)))
+def step(weighting, *values):
+    """One step of a loss weighting on losses with these values: the total, the weights it
+    reports and the gradient its backward leaves on each loss."""
+    leaves = [torch.tensor(v, requires_grad=True) for v in values]
+    task_losses = dict(zip(TASKS, leaves))
+    total = weighting(task_losses)
+    weights = weighting.backward(total, task_losses, None)
+    return total, weights, {t: leaf.grad for t, leaf in task_losses.items()}
 
 
 # ------------------------------------------------------------ loss weightings, by hand
-def test_equal_weighting_is_the_sum():
-    total, weights = build_weighting("ew", TASKS)(losses(1.0, 2.0, 3.0, 4.0))
+def test_fixed_weighting_is_the_sum_and_ew_is_fixed():
+    total, weights, grads = step(build_weighting("fixed", TASKS), 1.0, 2.0, 3.0, 4.0)
     assert total.item() == pytest.approx(10.0)
-    assert all(w.item() == 1.0 for w in weights.values())
+    assert all(w.item() == 1.0 for w in weights.values()) and all(g.item() == 1.0 for g in grads.values())
+    # equal weighting is the fixed weights' method with every weight 1: one class, both names accepted
+    assert type(build_weighting("ew", TASKS)) is FixedWeighting and ALIASES == {"ew": "fixed"}
 
 
 def test_uncertainty_weighting_follows_kendall():
     uw = build_weighting("uw", TASKS)
     with torch.no_grad():
         uw.log_vars.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
-    total, weights = uw(losses(1.0, 2.0, 3.0, 4.0))
+    total, weights, grads = step(uw, 1.0, 2.0, 3.0, 4.0)
     expected = sum(0.5 * math.exp(-s) * v + 0.5 * s for s, v in zip([0, 1, -1, 0.5], [1, 2, 3, 4]))
     assert total.item() == pytest.approx(expected, rel=1e-6)
     assert weights["depth"].item() == pytest.approx(0.5 * math.exp(-1.0), rel=1e-6)
-    total.backward()  # the log-variances are learnt
-    assert uw.log_vars.grad is not None and uw.log_vars.grad.abs().sum() > 0
+    assert grads["depth"].item() == pytest.approx(0.5 * math.exp(-1.0), rel=1e-6)
+    assert uw.log_vars.grad is not None and uw.log_vars.grad.abs().sum() > 0  # the log-variances are learnt
 
 
 def test_dwa_weights_from_the_last_two_epochs():
     dwa = build_weighting("dwa", TASKS, {"temperature": 2.0})
-    current = losses(1.0, 1.0, 1.0, 1.0)
     dwa.on_epoch_end(dict(zip(TASKS, [2.0, 1.0, 1.0, 1.0])))
-    assert all(w.item() == 1.0 for w in dwa(current)[1].values())  # one epoch: equal weights
+    assert all(w.item() == 1.0 for w in step(dwa, 1.0, 1.0, 1.0, 1.0)[1].values())  # one epoch: equal weights
     dwa.on_epoch_end(dict(zip(TASKS, [1.0, 1.0, 2.0, 1.0])))
     rates = [0.5, 1.0, 2.0, 1.0]
     norm = sum(math.exp(r / 2.0) for r in rates)
-    total, weights = dwa(current)
+    total, weights, grads = step(dwa, 1.0, 1.0, 1.0, 1.0)
     for task, r in zip(TASKS, rates):
         assert weights[task].item() == pytest.approx(4 * math.exp(r / 2.0) / norm, rel=1e-6)
+        assert grads[task].item() == pytest.approx(weights[task].item(), rel=1e-6)
     assert total.item() == pytest.approx(4.0, rel=1e-6)
 
 
-def test_rlw_draws_fresh_weights_on_the_simplex():
+def test_rlw_draws_fresh_weights_on_the_simplex_once_per_step():
     rlw = build_weighting("rlw", TASKS)
-    first, second = (torch.stack(list(rlw(losses(1.0, 2.0, 3.0, 4.0))[1].values())) for _ in range(2))
-    assert first.sum().item() == pytest.approx(1.0) and (first > 0).all()
-    assert not torch.allclose(first, second)
+    (_, first, grads), (_, second, _) = (step(rlw, 1.0, 2.0, 3.0, 4.0) for _ in range(2))
+    first_w, second_w = torch.stack(list(first.values())), torch.stack(list(second.values()))
+    assert first_w.sum().item() == pytest.approx(1.0) and (first_w > 0).all()
+    assert not torch.allclose(first_w, second_w)
+    assert torch.equal(torch.stack(list(grads.values())), first_w)  # backward reports the weights it used
 
 
 def test_gls_is_the_geometric_mean():
-    total, weights = build_weighting("gls", TASKS)(losses(1.0, 2.0, 4.0, 8.0))
+    total, weights, grads = step(build_weighting("gls", TASKS), 1.0, 2.0, 4.0, 8.0)
     assert total.item() == pytest.approx(64 ** 0.25, rel=1e-6)
     assert weights["normal"].item() == pytest.approx(64 ** 0.25 / (4 * 4.0), rel=1e-6)
+    assert grads["normal"].item() == pytest.approx(weights["normal"].item(), rel=1e-5)
+
+
+def test_every_name_is_a_method_and_every_option_is_typed():
+    assert set(WEIGHTINGS) == set(LOSS_WEIGHTINGS) | set(AGGREGATORS) | set(ALIASES)
+    typed = set(WeightingOptions.__annotations__)
+    for name, cls in [*LOSS_WEIGHTINGS.items(), *AGGREGATORS.items()]:
+        options = set(inspect.signature(cls.__init__).parameters) - {"self", "tasks"}
+        # set by the engine (n_tasks), or not expressible in a config (functions, projector objects)
+        assert options - {"n_tasks", "f", "projector"} <= typed, name
+    assert "parallel_chunk_size" in typed  # every aggregator's, for torchjd's mtl_backward
 
 
 def test_unknown_method_or_option_is_named():
@@ -96,6 +129,10 @@ def test_unknown_method_or_option_is_named():
         build_weighting("famous", TASKS)
     with pytest.raises(ValueError, match="weighting_options for 'dwa'.*tempreature"):
         build_weighting("dwa", TASKS, {"tempreature": 2.0})
+    with pytest.raises(ValueError, match="weighting_options for 'dwa': DWA temperature must be > 0, got -1"):
+        build_weighting("dwa", TASKS, {"temperature": -1})
+    with pytest.raises(ValueError, match="weighting_options for 'ew'.*temperature"):
+        build_weighting("ew", TASKS, {"temperature": 2.0})
 
 
 def test_gradient_method_needs_a_shared_network(data):
@@ -121,16 +158,17 @@ def test_every_method_trains_two_steps(data, method):
 
 
 @pytest.mark.parametrize("options", [{}, {"refine_heads": True}], ids=["plain", "refining_heads"])
-@pytest.mark.parametrize("aggregator, task_weight", [("sum", 1.0), ("mean", 0.25)])
-def test_torchjd_sum_and_mean_match_summed_losses(data, aggregator, task_weight, options):
+@pytest.mark.parametrize("aggregator", ["sum", "mean"])
+def test_torchjd_sum_and_mean_match_summed_losses(data, aggregator, options):
     """On the shared network the Jacobian's row sum is the gradient of the summed losses and its
     row mean that of the losses weighted 1/K; heads get their own loss's gradient, which matches
     the summed losses (weights 1) only."""
     samples, meta = data
-    reference = make_module(meta, "ew", optimizer="sgd", weight_decay=0.0, model_options=options,
-                            losses={t: {"weight": task_weight} for t in TASKS})
+    tasks = meta["tasks"]  # every task of the synthetic scenes, K of them
+    reference = make_module(meta, "fixed", optimizer="sgd", weight_decay=0.0, model_options=options,
+                            losses={t: {"weight": 1 / len(tasks) if aggregator == "mean" else 1.0} for t in tasks})
     jd = make_module(meta, aggregator, optimizer="sgd", weight_decay=0.0, model_options=options)
-    assert not jd.automatic_optimization
+    assert jd.weighting.needs_network and not reference.weighting.needs_network
     for module in (reference, jd):
         fit(module, samples[:2], max_steps=1)
     compared = 0
@@ -167,7 +205,8 @@ def test_uw_and_dwa_state_survive_a_checkpoint(data, tmp_path):
             assert module.weighting.log_vars.abs().sum() > 0
         else:  # two epochs of average losses, so the weights are no longer all ones
             assert int(module.weighting.epochs_seen) == 2
-            assert not torch.allclose(module.weighting.weights(torch.ones(4)), torch.ones(4))
+            ones = torch.ones(len(module.tasks))
+            assert not torch.allclose(module.weighting.weights(ones), ones)
         path = tmp_path / f"{method}.ckpt"
         trainer.save_checkpoint(path)
         restored = DenseTaskModule.load_from_checkpoint(path, weights_only=False)
@@ -199,7 +238,8 @@ def aggregate_step(weighting, seed):
     features = x @ shared.T
     task_losses = {t: ((features @ heads[t] - y[k]) ** 2).mean() for k, t in enumerate(TASKS)}
     torch.manual_seed(seed)  # GradVac draws its task order from the global generator
-    weights = weighting.backward(task_losses, [features], [shared], {t: [heads[t]] for t in TASKS})
+    network = SharedNetwork([features], [shared], {t: [heads[t]] for t in TASKS})
+    weights = weighting.backward(weighting(task_losses), task_losses, network)
     return torch.stack([weights[t] for t in TASKS]), shared.grad
 
 
@@ -242,7 +282,7 @@ def test_aggregator_state_that_cannot_be_restored_fails_in_one_line():
     refusals = [
         (build_weighting("gradvac", TASKS, {"beta": 0.9}), state, "GradVac\\(beta=0.5.*beta=0.9"),
         (build_weighting("upgrad", TASKS), state, "saved by GradVac.*this run has UPGrad"),
-        (build_weighting("ew", TASKS), state, "EqualWeighting: the checkpoint holds state of another"),
+        (build_weighting("ew", TASKS), state, "FixedWeighting: the checkpoint holds state of another"),
     ]
     tampered = {**state, "modules": {**state["modules"], "weighting.weighting": {
         **state["modules"]["weighting.weighting"], "rebuilt": ["_solver"]}}}

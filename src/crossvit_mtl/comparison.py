@@ -199,7 +199,7 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
                 raise ComparisonError(f"{group.name}: no baseline for task(s) {', '.join(missing)}", "run")
             reference_results = {}
             for b in base_groups:
-                matched = b.seeds.get(seed) if seed in b.seeds else _mean_results(b)
+                matched = b.seeds[seed] if seed in b.seeds else _mean_results(b)
                 reference_results.update({t: v for t, v in matched.items() if t in results})
             mine, theirs = _finite(results), _finite(reference_results)
             for convention in DELTA_M_CONVENTIONS:

@@ -1,7 +1,9 @@
 """The `crossvit-mtl` command: one sub-command per module under `crossvit_mtl.cli`.
 
 Each sub-command module exposes ``add_parser(subparsers)`` which registers its parser and sets
-``func`` to a callable taking the parsed namespace and returning an exit code.
+``func`` to a callable taking the parsed namespace and returning an exit code; fit, validate, test
+and demo are parsed by Lightning's CLI instead (``run_command(argv)``), in the same grammar
+(``crossvit_mtl.cli.args``).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, UserError, print_error
+from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, Parser, UserError, no_space, print_error
 
 #: sub-command modules, in the order `--help` lists them (imported by name: each imports what it
 #: needs only when it runs, and none imports this package)
@@ -17,7 +19,7 @@ COMMAND_MODULES = ("demo", "train", "predict", "export", "report", "models", "da
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="crossvit-mtl",
         description="Dual-branch cross-attention vision transformers: classification, "
         "segmentation and multi-task dense prediction.",
@@ -29,20 +31,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output(args: argparse.Namespace) -> str:
+    """What a command writes, to name when a full disk does not say which file: its ``output``
+    (a function of its arguments), else its --out."""
+    if getattr(args, "output", None):
+        return str(args.output(args))
+    return f"--out {args.out}" if getattr(args, "out", None) else "the output"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else None
     try:
         if command in LIGHTNING_COMMANDS:
-            from crossvit_mtl.cli.train import run_command
+            module = "demo" if command == "demo" else "train"
+            return int(importlib.import_module(f"crossvit_mtl.cli.{module}").run_command(argv))
+        args = build_parser().parse_args(argv)
+        try:
+            return int(args.func(args) or 0)
+        except (OSError, RuntimeError) as err:  # a write that found no space: the file, else the output
+            from crossvit_mtl.engine.checkpoint import full_disk
 
-            return run_command(argv)
-        parser = build_parser()
-        args, extra = parser.parse_known_args(argv)
-        if extra and not getattr(args, "takes_overrides", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = extra
-        return int(args.func(args) or 0)
+            disk = full_disk(err)
+            if disk is None:
+                raise
+            raise no_space(disk, _output(args)) from None
     except UserError as err:
         return print_error(command, err)
 

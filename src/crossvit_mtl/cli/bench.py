@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from crossvit_mtl.cli.args import parse_size
+from crossvit_mtl.cli.args import Device, Integer, add_flag, parse_size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,8 +16,6 @@ def run(args: argparse.Namespace) -> int:
 
         output_path("--out", args.out, folder=True, overwrite=args.overwrite)
     repeats = args.repeats or (3 if args.quick else 5)
-    if args.rounds < 1:
-        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
     try:
         placement = resolve(args.device)
         cases = plan(args.models, args.sizes, args.precision, args.batch_size, args.variants,
@@ -59,11 +57,11 @@ def add_parser(sub) -> None:
     p.add_argument("--sizes", nargs="+", type=parse_size, default=None, metavar="HxW",
                    help="input sizes for every model (default: 128x256, plus 256x512 and 512x1024 "
                    "for crossvit_seg_small and segformer_b0)")
-    p.add_argument("--device", default="auto", help=f"{DEVICES} (default auto: CUDA when there is one)")
+    p.add_argument("--device", type=Device(), default="auto", help=f"{DEVICES} (default auto: CUDA when there is one)")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto", "fp32"],
                    help="auto = the device's default (bf16 autocast where it multiplies bf16 natively, "
                    "fp16 on GPUs without bf16); default: auto fp32")
-    p.add_argument("--batch-size", nargs="+", type=int, default=[8], help="training batch sizes (default 8)")
+    p.add_argument("--batch_size", nargs="+", type=Integer(1, 4096), default=[8], help="training batch sizes (default 8)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["eager"],
                    help="run the model eager, in channels_last memory format, or torch.compile'd "
                    "(several are measured side by side)")
@@ -71,14 +69,15 @@ def add_parser(sub) -> None:
                    help="kept = freed host memory kept for reuse (the default), system = glibc as it "
                    "is; several are measured side by side. thesis_seg:decoder_channels=128 in fp32 "
                    "always also runs with the system allocator, the baseline of its speed target")
-    p.add_argument("--repeats", type=int, default=None, help="timed training steps per case (default 5, quick 3)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--repeats", type=Integer(1, 1000), default=None,
+                   help="timed training steps per case (default 5, quick 3)")
+    p.add_argument("--threads", type=Integer(1, 1024), default=None,
                    help="torch threads per case (default: torch's). On a machine shared with other jobs, "
                    "fewer threads than cores avoid stalls at every parallel region")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=Integer(1, 1000), default=1,
                    help="run the whole plan this many times, its cases in turn, and report medians; the "
                    "targets' ratios are medians of ratios within a round (steadier on a shared machine)")
-    p.add_argument("--quick", action="store_true", help="fewer timed runs (3 training steps, 5 latency runs)")
+    add_flag(p, "--quick", help="fewer timed runs (3 training steps, 5 latency runs)")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md (new or empty, unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that already holds files")
+    add_flag(p, "--overwrite", help="write into an --out folder that already holds files")
     p.set_defaults(func=run)

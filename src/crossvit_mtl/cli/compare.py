@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
+    from crossvit_mtl.cli.args import add_flag
+    from crossvit_mtl.comparison import DELTA_M_SETS
+
     p = sub.add_parser("compare", help="compare runs' metrics over seeds and their multi-task gain Delta-m",
                        description="Print a markdown table of each run's metrics (mean ± std over its seed "
                        "folders), Delta-m (%%) in both conventions against single-task baseline runs, and "
@@ -51,11 +54,11 @@ def add_parser(sub) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="metrics_test.json (default; the split never used for selection) or metrics.json (val)")
     p.add_argument("--reference", help="run the others are tested against (default: the run named ew)")
-    p.add_argument("--delta_m_set", default="default",
+    p.add_argument("--delta_m_set", choices=DELTA_M_SETS, default="default",
                    help="the metrics Delta-m averages: each task's Delta-m metrics (default: MTAN, LibMTL, "
                    "Nash-MTL), single (one per task: MTI-Net, ATRC, InvPT; saliency by mIoU, edges by odsF, "
                    "depth by RMSE) or all")
-    p.add_argument("--all-metrics", action="store_true", help="print every metric, not each task's primary one")
+    add_flag(p, "--all_metrics", help="print every metric, not each task's primary one")
     p.add_argument("--out", help="also write the tables (.md) or the numbers (.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_flag(p, "--overwrite", help="replace an existing --out file")
     p.set_defaults(func=run)

@@ -4,7 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crossvit_mtl.cli.args import input_folder, named, parse_size
+from crossvit_mtl.cli.args import MAX_SEED, Integer, add_flag, input_folder, named, parse_size
+
+#: the most scenes of a split `data synth` writes, and the most processes a command starts
+MAX_SCENES = 1_000_000
+MAX_WORKERS = 256
+#: the splits of the official Cityscapes download (gtFine)
+SPLITS = ("train", "val", "test")
 
 
 def _user_errors(run):
@@ -62,13 +68,6 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def add_parser(sub) -> None:
     from crossvit_mtl.data.check import KINDS
     from crossvit_mtl.data.cityscapes import LABEL_MODES
@@ -80,13 +79,14 @@ def add_parser(sub) -> None:
 
     s = cmds.add_parser("synth", help="render synthetic scenes into a cache")
     s.add_argument("--out", type=Path, required=True, help="cache folder to write")
-    s.add_argument("--train", type=int, default=1000, help="training scenes (default 1000)")
-    s.add_argument("--val", type=int, default=200, help="validation scenes, for model selection (default 200)")
-    s.add_argument("--test", type=int, default=200, help="test scenes, to report on (default 200)")
-    s.add_argument("--size", type=parse_size, default=(128, 256), help="HxW (default 128x256)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--workers", type=_positive, default=1, help="rendering processes (default 1)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    scenes = Integer(0, MAX_SCENES)
+    s.add_argument("--train", type=scenes, default=1000, help="training scenes (default 1000)")
+    s.add_argument("--val", type=scenes, default=200, help="validation scenes, for model selection (default 200)")
+    s.add_argument("--test", type=scenes, default=200, help="test scenes, to report on (default 200)")
+    s.add_argument("--size", type=parse_size, metavar="HxW", default=(128, 256), help="HxW (default 128x256)")
+    s.add_argument("--seed", type=Integer(0, MAX_SEED), default=0, help="random seed (default 0)")
+    s.add_argument("--workers", type=Integer(1, MAX_WORKERS), default=1, help="rendering processes (default 1)")
+    add_flag(s, "--overwrite", help="replace an existing cache")
     s.set_defaults(func=run_synth)
 
     c = cmds.add_parser("cityscapes", help="convert the official Cityscapes download into a cache",
@@ -94,13 +94,13 @@ def add_parser(sub) -> None:
                         "disparity/ and camera/ (depth in metres), resize and write a cache.")
     c.add_argument("--root", type=Path, required=True, help="folder holding leftImg8bit/ and gtFine/")
     c.add_argument("--out", type=Path, required=True, help="cache folder to write")
-    c.add_argument("--size", type=parse_size, default=(128, 256), help="HxW (default 128x256)")
+    c.add_argument("--size", type=parse_size, metavar="HxW", default=(128, 256), help="HxW (default 128x256)")
     c.add_argument("--labels", choices=LABEL_MODES, default="category8",
                    help="category8: 8 categories, void = class 0 (the thesis); mtan7: 7 categories, "
                    "void ignored (MTAN benchmark); train19: the 19 train classes")
-    c.add_argument("--splits", nargs="+", default=["train", "val"], help="splits (default train val)")
-    c.add_argument("--workers", type=_positive, default=1, help="decoding processes (default 1)")
-    c.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    c.add_argument("--splits", nargs="+", choices=SPLITS, default=["train", "val"], help="splits (default train val)")
+    c.add_argument("--workers", type=Integer(1, MAX_WORKERS), default=1, help="decoding processes (default 1)")
+    add_flag(c, "--overwrite", help="replace an existing cache")
     c.set_defaults(func=run_cityscapes)
 
     k = cmds.add_parser("check", help="list every problem of a data set",

@@ -1,17 +1,25 @@
 """`crossvit-mtl demo`: the main job of the quick start.
 
-Writes the built-in synthetic scenes once (``data/synth``), trains the demo config on them in a
-new run folder, evaluates the best checkpoint, and says where everything is.
+Writes the built-in synthetic scenes once (``data.root`` of the demo config, ``data/synth96``),
+trains the demo config on them in a new run folder, evaluates the best checkpoint, and says where
+everything is. Its options are fit's (Lightning's parser: any config key can be overridden) and
+the scenes' own (``--size``, ``--train``, ``--val``, ``--test``, ``--workers``).
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import time
 from importlib import resources
 from pathlib import Path
 
+from crossvit_mtl.cli.args import Integer, Size, UserError, named, output_path, own_command, print_error
+from crossvit_mtl.cli.train import CrossViTCLI, SaveRunConfig, cli_kwargs, lightning_errors, test_best
+
 DEMO_CONFIG = "demo.yaml"
+#: the demo's options beside fit's, left out of the run's config.yaml (a fit config)
+SCENE_OPTIONS = ("size", "train", "val", "test", "workers")
+#: the most scenes of a split the demo writes
+MAX_SCENES = 1_000_000
 
 
 def config_path(name: str) -> Path:
@@ -25,7 +33,6 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
     (a cache of another image size is refused: the recipe's time and figures are for ``size``)."""
     import json
 
-    from crossvit_mtl.cli.args import named, output_path
     from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta
     from crossvit_mtl.data.errors import DataError
     from crossvit_mtl.data.synth import write_synth
@@ -36,8 +43,8 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
             meta = read_meta(root)
             if tuple(meta["image_size"]) != tuple(size):
                 have = "x".join(map(str, meta["image_size"]))
-                raise named("--data", f"{root}: holds {have} scenes, the demo trains at {size[0]}x{size[1]}; "
-                                      f"choose another --data or pass --size {have}")
+                raise named("--data.root", f"{root}: holds {have} scenes, the demo trains at {size[0]}x{size[1]}; "
+                                           f"choose another --data.root or pass --size {have}")
             print(f"using the synthetic scenes in {root}")
             return
         except DataError as err:
@@ -47,13 +54,14 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
                 meta = None
             older = (isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("name") == "synth"
                      and meta.get("version") != FORMAT_VERSION)
-            if not older:
-                raise named("--data", err) from None
+            if not (older and isinstance(meta, dict)):
+                raise named("--data.root", err) from None
         print(f"{root} holds synthetic scenes of cache format version {meta['version']}; "
               f"rendering them again in version {FORMAT_VERSION}")
         overwrite = True
     else:  # never written over if it holds anything
-        output_path("--data", root, folder=True, overwrite=False, hint="not a cache of scenes; choose another --data")
+        output_path("--data.root", root, folder=True, overwrite=False,
+                    hint="not a cache of scenes; choose another --data.root")
     start = time.perf_counter()
     write_synth(root, train=train, val=val, test=test, height=size[0], width=size[1], workers=workers,
                 overwrite=overwrite, progress=True)
@@ -78,22 +86,57 @@ def write_examples(datamodule, out: Path, count: int = 4) -> list[Path]:
     return paths
 
 
-def run(args: argparse.Namespace) -> int:
-    from crossvit_mtl.cli.args import output_path, own_command
-    from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs, test_best
+class SaveDemoConfig(SaveRunConfig):
+    """The run's config.yaml without the scenes' options: a config `fit` takes as it is."""
 
+    def save_config(self, trainer, pl_module, stage) -> None:
+        config = self.config.clone()
+        for key in SCENE_OPTIONS:
+            del config[key]
+        self.config = config
+        super().save_config(trainer, pl_module, stage)
+
+
+class DemoCLI(CrossViTCLI):
+    """fit's parser and classes, with the scenes' options; the scenes are written (once) and the
+    run folder chosen before the data module reads them."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--size", type=Size(), default=(96, 192),
+                            help="HxW of the scenes to render (the size the demo config is timed at)")
+        parser.add_argument("--train", type=Integer(1, MAX_SCENES), default=2000,
+                            help="training scenes to write if absent")
+        parser.add_argument("--val", type=Integer(1, MAX_SCENES), default=250,
+                            help="validation scenes (model selection) to write if absent")
+        parser.add_argument("--test", type=Integer(1, MAX_SCENES), default=250,
+                            help="test scenes (reported) to write if absent")
+        parser.add_argument("--workers", type=Integer(1, 256), default=2, help="rendering processes")
+        parser.set_defaults(run_dir=None)  # a new runs/demo-<time>
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config
+        config.run_dir = str(output_path("--run_dir", config.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"),
+                                         folder=True, overwrite=False, hint="choose another --run_dir"))
+        if not config.data.root:
+            raise UserError("--data.root: the demo needs a folder to write its scenes into")
+        ensure_synth(Path(config.data.root), config.train, config.val, config.test, config.workers, config.size)
+        super().before_instantiate_classes()
+
+
+def run_demo(args: list[str]) -> int:
     start = time.perf_counter()
-    run_dir = output_path("--run_dir", args.run_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), folder=True,
-                          overwrite=False, hint="choose another --run_dir")
-    data = Path(args.data)
-    ensure_synth(data, args.train, args.val, args.test, args.workers, args.size)
-    cli_args = ["--config", str(config_path(DEMO_CONFIG)), "--data.root", str(data),
-                "--run_dir", str(run_dir), *args.overrides]
-    cli = CrossViTCLI(**cli_kwargs(), args=cli_args, run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    test_best(cli.trainer, cli.model, cli.datamodule)
+    cli = DemoCLI.__new__(DemoCLI)
+    with lightning_errors(cli):  # the demo config first: what the command line gives overrides it
+        kwargs = cli_kwargs()
+        kwargs.update(save_config_callback=SaveDemoConfig,
+                      parser_kwargs={**kwargs["parser_kwargs"], "prog": "crossvit-mtl demo"})
+        cli.__init__(**kwargs, args=["--config", str(config_path(DEMO_CONFIG)), *args], run=False)  # type: ignore[misc]
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        test_best(cli.trainer, cli.model, cli.datamodule)
+        run_dir = Path(cli.config.run_dir)
+        examples = write_examples(cli.datamodule, run_dir / "examples")
     best = run_dir / "checkpoints" / "best.ckpt"
-    examples = write_examples(cli.datamodule, run_dir / "examples")
     minutes = (time.perf_counter() - start) / 60
     print(f"\ndemo finished in {minutes:.1f} min. Run folder: {run_dir.resolve()}")
     print(f"  checkpoint: {best}\n  metrics:    {run_dir / 'metrics_test.json'}\n  plots:      {run_dir / 'plots'}")
@@ -103,19 +146,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    from crossvit_mtl.cli.args import parse_size
+def run_command(argv: list[str]) -> int:
+    """``crossvit-mtl demo ...`` as the command line runs it: the exit code, a problem in one line."""
+    try:
+        return run_demo(argv[1:])
+    except UserError as err:
+        return print_error("demo", err)
 
-    p = sub.add_parser("demo", help="train and evaluate on the built-in synthetic scenes",
-                       description="The quick-start job: write the synthetic scenes if absent, train "
-                       "the demo config, evaluate the best checkpoint, print the metric table.")
-    p.add_argument("--data", default="data/synth96", help="cache folder of the synthetic scenes")
-    p.add_argument("--size", type=parse_size, default=(96, 192),
-                   help="HxW of the scenes to render (default 96x192, the size the demo config is timed at)")
-    p.add_argument("--train", type=int, default=2000, help="training scenes to write if absent")
-    p.add_argument("--val", type=int, default=250, help="validation scenes (model selection) to write if absent")
-    p.add_argument("--test", type=int, default=250, help="test scenes (reported) to write if absent")
-    p.add_argument("--workers", type=int, default=2, help="rendering processes")
-    p.add_argument("--run_dir", default=None, help="run folder (default: runs/demo-<time>)")
-    p.set_defaults(func=run, takes_overrides=True)
-    p.epilog = "Any other option is a config override in the fit command's syntax, e.g. --trainer.max_epochs 2."
+
+def add_parser(sub) -> None:
+    # Listed for `crossvit-mtl --help`; `main` hands the demo to Lightning's parser, as fit.
+    sub.add_parser("demo", help="train and evaluate on the built-in synthetic scenes (see `crossvit-mtl demo "
+                   "--help`)", add_help=False)

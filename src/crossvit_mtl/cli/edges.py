@@ -3,8 +3,8 @@ folder of 8-bit edge maps, as the multi-task papers compute them with SEISM.
 
 PRED holds ``<id>.png``, 8-bit grey, value/255 the probability of an edge. The ground truth is a
 folder of label maps (``<id>.mat`` with PASCAL-Context's ``LabelMap``, or a PNG of label ids;
-boundaries are where labels change) or a folder of boundary PNGs (NYUD-v2's ``edge/``: > 0 is a
-boundary). ``crossvit_mtl.tasks.edge_eval`` does the scoring; docs/edges.md the protocol.
+boundaries are where labels change) or a folder of boundary maps (NYUD-v2's ``edge/``, PNG or
+.npy: > 0 is a boundary). ``crossvit_mtl.tasks.edge_eval`` does the scoring; docs/edges.md the protocol.
 """
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-GT_KINDS = ("labels", "boundaries")
-
 
 def check_file(path: Path) -> None:
-    """The cheap checks, before any work starts: the file is there, a file, and not empty."""
+    """The cheap checks, run on every file before any work starts: there, a file, not empty."""
     from crossvit_mtl.data.errors import DataError
 
     if not path.exists():
@@ -36,7 +34,6 @@ def read_png(path: Path, modes: tuple[str, ...], expected: str) -> np.ndarray:
 
     from crossvit_mtl.data.errors import DataError
 
-    check_file(path)
     try:
         with Image.open(path) as img:
             img.load()
@@ -57,8 +54,16 @@ def read_prediction(path: Path) -> np.ndarray:
 
 
 def read_boundaries(path: Path) -> np.ndarray:
-    """A one-channel PNG whose non-zero pixels are boundaries (NYUD-v2's edge/<id>.png)."""
-    return read_png(path, ("1", "L", "P", "I;16", "I"), "one channel, > 0 on boundaries") > 0
+    """A one-channel PNG or a 2-D .npy whose non-zero pixels are boundaries (NYUD-v2's edge/<id>.png
+    as MTI-Net ships it, edge/<id>.npy as ATRC does)."""
+    if path.suffix != ".npy":
+        return read_png(path, ("1", "L", "P", "I;16", "I"), "one channel, > 0 on boundaries") > 0
+    from crossvit_mtl.data.errors import DataError, load_npy
+
+    array = np.squeeze(load_npy(path))
+    if array.ndim != 2 or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise DataError(path, f"holds {array.dtype} of shape {array.shape}, expected a 2-D boundary map")
+    return array > 0
 
 
 def read_label_map(path: Path) -> np.ndarray:
@@ -70,7 +75,6 @@ def read_label_map(path: Path) -> np.ndarray:
 
     from crossvit_mtl.data.errors import DataError
 
-    check_file(path)
     try:
         content = loadmat(path)
     except (MatReadError, ValueError, OSError, NotImplementedError, TypeError, EOFError) as err:
@@ -85,18 +89,19 @@ def read_label_map(path: Path) -> np.ndarray:
 
 
 def ground_truth_file(folder: Path, stem: str, kind: str) -> Path | None:
-    """The ground-truth file of an id: ``<id>.mat`` before ``<id>.png`` for label maps."""
-    suffixes = (".mat", ".png") if kind == "labels" else (".png",)
+    """The ground-truth file of an id: ``<id>.mat`` before ``<id>.png`` for label maps, ``<id>.png``
+    before ``<id>.npy`` for boundary maps."""
+    suffixes = (".mat", ".png") if kind == "labels" else (".png", ".npy")
     return next((folder / f"{stem}{s}" for s in suffixes if (folder / f"{stem}{s}").exists()), None)
 
 
-def score_image(job: tuple[Path, Path, str, str, float]) -> np.ndarray | tuple[str, str]:
+def score_image(job: tuple[Path, Path, str, str, float, bool]) -> np.ndarray | tuple[str, str]:
     """Counts of one image, or (argument, one-line problem) naming the file: returned, not
     raised, so a worker process hands it back whole."""
     from crossvit_mtl.data.errors import DataError
     from crossvit_mtl.tasks.edge_eval import edge_counts, seg2bmap
 
-    pred_path, gt_path, kind, protocol, max_dist = job
+    pred_path, gt_path, kind, protocol, max_dist, thin_gt = job
     try:
         pred = read_prediction(pred_path)
     except DataError as err:
@@ -110,7 +115,7 @@ def score_image(job: tuple[Path, Path, str, str, float]) -> np.ndarray | tuple[s
                         f"is {gt.shape[0]}x{gt.shape[1]}")
     if min(pred.shape) < 2:
         return "PRED", f"{pred_path}: {pred.shape[0]}x{pred.shape[1]} is too small to score, need at least 2x2"
-    return edge_counts(pred, gt, protocol, max_dist=max_dist)
+    return edge_counts(pred, gt, protocol, max_dist=max_dist, thin_gt=thin_gt)
 
 
 def read_ids(path: Path) -> list[str]:
@@ -136,7 +141,7 @@ def read_ids(path: Path) -> list[str]:
     return ids
 
 
-def plan(args: argparse.Namespace) -> tuple[list[str], list[tuple[Path, Path, str, str, float]]]:
+def plan(args: argparse.Namespace) -> tuple[list[str], list[tuple[Path, Path, str, str, float, bool]]]:
     """The ids and the (prediction, ground truth) of each, every file checked to be there first."""
     from crossvit_mtl.cli.args import input_file, input_folder, named
     from crossvit_mtl.data.errors import DataError
@@ -157,21 +162,24 @@ def plan(args: argparse.Namespace) -> tuple[list[str], list[tuple[Path, Path, st
         try:
             check_file(pred_path)
         except DataError as err:
-            raise named("PRED", f"{err}{f' (an id of {args.ids})' if args.ids else ''}") from None
+            if args.ids and not pred_path.exists():  # the list names an image the folder does not have
+                raise named("--ids", f"{args.ids}: id {stem!r} has no prediction ({pred_path}: no such file)") from None
+            raise named("PRED", err) from None
         if gt_path is None:
-            expected = f"{stem}.mat or {stem}.png" if kind == "labels" else f"{stem}.png"
+            expected = f"{stem}.mat or {stem}.png" if kind == "labels" else f"{stem}.png or {stem}.npy"
             raise named(f"--{kind}", f"{gt_dir}: no {expected}, the ground truth of {pred_path}")
         try:
             check_file(gt_path)
         except DataError as err:
             raise named(f"--{kind}", err) from None
-        jobs.append((pred_path, gt_path, kind, args.protocol, args.max_dist))
+        jobs.append((pred_path, gt_path, kind, args.protocol, args.max_dist, args.thin_gt))
     return ids, jobs
 
 
-def report(summary, protocol, images: int, max_dist: float) -> str:
+def report(summary, protocol, images: int, max_dist: float, thin_gt: bool) -> str:
     return "\n".join([
-        f"{images} images, protocol {protocol.name} ({len(protocol.thresholds)} thresholds), maxDist {max_dist:g}",
+        f"{images} images, protocol {protocol.name} ({len(protocol.thresholds)} thresholds), maxDist {max_dist:g}"
+        + ("" if thin_gt else ", ground truth not thinned"),
         f"ODS F {summary.ods_f:.4f}  (precision {summary.ods_precision:.4f}, recall {summary.ods_recall:.4f}, "
         f"threshold {summary.ods_threshold:g})",
         f"OIS F {summary.ois_f:.4f}",
@@ -182,7 +190,7 @@ def report(summary, protocol, images: int, max_dist: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli.args import named, output_path
     from crossvit_mtl.data.cache import parallel_map, progress_bar
-    from crossvit_mtl.tasks.edge_eval import best_counts, get_protocol, precision_recall, summarize
+    from crossvit_mtl.tasks.edge_eval import COUNT_COLUMNS, best_counts, get_protocol, precision_recall, summarize
 
     out = output_path("--out", args.out, folder=False, overwrite=args.overwrite) if args.out else None
     ids, jobs = plan(args)
@@ -196,57 +204,46 @@ def run(args: argparse.Namespace) -> int:
         total += result
         ois += best_counts(result)
     summary = summarize(total, ois, protocol.thresholds)
-    print(report(summary, protocol, len(ids), args.max_dist))
+    print(report(summary, protocol, len(ids), args.max_dist, args.thin_gt))
     if out:
         precision, recall, f = precision_recall(total)
-        data = {"protocol": protocol.name, "max_dist": args.max_dist, "images": len(ids), **summary.as_dict(),
-                "thresholds": list(protocol.thresholds), "precision": precision.tolist(), "recall": recall.tolist(),
-                "f": f.tolist(), "counts": {"columns": ["cntR", "sumR", "cntP", "sumP"], "per_threshold": total.tolist(),
-                                            "ois": ois.tolist()}}
+        data = {"protocol": protocol.name, "max_dist": args.max_dist, "thin_gt": args.thin_gt, "images": len(ids),
+                **summary.as_dict(), "thresholds": list(protocol.thresholds), "precision": precision.tolist(),
+                "recall": recall.tolist(), "f": f.tolist(),
+                "counts": {"columns": list(COUNT_COLUMNS), "per_threshold": total.tolist(), "ois": ois.tolist()}}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction of the image diagonal in (0, 1), got {text}")
-    return value
-
-
 def add_parser(sub) -> None:
+    from crossvit_mtl.cli.args import Integer, Number, add_flag
     from crossvit_mtl.tasks.edge_eval import MAX_DIST, PROTOCOLS
 
     p = sub.add_parser("edges", help="score boundary predictions (odsF, oisF, AP) as the papers' SEISM does",
                        description="Score a folder of 8-bit edge-probability PNGs against label maps or "
                        "boundary maps: per threshold, non-maximum suppression, thinning and one-to-one "
-                       "matching within --max-dist x the image diagonal (an exact maximum matching where "
+                       "matching within --max_dist x the image diagonal (an exact maximum matching where "
                        "SEISM's is approximate); prints ODS F, OIS F and AP. See docs/edges.md.")
     p.add_argument("pred", metavar="PRED", help="folder of <id>.png predictions (8-bit grey, value/255)")
     gt = p.add_mutually_exclusive_group(required=True)
     gt.add_argument("--labels", metavar="FOLDER",
                     help="label maps: <id>.mat with LabelMap (PASCAL-Context's trainval/) or <id>.png of label ids")
-    gt.add_argument("--boundaries", metavar="FOLDER", help="boundary maps: <id>.png, > 0 is a boundary (NYUD-v2's edge/)")
-    p.add_argument("--max-dist", type=_fraction, default=MAX_DIST["pascal-context"],
+    gt.add_argument("--boundaries", metavar="FOLDER",
+                    help="boundary maps: <id>.png or <id>.npy, > 0 is a boundary (NYUD-v2's edge/)")
+    p.add_argument("--max_dist", type=Number(0, 1, low_open=True, high_open=True), default=MAX_DIST["pascal-context"],
                    help=f"matching radius as a fraction of the image diagonal (default {MAX_DIST['pascal-context']} "
                    f"as for PASCAL-Context; {MAX_DIST['nyud-v2']} for NYUD-v2)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="seism",
                    help="seism: NMS, 101 HED thresholds (the papers' figures); seism-quick: every fifth of "
                    "those (a lower bound, for quick checks); mtinet: no NMS, 99 thresholds (MTI-Net's script)")
+    add_flag(p, "--thin_gt", default=True,
+             help="thin the ground truth's boundaries like the predictions (default true); false scores them "
+             "unthinned, as one version of SEISM's edgesEvalImg.m does (see docs/edges.md)")
+    p.add_argument("--no_gt_thinning", dest="thin_gt", action="store_false", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--ids", metavar="FILE", help="text file of ids, one a line (default: every PRED/*.png)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=Integer(1, 256), default=1, help="processes (default 1)")
     p.add_argument("--out", metavar="FILE", help="also write the scores, the PR curve and the counts as JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_flag(p, "--overwrite", help="replace an existing --out file")
     p.set_defaults(func=run)

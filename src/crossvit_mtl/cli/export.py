@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_path("--out", args.out, folder=False, overwrite=args.overwrite)
     if args.checkpoint and (args.model or args.weights or args.model_option):
-        raise UserError("--checkpoint already names the model; drop --model/--weights/--model-option")
+        raise UserError("--checkpoint already names the model; drop --model/--weights/--model_option")
     if not args.checkpoint and not args.model:
         raise UserError("name the model: --checkpoint CKPT, or --model PRESET [--weights FILE|NAME]")
     try:
@@ -86,8 +86,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the ONNX opsets export writes: 14 is the first with attention's operators, 20 the newest torch's
+#: TorchScript exporter writes
+OPSETS = (14, 20)
+
+
 def add_parser(sub) -> None:
-    from crossvit_mtl.cli.args import parse_size
+    from crossvit_mtl.cli.args import Device, Integer, Number, add_flag, parse_size
 
     p = sub.add_parser("export", help="export a model as safetensors, ONNX or TorchScript",
                        description="Export a training checkpoint (or a preset with weights from "
@@ -100,19 +105,21 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", help="with --model: weights to load into it (.safetensors, a checkpoint, "
                    "a published CrossViT file, or a release by name through the Hugging Face cache: "
                    "crossvit_15_dagger_408.in1k, hf-hub:timm/crossvit_15_dagger_408.in1k)")
-    p.add_argument("--model-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--model_option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                    help="with --model: a preset override, e.g. num_classes=10 (repeatable)")
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--size", type=parse_size, default=None,
+    p.add_argument("--size", type=parse_size, metavar="HxW", default=None,
                    help="input HxW for onnx/torchscript (default: training size, else the preset's)")
-    p.add_argument("--device", default="auto",
+    p.add_argument("--device", type=Device(), default="auto",
                    help=f"where onnx/torchscript trace the model: {DEVICES} (default auto: CUDA when "
                    "there is one); the onnxruntime check runs on the CPU")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 14 for attention)")
-    p.add_argument("--no-check", dest="check", action="store_false",
-                   help="skip the onnxruntime comparison after an ONNX export")
-    p.add_argument("--tolerance", type=float, default=1e-4,
+    p.add_argument("--opset", type=Integer(*OPSETS), default=17,
+                   help=f"ONNX opset, {OPSETS[0]} (the first with attention's operators) to {OPSETS[1]}")
+    add_flag(p, "--check", default=True,
+             help="compare onnxruntime's outputs with PyTorch's after an ONNX export (default true)")
+    p.add_argument("--no_check", dest="check", action="store_false", help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--tolerance", type=Number(0, 1, low_open=True), default=1e-4,
                    help="max abs difference onnxruntime vs PyTorch accepted (default 1e-4)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_flag(p, "--overwrite", help="replace --out if it exists")
     p.set_defaults(func=run)

@@ -41,6 +41,6 @@ def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo with parameters and GFLOPs",
                        description="Print the model zoo as a markdown table: parameters and "
                        "forward GFLOPs per image (torch.utils.flop_counter).")
-    p.add_argument("--size", type=parse_size, default=(128, 256), help="input HxW (default 128x256)")
+    p.add_argument("--size", type=parse_size, metavar="HxW", default=(128, 256), help="input HxW (default 128x256)")
     p.add_argument("--pattern", default="*", help="shell-style filter on preset names")
     p.set_defaults(func=run)

@@ -54,17 +54,13 @@ def run(args: argparse.Namespace) -> int:
         model, meta = model_from_checkpoint(input_file("--checkpoint", args.checkpoint))
     except CheckpointError as err:
         raise named("--checkpoint", err) from None
-    if not 0.0 <= args.overlap < 1.0:
-        raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     size = checked_size(model, tuple(args.size or meta["image_size"]))
     try:
         placement = resolve(args.device, args.precision)
     except ValueError as err:
         raise UserError(str(err)) from None
     print(f"predict on {placement}")
-    print(apply_host_memory(args.system_malloc, "--system-malloc"))
+    print(apply_host_memory(args.system_malloc))
     model.to(placement.device)
     # one input shape when compiled (partial batches padded), so it compiles once
     runner = torch.compile(model, dynamic=False) if args.compile else model
@@ -103,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from crossvit_mtl.cli.args import parse_size
+    from crossvit_mtl.cli.args import Device, Integer, Number, add_flag, parse_size
     from crossvit_mtl.engine.precision import DEVICES, PRECISIONS
 
     p = sub.add_parser("predict", help="run a trained checkpoint on images",
@@ -118,24 +114,26 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="a .ckpt written by `crossvit-mtl fit`")
     p.add_argument("--input", required=True, help="an image, a folder of images, or a glob pattern")
     p.add_argument("--out", required=True, help="output folder (new or empty, unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that already holds files")
-    p.add_argument("--strict", action="store_true",
-                   help="stop at the first unreadable image (default: predict every readable image, name "
+    add_flag(p, "--overwrite", help="write into an --out folder that already holds files")
+    add_flag(p, "--strict",
+             help="stop at the first unreadable image (default: predict every readable image, name "
                    "each unreadable one and exit with code 1 at the end)")
-    p.add_argument("--size", type=parse_size, default=None, help="model input HxW, the window in slide mode (default: training size)")
+    p.add_argument("--size", type=parse_size, metavar="HxW", default=None,
+                   help="model input HxW, the window in slide mode (default: training size)")
     p.add_argument("--mode", choices=("resize", "slide"), default="resize",
                    help="resize whole images (default) or slide windows of the model's size")
-    p.add_argument("--overlap", type=float, default=1 / 3,
+    p.add_argument("--overlap", type=Number(0, 1, high_open=True), default=1 / 3,
                    help="--mode slide: fraction of a window shared with its neighbour (default 1/3)")
-    p.add_argument("--batch-size", type=int, default=8, help="images (resize) or windows (slide) per forward")
-    p.add_argument("--device", default="auto", help=f"{DEVICES}; auto (default): CUDA when there is one")
+    p.add_argument("--batch_size", type=Integer(1, 4096), default=8,
+                   help="images (resize) or windows (slide) per forward")
+    p.add_argument("--device", type=Device(), default="auto", help=f"{DEVICES}; auto (default): CUDA when there is one")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): the device's rule, as training's: bf16 autocast where it "
                    "multiplies bf16 natively, fp16 on GPUs without bf16, else fp32; fp32 for the "
                    "full-precision network")
-    p.add_argument("--system-malloc", action="store_true",
-                   help="leave glibc's allocator as it is (default: freed host memory is kept for reuse)")
-    p.add_argument("--compile", action="store_true",
-                   help="run the network through torch.compile: about a minute of compiling first, "
+    add_flag(p, "--system_malloc",
+             help="leave glibc's allocator as it is (default: freed host memory is kept for reuse)")
+    add_flag(p, "--compile",
+             help="run the network through torch.compile: about a minute of compiling first, "
                    "worth it for large image sets (see docs/speed.md)")
     p.set_defaults(func=run)

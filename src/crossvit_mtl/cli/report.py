@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,11 +21,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
+    from crossvit_mtl.cli.args import add_flag
+
     p = sub.add_parser("report", help="write a run's self-contained HTML report",
                        description="Build RUN/report.html from RUN/metrics.json, metrics_test.json and "
                        "plots/: metric tables for every task, per-class IoU, the confusion matrix, "
                        "training curves and sample predictions, all inline (opens offline).")
     p.add_argument("run", metavar="RUN", help="run folder (the --run_dir of `crossvit-mtl fit`)")
     p.add_argument("--out", default=None, help="output file (default: RUN/report.html, rebuilt)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=run)
+    add_flag(p, "--overwrite", help="replace an existing --out file")
+    p.set_defaults(func=run, output=lambda args: f"--out {args.out}" if args.out else Path(args.run) / "report.html")

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from crossvit_mtl.cli.args import UserError, read_yaml_mapping
+from crossvit_mtl.cli.args import MAX_SEED, Integer, UserError, add_flag, read_yaml_mapping
 from crossvit_mtl.cli.launch import LAUNCHERS, chosen, command_line, label, read_settings
 from crossvit_mtl.cli.sweep_jobs import RESUBMIT, finished, forget, job_file, read_json, status_of
 
@@ -241,22 +241,15 @@ def add_parser(sub) -> None:
                        "are skipped, an interrupted one resumes; a new `sweep` submits again only the "
                        "jobs that are missing or failed.")
     p.add_argument("config", metavar="CONFIG", help="sweep YAML (see configs/sweep_synth.yaml)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the config's, else 0 1 2)")
+    p.add_argument("--seeds", type=Integer(0, MAX_SEED), nargs="+", help="seeds to run (default: the config's, else 0 1 2)")
     p.add_argument("--runs", nargs="+", help="only these runs of the config")
     p.add_argument("--launcher", choices=LAUNCHERS,
                    help="where the fits run: local (this machine) or slurm (one array job per run, through "
                         "submitit); default: the config's launcher.name, else local")
-    p.add_argument("--jobs", type=_positive, metavar="N",
+    p.add_argument("--jobs", type=Integer(1, 256), metavar="N",
                    help="local: fits at once, each a separate process (default: launcher.jobs, else 1: "
                         "one after another in this process)")
-    p.add_argument("--status", action="store_true",
-                   help="list each run and seed as done, running, queued, failed or missing, with its log")
-    p.add_argument("--dry-run", action="store_true", help="check every config, print the planned commands, run nothing")
+    add_flag(p, "--status",
+             help="list each run and seed as done, running, queued, failed or missing, with its log")
+    add_flag(p, "--dry_run", help="check every config, print the planned commands, run nothing")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value

@@ -38,7 +38,7 @@ def check_configs(runs: list[dict[str, Any]], config: str | Path) -> None:
     names the key and the value."""
     from jsonargparse import ArgumentError
 
-    from crossvit_mtl.cli.train import _one_line
+    from crossvit_mtl.cli.train import one_line
     from crossvit_mtl.data.errors import DataError
     from crossvit_mtl.tasks import TargetError
 
@@ -51,7 +51,7 @@ def check_configs(runs: list[dict[str, Any]], config: str | Path) -> None:
             try:
                 _check_one(path)
             except ArgumentError as err:
-                message = _one_line(str(err), ["--config", str(path)]).replace(str(path), f"runs.{name}")
+                message = one_line(str(err)).replace(str(path), f"runs.{name}")
                 raise UserError(f"CONFIG {config}: run {name!r}: {message}") from None
             except (UserError, DataError, TargetError) as err:
                 raise UserError(f"CONFIG {config}: run {name!r}: {err}") from None

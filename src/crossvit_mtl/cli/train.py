@@ -4,32 +4,49 @@ Configs are validated on load by jsonargparse: unknown keys and wrong types fail
 Every run lives in one folder (``--run_dir``): checkpoints (``best.ckpt`` by the monitored
 metric, ``last.ckpt``), TensorBoard and CSV logs, the resolved ``config.yaml``, ``metrics.json``
 and plots. ``--ckpt_path last`` resumes from the run folder's ``last.ckpt``.
+
+A checkpoint given to ``--ckpt_path`` brings its model's options, and to a resumed ``fit`` its
+data's too: an option given otherwise is refused by name (``RESUMABLE`` lists what may change).
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
-from jsonargparse import ArgumentError
+import lightning.pytorch as pl
+from jsonargparse import ActionConfigFile, ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from crossvit_mtl.cli.args import LIGHTNING_COMMANDS, UserError, named, output_path, print_error, read_yaml_mapping
+from crossvit_mtl.cli.args import (
+    Integer,
+    RunSeed,
+    UserError,
+    add_flag,
+    named,
+    no_space,
+    output_path,
+    print_error,
+    read_yaml_mapping,
+)
 from crossvit_mtl.data.errors import DataError
-from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint
+from crossvit_mtl.engine.callbacks import training_callbacks
+from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint, full_disk
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.host_memory import apply_host_memory
 from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import training_precision
-from crossvit_mtl.engine.report import RunReport, Throughput
-from crossvit_mtl.serialization import CheckpointError, read_checkpoint
+from crossvit_mtl.engine.report import RunReport
+from crossvit_mtl.serialization import CheckpointError
 from crossvit_mtl.tasks import TargetError
 
 
@@ -52,38 +69,145 @@ class SaveRunConfig(SaveConfigCallback):
             self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
 
 
+#: what a resumed fit may set otherwise than its checkpoint was trained with: where the data lives
+#: and how it is loaded. The trainer's options and the run's own are in no checkpoint: they apply as given.
+RESUMABLE = ("data.root", "data.num_workers", "data.persistent_workers", "data.eval_batch_size")
+#: checkpoint keys that are not options: the link from the data module, Lightning's bookkeeping
+NOT_OPTIONS = ("dataset_meta", "_instantiator", "_class_path")
+
+
+class CheckedConfigFile(ActionConfigFile):
+    """``--config``: a file that is not a YAML mapping is one line naming it, before jsonargparse reads it."""
+
+    def __call__(self, parser, cfg, values, option_string=None):
+        read_yaml_mapping("--config", values)
+        return super().__call__(parser, cfg, values, option_string)
+
+
+#: how jsonargparse shows a key of type bool (or bool | None): the keys ``bare_booleans`` changes
+BOOLEAN_METAVARS = ("{true,false}", "{true,false,null}")
+
+
+def bare_booleans(parser) -> None:
+    """Every boolean key takes ``--key`` alone as true, as the commands' own switches do
+    (``--key true|false`` as before): jsonargparse's bool options take one value, made optional."""
+    for action in parser._actions:
+        if action.option_strings and action.metavar in BOOLEAN_METAVARS and action.nargs is None:
+            action.nargs, action.const = "?", True
+
+
+class Parser(LightningArgumentParser):
+    """Lightning's parser in the project's grammar: boolean keys given alone or with true|false.
+    Its options are the keys of the run's config.yaml, spelt as there (no hyphenated aliases)."""
+
+    def add_class_arguments(self, *args, **kwargs):
+        added = super().add_class_arguments(*args, **kwargs)
+        bare_booleans(self)
+        return added
+
+    def add_method_arguments(self, *args, **kwargs):
+        added = super().add_method_arguments(*args, **kwargs)  # the command's own: --ckpt_path, --weights_only
+        bare_booleans(self)
+        return added
+
+
+def _plain(value):
+    """A config value as JSON data (tuples and namespaces as lists and dicts), to compare."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    return json.loads(json.dumps(value, default=lambda v: v.as_dict() if hasattr(v, "as_dict") else str(v)))
+
+
+def against_checkpoint(stored: dict[str, dict], given, fit: bool) -> tuple[list[str], list[str], dict]:
+    """The options a checkpoint holds (``stored``: group -> key -> value) against those given:
+    the ones given otherwise that are refused (or, in validate and test, overridden), those a fit
+    takes as given (``RESUMABLE``), and the checkpoint's to take."""
+    differing: list[str] = []
+    changed: list[str] = []
+    merged: dict[str, dict] = {}
+    for group, options in stored.items():
+        merged[group] = {}
+        for key, value in options.items():
+            name = f"{group}.{key}"
+            if key in NOT_OPTIONS:
+                continue
+            if name not in given or _plain(given[name]) == _plain(value):
+                merged[group][key] = value
+            elif name in RESUMABLE and fit:
+                changed.append(f"{name} {_plain(given[name])} (the checkpoint's: {_plain(value)})")
+            else:
+                differing.append(f"--{name} {_plain(given[name])} (the checkpoint's: {_plain(value)})")
+    seed, stored_seed = given.get("seed_everything"), stored.get("data", {}).get("seed")
+    if fit and "data.seed" not in given and type(seed) is int and stored_seed not in (None, seed):
+        differing.append(f"--seed_everything {seed} (the checkpoint's data.seed: {stored_seed})")
+    return differing, changed, merged
+
+
+def resumed_checkpoint(config) -> Path | None:
+    """The checkpoint file ``--ckpt_path`` names (``last``: the run folder's), if there is one to read."""
+    path = config.get("ckpt_path")
+    if not path or "://" in str(path) or path in ("best", "hpc"):
+        return None
+    if path == "last":
+        last = Path(config.run_dir) / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    return Path(path)
+
+
 class CrossViTCLI(LightningCLI):
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={pl.__version__}"])
+        parser = self.parser_class(**kwargs)
+        parser.add_argument("-c", "--config", action=CheckedConfigFile, help="a YAML config file (repeatable)")
+        return parser
+
+    def add_default_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--seed_everything", type=RunSeed(), default=self.seed_everything_default,
+                            help="seed of the run (also the training order's, data.seed), 0 to 2^32-1; true: "
+                            "a random one, false: none")
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", default="runs/default",
                             help="folder of this run: checkpoints, logs, metrics.json, plots")
-        parser.add_argument("--overwrite", type=bool, default=False,
-                            help="allow `fit` to start afresh in a run folder that already holds a run "
-                            "(its contents are deleted first)")
-        parser.add_argument("--checkpoint_every_n_steps", type=int, default=0,
+        add_flag(parser, "--overwrite", "allow `fit` to start afresh in a run folder that already holds a run "
+                 "(its contents are deleted first)")
+        parser.add_argument("--checkpoint_every_n_steps", type=Integer(0, 10**9), default=0,
                             help="also write checkpoints/last.ckpt every N optimiser steps, mid-epoch "
                             "(0: only at epoch ends); `--ckpt_path last` resumes bit-exactly from it")
-        parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="after `fit`, evaluate the best checkpoint (chosen on val) on the test "
-                            "split: metrics_test.json")
-        parser.add_argument("--report_samples", type=int, default=6,
+        add_flag(parser, "--test_after_fit", "after `fit`, evaluate the best checkpoint (chosen on val) on the "
+                 "test split: metrics_test.json")
+        parser.add_argument("--report_samples", type=Integer(0, 64), default=6,
                             help="samples drawn in the prediction grid after fit/test (0: none)")
-        parser.add_argument("--system_malloc", type=bool, default=False,
-                            help="`fit`: leave glibc's allocator as it is (default: freed host memory is "
-                            "kept for reuse, which trains faster on CPU for a little more peak memory)")
+        add_flag(parser, "--system_malloc", "`fit`: leave glibc's allocator as it is (default: freed host memory "
+                 "is kept for reuse, which trains faster on CPU for a little more peak memory)")
         parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
                               apply_on="instantiate")
 
-    def _parse_ckpt_path(self) -> None:
-        """Lightning reads --ckpt_path's hyper-parameters here, first of all: a file it cannot read
-        is read again by ``read_checkpoint``, which names it and the reason in one line."""
-        try:
-            super()._parse_ckpt_path()
-        except Exception:
-            subcommand = self.config.get("subcommand")
-            path = subcommand and self.config[subcommand].get("ckpt_path")
-            if path and Path(path).is_file():
-                read_checkpoint(path)  # raises CheckpointError if the file is what failed
-            raise
+    def parse_arguments(self, parser, args) -> None:
+        """The checkpoint of ``--ckpt_path`` is read first (an unreadable one is named in one line),
+        and its options become the run's: the model's for every command, the data's too for a
+        resumed fit. An option given otherwise is refused by name (a fit) or said to be overridden
+        (validate, test), except those a resumed fit may change (``RESUMABLE``)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = resumed_checkpoint(self.config[subcommand]) if subcommand else None
+        if path is None:
+            return
+        checkpoint = AtomicCheckpointIO().load_checkpoint(path)
+        stored = {"model": checkpoint.get("hyper_parameters") or {}}
+        if subcommand == "fit":
+            stored["data"] = checkpoint.get("datamodule_hyper_parameters") or {}
+        given = parser.parse_args(args, defaults=False)[subcommand]  # what the command line and configs say
+        differing, changed, merged = against_checkpoint(stored, given, subcommand == "fit")
+        if differing and subcommand == "fit":
+            raise UserError(f"--ckpt_path {path}: a resumed fit keeps the options its checkpoint was trained with, "
+                            f"but was given {'; '.join(differing)}; leave them out, or start a new run without "
+                            "--ckpt_path (another --run_dir)")
+        if differing:
+            say(f"{subcommand}: the model is the checkpoint's ({path}), not as given: {'; '.join(differing)}")
+        if changed:
+            say(f"resuming {path} with {'; '.join(changed)}: the given value is used")
+        self.config = parser.parse_object({subcommand: merged}, self.config)
 
     def before_instantiate_classes(self) -> None:
         """The run folder is a folder (or can become one); a new `fit` never writes into an
@@ -103,7 +227,7 @@ class CrossViTCLI(LightningCLI):
             return
         if not config.overwrite:
             raise UserError(f"--run_dir {run_dir}: already holds a run; resume it with --ckpt_path last, "
-                            "choose another --run_dir, or pass --overwrite true to start afresh")
+                            "choose another --run_dir, or pass --overwrite to start afresh")
         shutil.rmtree(run_dir)
 
     def after_fit(self) -> None:
@@ -130,11 +254,9 @@ class CrossViTCLI(LightningCLI):
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                             save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
             RunReport(self._get(self.config, "report_samples")),
-            Throughput(),
+            *training_callbacks(self.model),
         ]
         every = self._get(self.config, "checkpoint_every_n_steps")
-        if every < 0:
-            raise UserError(f"checkpoint_every_n_steps must be >= 0, got {every}")
         if every:
             callbacks.append(StepCheckpoint(run_dir / "checkpoints", every))
         logger = trainer_config.get("logger")
@@ -180,52 +302,56 @@ def cli_kwargs() -> dict:
         trainer_defaults={"precision": training_precision()[0], "log_every_n_steps": 10},
         save_config_callback=SaveRunConfig,
         auto_configure_optimizers=False,
-        # parse errors raised, not printed after 70 lines of usage: run_lightning prints one line
-        parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False} for c in LIGHTNING_COMMANDS}},
+        parser_class=Parser,
+        # parse errors raised, not printed after 70 lines of usage: lightning_errors prints one line
+        parser_kwargs={"exit_on_error": False, "prog": "crossvit-mtl",
+                       **{c: {"exit_on_error": False} for c in ("fit", "validate", "test")}},
     )
 
 
-def _one_line(message: str, args: list[str]) -> str:
-    """jsonargparse's messages span lines (a key and its problem, a YAML error's parts): one line,
-    with the config file named where the YAML parser only says "<unicode string>"."""
+def one_line(message: str) -> str:
+    """jsonargparse's messages span lines (a key and its problem): one line."""
     text = ""
     for line in filter(None, (line.strip() for line in message.splitlines())):
         text += ("" if not text else " " if text.endswith(":") else "; ") + line
-    configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
-    if len(configs) == 1:
-        text = text.replace('"<unicode string>"', configs[0])
     return text
 
 
-def _option_values(args: list[str], *names: str) -> list[str]:
-    """What the command line gives options ``names`` (``--opt VALUE`` or ``--opt=VALUE``)."""
-    values = []
-    for i, arg in enumerate(args):
-        for name in names:
-            if arg == name and i + 1 < len(args):
-                values.append(args[i + 1])
-            elif arg.startswith(f"{name}="):
-                values.append(arg.split("=", 1)[1])
-    return values
-
-
-def run_lightning(args: list[str]) -> int:
-    for path in _option_values(args, "--config", "-c"):  # a broken file: one line naming it, not the parser's
-        read_yaml_mapping("--config", path)
+@contextmanager
+def lightning_errors(cli: LightningCLI):
+    """What goes wrong in a run the user can fix, as one-line ``UserError``s: a bad option, a bad
+    data file met once the run has started, an unreadable checkpoint, targets outside the classes,
+    a full disk (the file, else the run folder)."""
     with warnings.catch_warnings():
         # Lightning warns whenever explicit args meet a non-empty sys.argv; `main` always
         # passes them explicitly, so the warning says nothing here.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         try:
-            cli = CrossViTCLI(**cli_kwargs(), args=args)
+            yield
         except ArgumentError as err:
-            raise UserError(_one_line(str(err), args)) from None
-        except DataError as err:  # a bad data file met once the run had started
+            raise UserError(one_line(str(err))) from None
+        except (DataError, TargetError) as err:
             raise UserError(str(err)) from None
         except CheckpointError as err:  # the checkpoint to resume, validate or test
             raise named("--ckpt_path", err) from None
-        except TargetError as err:  # a loss met targets outside the classes: stopped before using them
-            raise UserError(str(err)) from None
+        except (OSError, RuntimeError) as err:
+            disk = full_disk(err)
+            if disk is None:
+                raise
+            config = getattr(cli, "config", None)  # None: the failure came before it was parsed
+            subcommand = config.get("subcommand") if config is not None else None
+            run_dir = (config[subcommand] if subcommand else config).get("run_dir") if config is not None else None
+            fit = subcommand == "fit"
+            raise no_space(disk, f"--run_dir {run_dir}" if run_dir else "the run folder",
+                           "resume with --ckpt_path last" if fit else "run the command again") from None
+
+
+def run_lightning(args: list[str]) -> int:
+    # made first and initialised inside the handler, so that it can name the run folder of a run
+    # that failed part-way (LightningCLI parses, builds and runs in its __init__)
+    cli = CrossViTCLI.__new__(CrossViTCLI)
+    with lightning_errors(cli):
+        cli.__init__(**cli_kwargs(), args=args)  # type: ignore[misc]
     reason = getattr(cli.model, "stop_reason", None)
     if reason:
         print(f"crossvit-mtl {args[0]}: stopped: {reason}", file=sys.stderr)
@@ -244,6 +370,6 @@ def run_command(args: list[str]) -> int:
 
 def add_parser(sub) -> None:
     # Listed for `crossvit-mtl --help`; `main` hands these commands to Lightning's own parser.
-    for name in LIGHTNING_COMMANDS:
+    for name in ("fit", "validate", "test"):
         sub.add_parser(name, help=f"{name} a model on a YAML config (see `crossvit-mtl {name} --help`)",
                        add_help=False)

@@ -51,8 +51,6 @@ VOC_PALETTE = ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), 
 
 #: PASCAL-Part's class index of a person (the VOC class order above)
 PERSON_CLASS = 15
-#: human_parts classes, in the order of the references' table and of their metric's names
-PART_NAMES = ("background", "head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
 #: PASCAL-Part's 24 person part names -> the 6 parts above. The references' ``HUMAN_PART[6]``
 #: (ATRC src/data/pascal_context.py; MTI-Net and InvPT data/pascal_context.py), which replaces
 #: the person entry of db_info/pascal_part.json: hands count as lower arm, feet as lower leg,
@@ -116,8 +114,7 @@ class PascalContext(ListedDataset):
     TASKS = ("segmentation", "human_parts", "saliency", "normal", "edge")
     SPLITS = ("train", "val", "val_edge")
     INFO = DatasetInfo(name="pascal_context", tasks=TASKS, class_names=VOC_CLASS_NAMES, palette=VOC_PALETTE,
-                       task_options={"edge": {"max_dist": EDGE_MAX_DIST}},
-                       extra={"human_parts_classes": list(PART_NAMES)})
+                       task_options={"edge": {"max_dist": EDGE_MAX_DIST}})
 
     def split_ids(self, split: str) -> list[str]:
         folder = self.root / "ImageSets" / "Context"

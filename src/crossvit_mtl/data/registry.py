@@ -49,7 +49,9 @@ def _load_plugins() -> None:
             register_dataset(entry.name, entry.load())
 
 
-def _resolve(target: str | type[DenseDataset]) -> type[DenseDataset]:
+def _resolve(target: str | type[DenseDataset]) -> Callable[..., DenseDataset]:
+    """The class registered under a name: every data set takes ``split`` and ``transform`` beside
+    its own options (the base class declares none of them)."""
     if not isinstance(target, str):
         return target
     module, cls = target.split(":")

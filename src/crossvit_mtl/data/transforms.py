@@ -17,11 +17,12 @@ extra passes: colour jitter is one 3x3 colour matrix applied in a single pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveInt, restricted_number_type
 
 from crossvit_mtl.data.common import DatasetInfo
 from crossvit_mtl.tasks import get_task, is_task
@@ -30,25 +31,43 @@ from crossvit_mtl.tasks.depth import DEPTH_KINDS
 
 Sample = dict[str, torch.Tensor]
 
-#: The training pipeline's settings. ``scales`` and ``flip_p`` are the MTAN / LibMTL protocol
-#: (scale s from {1, 1.2, 1.5}, crop H/s x W/s, resize back; flip half the time). That protocol
-#: has no colour jitter: set brightness, contrast and saturation to 0 to reproduce it exactly.
-DEFAULT_TRAIN: dict[str, Any] = {
-    "scales": (1.0, 1.2, 1.5),
-    "flip_p": 0.5,
-    "brightness": 0.2,
-    "contrast": 0.2,
-    "saturation": 0.2,
-    "hue": 0.0,
-}
-#: The evaluation pipeline's settings: ``size`` = (H, W) to resize to, or None to keep the
-#: stored resolution (the one published figures are computed at).
-DEFAULT_EVAL: dict[str, Any] = {"size": None}
+ZoomFactor = restricted_number_type("ZoomFactor", float, [(">=", 1.0), ("<", math.inf)],
+                                    docstring="float restricted to be >=1 and finite")
+HueShift = restricted_number_type("HueShift", float, [(">=", 0.0), ("<=", 0.5)],
+                                  docstring="float restricted to [0, 0.5] (a fraction of a full turn)")
+
+
+class TrainTransforms(TypedDict, total=False):
+    """The training pipeline's settings (``data.train_transforms``), each left out taking its value
+    in :data:`DEFAULT_TRAIN`."""
+
+    # jsonargparse makes its restricted numbers at run time, which mypy cannot take for types
+    scales: tuple[ZoomFactor, ...]  # type: ignore[valid-type]
+    flip_p: ClosedUnitInterval
+    brightness: NonNegativeFloat
+    contrast: NonNegativeFloat
+    saturation: NonNegativeFloat
+    hue: HueShift  # type: ignore[valid-type]
+
+
+class EvalTransforms(TypedDict, total=False):
+    """The evaluation pipeline's settings (``data.eval_transforms``): ``size`` = (H, W) to resize
+    to (one number: a square), or None to keep the stored resolution (the one published figures
+    are computed at)."""
+
+    size: PositiveInt | tuple[PositiveInt, PositiveInt] | None
+
+
+#: The training pipeline's defaults. ``scales`` and ``flip_p`` are the MTAN / LibMTL protocol
+#: (scale s from {1, 1.2, 1.5}, crop H/s x W/s, resize back; flip half the time). That protocol has
+#: no colour jitter: set brightness, contrast and saturation to 0 to reproduce it exactly.
+DEFAULT_TRAIN: TrainTransforms = {"scales": (1.0, 1.2, 1.5), "flip_p": 0.5, "brightness": 0.2, "contrast": 0.2,
+                                  "saturation": 0.2, "hue": 0.0}
+DEFAULT_EVAL: EvalTransforms = {"size": None}
 
 
 # ---------------------------------------------------------------------------- value checks
-# Shared by the constructors (named by argument) and build_transforms (named by config key),
-# so a bad value is reported under the name the user actually wrote.
+# The transforms' own arguments, for their Python callers; a config's values are typed above.
 
 def _check_prob(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -337,55 +356,40 @@ class Resize:
 
 # ---------------------------------------------------------------------------- factory
 
-_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
-    "scales": _check_scales,
-    "flip_p": _check_prob,
-    "brightness": _check_nonneg,
-    "contrast": _check_nonneg,
-    "saturation": _check_nonneg,
-    "hue": lambda name, v: _check_nonneg(name, v, upper=0.5),
-    "size": lambda name, v: None if v is None else _check_size(name, v),
-}
-
-
-def _validated(config: dict | None, defaults: dict[str, Any], mode: str) -> dict[str, Any]:
-    config = {} if config is None else config
-    if not isinstance(config, dict):
-        raise ValueError(f"{mode} transform config must be a dict, got {type(config).__name__}")
-    unknown = [k for k in config if k not in defaults]
+def _settings(kind: type, defaults: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config`` over ``defaults``; a key the settings' type does not declare is refused, as the
+    config parser refuses it (a Python caller's mapping meets no parser)."""
+    unknown = sorted(set(config or {}) - set(kind.__annotations__))
     if unknown:
-        raise ValueError(f"unknown {mode} transform config key {unknown[0]!r}; "
-                         f"allowed keys: {', '.join(defaults)}")
-    merged = {**defaults, **config}
-    return {k: _VALIDATORS[k](f"{mode} transform config key {k!r}", v) for k, v in merged.items()}
+        raise TypeError(f"{kind.__name__} has no key {unknown[0]!r} (its keys: {', '.join(kind.__annotations__)})")
+    return {**defaults, **(config or {})}
 
 
-def build_transforms(info: DatasetInfo, train: bool, config: dict | None = None) -> Compose:
+def build_transforms(info: DatasetInfo, train: bool,
+                     config: Mapping[str, Any] | None = None) -> Compose:
     """The pipeline a data set's samples go through.
 
-    ``train=True``: scale-crop, flip, colour jitter, normalise (keys of :data:`DEFAULT_TRAIN`),
-    image and normals handed over in float16.
-    ``train=False``: optional resize, normalise (keys of :data:`DEFAULT_EVAL`), all floats float32.
-    ``config`` overrides some of the defaults; an unknown key or an impossible value raises
-    ``ValueError`` naming it. Steps that would do nothing (one scale of 1, p = 0, no jitter)
-    are left out so they cost nothing.
+    ``train=True``: scale-crop, flip, colour jitter, normalise (:class:`TrainTransforms`), image and
+    normals handed over in float16.
+    ``train=False``: optional resize, normalise (:class:`EvalTransforms`), all floats float32.
+    ``config``: some of the settings (the others keep their defaults); an unknown key raises
+    ``TypeError``, an impossible value the transform's ``ValueError``. Steps
+    that would do nothing (one scale of 1, p = 0, no jitter) are left out so they cost nothing.
     """
     meta = _check_meta(info.name, info.as_meta())
     narrow = {t: dtype for t in info.tasks if (dtype := get_task(t).transfer_dtype) is not None}
     steps: list[Callable[[Sample], Sample]] = []
     if train:
-        cfg = _validated(config, DEFAULT_TRAIN, "train")
-        if any(s != 1.0 for s in cfg["scales"]):
+        cfg = _settings(TrainTransforms, DEFAULT_TRAIN, config)
+        if not cfg["scales"] or any(s != 1.0 for s in cfg["scales"]):
             steps.append(RandomScaleCrop(cfg["scales"], meta))
         if cfg["flip_p"] > 0:
             steps.append(RandomHorizontalFlip(cfg["flip_p"]))
         jitter = {k: cfg[k] for k in ("brightness", "contrast", "saturation", "hue")}
         if any(v > 0 for v in jitter.values()):
             steps.append(ColorJitter(**jitter))
-    else:
-        cfg = _validated(config, DEFAULT_EVAL, "eval")
-        if cfg["size"] is not None:
-            steps.append(Resize(cfg["size"]))
+    elif (size := _settings(EvalTransforms, DEFAULT_EVAL, config)["size"]) is not None:
+        steps.append(Resize(size))
     steps.append(Normalize(info.mean, info.std))
     if train:
         steps.append(CastFloats({"image": torch.float16, **narrow}))

@@ -1,6 +1,8 @@
-"""Training checkpoints as Lightning writes and reads them: atomically, weights-only, mid-epoch."""
+"""Training checkpoints as Lightning writes and reads them: atomically, weights-only, mid-epoch;
+a write that finds the disk full names the file, and the previous checkpoint stays as it was."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -13,9 +15,23 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from crossvit_mtl.serialization import CheckpointError, read_checkpoint
 
 
+def full_disk(err: BaseException | None) -> OSError | None:
+    """The ``OSError`` of a write that failed for lack of space (or quota), however it was
+    re-raised: torch's writer turns it into ``RuntimeError: [enforce fail at inline_container.cc]
+    unexpected pos`` with the ``OSError`` as its context."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file beside the target, fsyncs it and renames it into
-    place: a crash while saving leaves the previous ``last.ckpt`` intact, never a truncated one.
+    place: a crash while saving leaves the previous ``last.ckpt`` intact, never a truncated one,
+    and a disk that fills is an ``OSError`` (ENOSPC) naming the checkpoint, the partial file gone.
     Reads with ``weights_only=True`` always (``--ckpt_path`` of fit/validate/test), a refused or
     unreadable file, or one that is no training checkpoint, giving a one-line ``CheckpointError``."""
 
@@ -46,8 +62,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
+            space = full_disk(err)
+            if space is not None:
+                raise OSError(space.errno, space.strerror, str(path)) from err
             raise
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -7,13 +7,15 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, default_collate
 
 from crossvit_mtl.data.base import DenseDataset, Sample
 from crossvit_mtl.data.common import DatasetInfo
 from crossvit_mtl.data.registry import build_dataset
-from crossvit_mtl.data.transforms import build_transforms
+from crossvit_mtl.data.transforms import EvalTransforms, TrainTransforms, build_transforms
+from crossvit_mtl.engine.options import plain
 from crossvit_mtl.engine.sampling import ResumableSampler
 from crossvit_mtl.tasks import is_task
 
@@ -42,7 +44,8 @@ class DenseDataModule(pl.LightningDataModule):
             Cityscapes and NYUv2 hold train and val only; their configs set ``test_split: val``
             and are tested on their last checkpoint, as the literature reports them.
         train_transforms / eval_transforms: settings of the augmentation pipelines
-            (``crossvit_mtl.data.transforms.DEFAULT_TRAIN`` / ``DEFAULT_EVAL``).
+            (``crossvit_mtl.data.transforms.TrainTransforms`` / ``EvalTransforms``); those left
+            out keep their defaults (``DEFAULT_TRAIN`` / ``DEFAULT_EVAL``).
         seed: the seed of the training order, of every sample's augmentation and of the samples
             the initial losses are measured on; None: 0. The command line sets it to the run's
             ``seed_everything``.
@@ -51,16 +54,13 @@ class DenseDataModule(pl.LightningDataModule):
     def __init__(self, dataset: str = "synth", root: str | None = None, tasks: list[str] | None = None,
                  options: dict[str, Any] | None = None, train_split: str = "train",
                  val_split: str = "val", test_split: str = "test",
-                 train_transforms: dict[str, Any] | None = None,
-                 eval_transforms: dict[str, Any] | None = None, batch_size: int = 16,
-                 eval_batch_size: int | None = None, num_workers: int = 2,
-                 persistent_workers: bool = True, seed: int | None = None):
+                 train_transforms: TrainTransforms = {},  # noqa: B006  # read, never changed
+                 eval_transforms: EvalTransforms = {},  # noqa: B006
+                 batch_size: PositiveInt = 16, eval_batch_size: PositiveInt | None = None,
+                 num_workers: NonNegativeInt = 2, persistent_workers: bool = True, seed: int | None = None):
         super().__init__()
         self.save_hyperparameters()
-        for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                ("num_workers", num_workers, 0)):
-            if value is not None and value < low:
-                raise ValueError(f"data.{key} must be >= {low}, got {value}")
+        self.hparams.update(plain(dict(self.hparams)))  # checkpoints hold plain data, read weights_only
         self.seed = 0 if seed is None else int(seed)
         self.datasets: dict[str, DenseDataset] = {}
         self._sampler: ResumableSampler | None = None

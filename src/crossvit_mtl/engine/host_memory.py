@@ -7,7 +7,8 @@ and a high ``M_TRIM_THRESHOLD`` keeps the freed heap for reuse: faster training 
 peak memory, as ``crossvit-mtl bench --allocators kept system`` measures (docs/speed.md). Nothing
 here runs at import:
 the commands that train or predict (fit, the demo, predict; bench per case) apply it and say so,
-and leave the allocator alone when asked to (their flag, or ``CROSSVIT_MTL_SYSTEM_MALLOC=1``).
+and leave the allocator alone when asked to (``--system_malloc``, one spelling in every command,
+or ``CROSSVIT_MTL_SYSTEM_MALLOC=1``).
 """
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ def keep_host_memory() -> bool:
     return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
 
 
-def apply_host_memory(system_malloc: bool = False, flag: str = "--system_malloc true") -> str:
+def apply_host_memory(system_malloc: bool = False) -> str:
     """Keep host memory unless ``system_malloc``; the line a command prints to say what it did."""
     if system_malloc:
-        return f"host memory: glibc's allocator as it is ({flag})"
+        return "host memory: glibc's allocator as it is (--system_malloc)"
     if keep_host_memory():
-        return f"host memory: freed blocks kept for reuse (glibc: mmap off, no trimming; {flag} to opt out)"
+        return "host memory: freed blocks kept for reuse (glibc: mmap off, no trimming; --system_malloc to opt out)"
     return f"host memory: the allocator as it is ({OPT_OUT} is set, or the C library is not glibc)"

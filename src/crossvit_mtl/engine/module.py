@@ -1,27 +1,41 @@
-"""The LightningModule: wires a zoo network to its tasks' losses, metrics and optimiser.
+"""The LightningModule: wires a zoo network to its tasks' losses, metrics, balancing method and optimiser.
 
 The network stays a plain ``nn.Module`` (``self.model``); nothing here changes what it computes.
+What a run does around its steps (skipping non-finite steps, the RNG state of a resume, loss
+scales and heads measured on the data, throughput, DDP under gradient aggregation) is done by the
+callbacks ``engine.callbacks.training_callbacks`` gives, each with its own checkpoint state.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
+from torchmetrics import Metric
 
-from crossvit_mtl.engine.config_checks import check_model_fits_data, check_training_options
+from crossvit_mtl.engine.aggregation import check_trainer
+from crossvit_mtl.engine.fit_checks import check_model_fits_data
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
-from crossvit_mtl.engine.sampling import capture_rng_states, restore_rng_states
+from crossvit_mtl.engine.options import (
+    Beta,
+    LossScaling,
+    LossSpec,
+    ModelOptions,
+    NonNegativeFiniteFloat,
+    OptimizerName,
+    PositiveFiniteFloat,
+    SchedulerName,
+    plain,
+)
 from crossvit_mtl.models import as_task_dict, build_for_data
+from crossvit_mtl.models.interface import MultiTaskNetwork
 from crossvit_mtl.models.pretrained import load_state
 from crossvit_mtl.serialization import CheckpointError, state_mismatch
 from crossvit_mtl.tasks import get_task
-from crossvit_mtl.weighting import build_weighting
+from crossvit_mtl.weighting import SharedNetwork, WeightingName, WeightingOptions, build_weighting
 from crossvit_mtl.weighting.loss_scale import InitialLossScale
 
 STAGES = ("val", "test")
@@ -39,21 +53,22 @@ class DenseTaskModule(pl.LightningModule):
 
     Args:
         model: preset name (``crossvit-mtl models`` lists them).
-        model_options: overrides of the preset's hyper-parameters.
+        model_options: overrides of the preset's hyper-parameters (``options.ModelOptions``).
         losses: per task ``{"name": ..., "weight": ..., **loss options}``; tasks left out use
             their default loss (``Task.default_loss``: segmentation ``ce``, depth ``l1``, normal
-            ``cosine``, edge ``weighted_bce``, saliency ``balanced_ce`` ...) with weight 1. The weight is a fixed scale applied to the
-            task's loss before the balancing method sees it.
+            ``cosine``, edge ``weighted_bce``, saliency ``balanced_ce`` ...) with weight 1. The
+            weight is a fixed scale >= 0 applied to the task's loss before the balancing method
+            sees it; the loss's options are checked by its own signature.
         loss_scaling: ``initial`` (default) divides each task's loss by its value for the
             untrained network, measured once before the first step on a fixed set of training
-            samples, so that every task starts at 1 and ``ew`` means equal contribution
-            (``crossvit_mtl.weighting.loss_scale``); ``none`` takes the losses as they are.
+            samples (``engine.calibration``), so that every task starts at 1 and ``ew`` means equal
+            contribution (``crossvit_mtl.weighting.loss_scale``); ``none`` takes the losses as they are.
         weighting: how the task losses are balanced (``crossvit_mtl.weighting``): loss weightings
-            ``ew`` / ``fixed`` (sum of the weighted losses), ``uw``, ``dwa``, ``rlw``, ``gls``, or a
-            torchjd gradient aggregator on the shared network (``upgrad``, ``mgda``, ``pcgrad``,
-            ``cagrad``, ``nashmtl``, ``imtlg``, ``alignedmtl``, ``dualproj``, ``graddrop``,
-            ``config``, ``fairgrad``, ``gradvac``, ``mean``, ``sum``, ``random``), which train with
-            manual optimisation: one Jacobian of the task losses per step.
+            ``fixed`` (the sum of the losses, each scaled by its weight) / ``ew`` (fixed with every
+            weight 1), ``uw``, ``dwa``, ``rlw``, ``gls``, or a torchjd gradient aggregator on the shared
+            network (``upgrad``, ``mgda``, ``pcgrad``, ``cagrad``, ``nashmtl``, ``imtlg``,
+            ``alignedmtl``, ``dualproj``, ``graddrop``, ``config``, ``fairgrad``, ``gradvac``,
+            ``mean``, ``sum``, ``random``): one Jacobian of the task losses per step.
         weighting_options: the method's options, e.g. ``{temperature: 2.0}`` for DWA, ``{c: 0.4}``
             for CAGrad, ``{parallel_chunk_size: 1}`` for any aggregator.
         optimizer: ``adam`` (the thesis), ``adamw`` (no decay on norms, biases, positions, CLS)
@@ -61,7 +76,8 @@ class DenseTaskModule(pl.LightningModule):
         scheduler: ``none`` or ``cosine`` (per step, after ``warmup_epochs`` of linear warm-up).
         max_nonfinite_steps: a step whose loss or gradient is not finite is skipped (the weights
             and the optimiser's state stay as they were) and counted in ``train/skipped_steps``;
-            after this many in a row the run stops with a message, its weights still finite.
+            after this many in a row the run stops with a message, its weights still finite
+            (``engine.nonfinite``).
         pretrained: a weights file to start the network from: a published CrossViT file (IBM's
             release, timm's ``crossvit_*``) or one of this library's (safetensors, a training
             checkpoint). What fits by name and shape is loaded, positions interpolated to the
@@ -74,73 +90,51 @@ class DenseTaskModule(pl.LightningModule):
             the model and show its outputs.
     """
 
-    def __init__(self, model: str = "crossvit_seg_small", model_options: dict[str, Any] | None = None,
-                 losses: dict[str, dict[str, Any]] | None = None, optimizer: str = "adamw",
-                 lr: float = 1e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
-                 scheduler: str = "cosine", warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
-                 weighting: str = "ew", weighting_options: dict[str, Any] | None = None,
-                 loss_scaling: str = "initial", max_nonfinite_steps: int = 10, pretrained: str | None = None,
-                 compile: bool = False,
-                 dataset_meta: dict[str, Any] | None = None):
+    #: not counted per batch (Lightning's ``ThroughputMonitor`` reads it); ``crossvit-mtl models``
+    #: lists every preset's forward FLOPs
+    flops_per_batch: int | None = None
+
+    def __init__(self, model: str = "crossvit_seg_small", model_options: ModelOptions = {},  # noqa: B006  # read, never changed
+                 losses: dict[str, LossSpec] = {}, optimizer: OptimizerName = "adamw",  # noqa: B006
+                 lr: PositiveFiniteFloat = 1e-3, weight_decay: NonNegativeFiniteFloat = 0.05,
+                 betas: tuple[Beta, Beta] = (0.9, 0.999), scheduler: SchedulerName = "cosine",
+                 warmup_epochs: NonNegativeFiniteFloat = 1.0, min_lr_ratio: ClosedUnitInterval = 0.01,
+                 weighting: WeightingName = "ew", weighting_options: WeightingOptions = {},  # noqa: B006
+                 loss_scaling: LossScaling = "initial", max_nonfinite_steps: PositiveInt = 10,
+                 pretrained: str | None = None, compile: bool = False, dataset_meta: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
+        self.hparams.update(plain(dict(self.hparams)))  # checkpoints hold plain data, read weights_only
         if dataset_meta is None:
             raise ValueError("dataset_meta is required (the data module's `meta`); the command line links it")
-        # Impossible values fail here, before any data is loaded or any step runs, in one line
-        # naming the config key and the value (the command line prints it as it is).
-        check_training_options(lr=lr, weight_decay=weight_decay, betas=betas, min_lr_ratio=min_lr_ratio,
-                               warmup_epochs=warmup_epochs, optimizer=optimizer, scheduler=scheduler,
-                               weighting=weighting, loss_scaling=loss_scaling,
-                               max_nonfinite_steps=max_nonfinite_steps)
+        model_options = model_options or {}
         check_model_fits_data(model, model_options, dataset_meta)
         self.task_channels: dict[str, int] = dict(dataset_meta["task_channels"])
         self.tasks = list(self.task_channels)
-        losses = dict(losses or {})
-        unknown = sorted(set(losses) - set(self.tasks))
-        if unknown:
-            raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
-                             f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
-        self.model = build_for_data(model, model_options, dataset_meta)
+        self.model = build_for_data(model, dict(model_options), dataset_meta)
         if dataset_meta.get("image_size"):  # what the model summary's FLOPs column runs once
             self.example_input_array = torch.zeros(1, 3, *dataset_meta["image_size"])
         if pretrained:
             self._load_pretrained(pretrained)
-        self.loss_weights: dict[str, float] = {}
-        self.criteria = nn.ModuleDict()
-        for task in self.tasks:
-            spec = dict(losses.get(task) or {})
-            weight = spec.pop("weight", 1.0)
-            if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
-                raise ValueError(f"model.losses.{task}.weight must be >= 0, got {weight!r}")
-            self.loss_weights[task] = float(weight)
-            try:
-                self.criteria[task] = get_task(task).build_loss(spec.pop("name", None), **spec)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"model.losses.{task}: {err}") from None
+        self.loss_weights, self.criteria = self._build_losses(losses or {}, dataset_meta)
         self.loss_scale = InitialLossScale(self.tasks, loss_scaling)
         self.weighting = build_weighting(weighting, self.tasks, weighting_options)
-        if self.weighting.gradient_based:
-            if not hasattr(self.model, "forward_features"):
-                raise ValueError(f"weighting {weighting!r} aggregates gradients on a shared network; "
-                                 f"model {model!r} has none (use a crossvit_mtl_* model)")
-            self.automatic_optimization = False
-        #: per-task sums of this epoch's training losses and the batch count, for ``on_epoch_end``
-        self._epoch_losses: dict[str, torch.Tensor] = {}
-        self._epoch_batches = 0
-        #: non-finite steps skipped in all and in a row; why the run stopped, if it did
-        self.skipped_steps = 0
-        self._nonfinite_in_row = 0
-        self.stop_reason: str | None = None
-        #: this optimiser step's losses (summed over accumulated batches) until it is known finite
-        self._step_losses: dict[str, torch.Tensor] = {}
-        self._step_batches = 0
-        self._stats_before: list[torch.Tensor] = []
-        self._rng_to_restore: dict[str, Any] | None = None
+        if self.weighting.needs_network and not isinstance(self.model, MultiTaskNetwork):
+            raise ValueError(f"weighting {weighting!r} aggregates gradients on a shared network; "
+                             f"model {model!r} has none (use a crossvit_mtl_* model)")
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: get_task(t).build_metric(dataset_meta, stage) for t in self.tasks})
             for stage in STAGES})
         #: the last computed results per stage, {task: {metric: value}}, for reports
         self.results: dict[str, dict[str, dict[str, Any]]] = {}
+        #: why the run stopped before its end, set by the callback that stopped it; None: it did not
+        self.stop_reason: str | None = None
+        #: this epoch's sums of each task's finite training losses and the batches they came from,
+        #: averaged for the weighting at the epoch's end (DWA's input)
+        self._epoch_sums = torch.zeros(len(self.tasks))
+        self._epoch_batches = torch.zeros((), dtype=torch.long)
+        #: what ``backward`` needs of the step under way: its task losses and the shared network
+        self._step: tuple[dict[str, torch.Tensor], SharedNetwork | None] | None = None
 
     def _load_pretrained(self, source: str) -> None:
         """A file or a release's hub name; whatever fits is loaded, and the report printed."""
@@ -149,6 +143,26 @@ class DenseTaskModule(pl.LightningModule):
         except CheckpointError as err:
             raise ValueError(f"model.pretrained {err}") from None
         rank_zero_info(f"model.pretrained {source}: {report}")
+
+    def _build_losses(self, losses: dict[str, LossSpec], dataset_meta: dict[str, Any]) -> tuple[dict[str, float], nn.ModuleDict]:
+        """Each task's fixed weight and criterion; the weight is typed here (the rest of a loss's
+        options vary with the loss: its signature checks them)."""
+        unknown = sorted(set(losses) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"model.losses: task(s) {', '.join(map(repr, unknown))} not provided by data set "
+                             f"{dataset_meta.get('name')!r} (its tasks: {', '.join(self.tasks)})")
+        weights, criteria = {}, nn.ModuleDict()
+        for task in self.tasks:
+            spec = dict(losses.get(task) or {})
+            try:
+                weights[task] = float(NonNegativeFiniteFloat(spec.pop("weight", 1.0)))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"model.losses.{task}.weight: {err}") from None
+            try:
+                criteria[task] = get_task(task).build_loss(spec.pop("name", None), **spec)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"model.losses.{task}: {err}") from None
+        return weights, criteria
 
     # ------------------------------------------------------------------ steps
     @staticmethod
@@ -169,70 +183,51 @@ class DenseTaskModule(pl.LightningModule):
         return {t: self.loss_weights[t] * self.loss_scale(t, self.criteria[t](outputs[t], batch[t]).float())
                 for t in self.tasks}
 
-    @torch.no_grad()
-    def measure_initial_losses(self, batch: dict[str, torch.Tensor], chunk: int = 16,
-                               context: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict[str, float]:
-        """Each task's mean loss for the network as it is on ``batch``, in training mode (batch
-        statistics, as the first steps see them) under ``context`` (the run's precision), in chunks
-        of ``chunk`` samples whatever the run's batch size or number of processes, so every rank
-        and a single process measure the same values; weights, batch-norm statistics and the
-        random state are left as they were."""
-        was_training, saved = self.training, [b.clone() for b in self.model.buffers()]
-        count = batch["image"].shape[0]
-        sums = dict.fromkeys(self.tasks, 0.0)
-        self.train()
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            for start in range(0, count, chunk):
-                part = self.widen({k: v[start:start + chunk].to(self.device) for k, v in batch.items()})
-                with context():
-                    outputs = self(part["image"])
-                for t in self.tasks:
-                    sums[t] += float(self.criteria[t](outputs[t], part[t])) * part["image"].shape[0]
-        for buffer, value in zip(self.model.buffers(), saved):
-            buffer.copy_(value)
-        self.train(was_training)
-        return {t: total / count for t, total in sums.items()}
+    def _forward_for(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], SharedNetwork | None]:
+        """The outputs and, for a method that differentiates each task's loss through the shared
+        network, that network: the features the heads read in this same forward pass, the shared
+        parameters and the heads'."""
+        if not self.weighting.needs_network:
+            return self(images), None
+        network = cast(MultiTaskNetwork, self.model)
+        features = network.forward_features(images)
+        heads = {t: [p for p in network.head_parameters(t) if p.requires_grad] for t in self.tasks}
+        head_ids = {id(p) for params in heads.values() for p in params}
+        shared = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        unique = {id(f): f for feats in features.values() for f in feats}
+        return (network.forward_heads(features, (images.shape[-2], images.shape[-1])),
+                SharedNetwork(list(unique.values()), shared, heads))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         batch = self.widen(batch)
         images = batch["image"]
-        if self.automatic_optimization:
-            losses = self.weighted_losses(self(images), batch)
-            total, weights = self.weighting(losses)
-        else:
-            total, weights, losses = self._aggregated_step(images, batch)
+        outputs, network = self._forward_for(images)
+        losses = self.weighted_losses(outputs, batch)
+        total = self.weighting(losses)
+        self._step = losses, network
         bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         if len(self.tasks) > 1:
             for task, value in losses.items():
                 self.log(f"train/loss_{task}", value, on_step=False, on_epoch=True, batch_size=bs)
-            for task, value in weights.items():
-                self.log(f"train/weight_{task}", value, on_step=True, on_epoch=False, batch_size=bs)
-        # counted for the epoch once the optimiser step is known to be finite
-        self._step_batches += 1
-        for task, value in losses.items():
-            self._step_losses[task] = self._step_losses.get(task, 0.0) + value.detach()
+        # the epoch's averages count the batches whose losses are finite (a skipped step's too)
+        stacked = torch.stack([losses[t].detach() for t in self.tasks])
+        finite = torch.isfinite(stacked).all()
+        self._epoch_sums = self._epoch_sums.to(stacked.device) + torch.where(finite, stacked, 0.0)
+        self._epoch_batches = self._epoch_batches.to(stacked.device) + finite.long()
         return total
 
-    def _aggregated_step(self, images: torch.Tensor, batch: dict[str, torch.Tensor]):
-        """One manual step for gradient aggregators: heads on their own losses, the shared
-        network (everything but the heads) on the aggregated Jacobian; then the scheduler."""
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        features = self.model.forward_features(images)
-        losses = self.weighted_losses(self.model.forward_heads(features, tuple(images.shape[-2:])), batch)
-        unique = list({id(f): f for value in features.values()
-                       for f in (value if isinstance(value, list) else [value])}.values())
-        heads = {t: [p for p in self.model.heads[t].parameters() if p.requires_grad] for t in self.tasks}
-        head_ids = {id(p) for params in heads.values() for p in params}
-        shared = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        # under DDP, averages the ranks' Jacobians and heads' gradients before aggregating
-        weights = self.weighting.backward(losses, unique, shared, heads)
-        optimizer.step()  # through on_before_optimizer_step, which skips a non-finite step
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
-        return sum(losses.values()).detach(), weights, losses
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward of the step's total (scaled where the precision scales losses),
+        handed to the weighting, which fills the gradients its own way."""
+        if self._step is None:
+            raise RuntimeError("backward without a training step")
+        losses, network = self._step
+        self._step = None
+        weights = self.weighting.backward(loss, losses, network)
+        if len(self.tasks) > 1:
+            for task, value in weights.items():
+                self.log(f"train/weight_{task}", value, on_step=True, on_epoch=False, batch_size=1)
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         batch = self.widen(batch)
@@ -240,9 +235,14 @@ class DenseTaskModule(pl.LightningModule):
         total = sum(self.weighted_losses(outputs, batch).values())
         self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=batch["image"].shape[0])
+        metrics = self.stage_metrics(stage)
         for task in self.tasks:
-            self.metrics[stage][task].update(outputs[task].float(), batch[task])
+            metrics[task].update(outputs[task].float(), batch[task])
         return outputs
+
+    def stage_metrics(self, stage: str) -> dict[str, Metric]:
+        """Each task's metric of an evaluation stage ("val" or "test")."""
+        return {t: cast(Metric, m) for t, m in cast(nn.ModuleDict, self.metrics[stage]).items()}
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -252,7 +252,7 @@ class DenseTaskModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         results = {}
-        for task, metric in self.metrics[stage].items():
+        for task, metric in self.stage_metrics(stage).items():
             values = metric.compute()
             metric.reset()
             results[task] = values
@@ -261,48 +261,33 @@ class DenseTaskModule(pl.LightningModule):
                     self.log(f"{stage}/{task}/{key}", value, sync_dist=False)
         self.results[stage] = results
 
-    def on_train_epoch_start(self):
-        self._epoch_losses, self._epoch_batches = {}, 0
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """Skips the step if the loss or any gradient is not finite: gradients set to None make
-        the optimiser leave those parameters and their state alone. One host sync per step."""
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        checks = [torch.nn.utils.get_total_norm(grads)] if grads else []
-        checks += [v.to(self.device) for v in self._step_losses.values()]
-        finite = bool(torch.isfinite(torch.stack(checks)).all()) if checks else True
-        step_losses, step_batches = self._step_losses, self._step_batches
-        self._step_losses, self._step_batches = {}, 0
-        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            self._nonfinite_in_row = 0
-            self._epoch_batches += step_batches
-            for task, value in step_losses.items():
-                self._epoch_losses[task] = self._epoch_losses.get(task, 0.0) + value
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        """After an epoch's last batch, hands the weighting each task's average training loss (mean
+        over devices). Done here, before validation, so the end-of-epoch checkpoint holds it."""
+        if not self.trainer.is_last_batch:
             return
-        optimizer.zero_grad(set_to_none=True)
-        # batch-norm statistics the skipped forward passes updated go back too
-        for buffer, saved in zip(self.model.buffers(), self._stats_before):
-            buffer.copy_(saved)
-        self.skipped_steps += 1
-        self._nonfinite_in_row += 1
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
-        limit = self.hparams.max_nonfinite_steps
-        if self._nonfinite_in_row >= limit and not self.trainer.should_stop:
-            self.stop_reason = (f"the loss or its gradient was not finite for {limit} steps in a row "
-                                f"(global step {self.global_step}); the weights are those of the last "
-                                "finite step (lower model.lr, or raise model.max_nonfinite_steps)")
-            self.trainer.should_stop = True
+        batches = int(self._epoch_batches)
+        if batches:
+            averages = {t: float(self.trainer.strategy.reduce(total / batches, reduce_op="mean"))
+                        for t, total in zip(self.tasks, self._epoch_sums)}
+            self.weighting.on_epoch_end(averages)
+        self._epoch_sums, self._epoch_batches = torch.zeros_like(self._epoch_sums), torch.zeros_like(self._epoch_batches)
 
     # ------------------------------------------------------------- resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """What a bit-exact resume needs beyond weights and optimiser: the RNG states, the
-        running epoch's loss sums (they feed DWA at the epoch's end) and the weighting's state
-        outside its parameters and buffers (a stateful torchjd aggregator's, e.g. Nash-MTL's)."""
-        checkpoint["rng_states"] = capture_rng_states()
+        """What a bit-exact resume needs of the module beyond weights and optimiser: the running
+        epoch's loss sums (they feed DWA at the epoch's end), the weighting's state outside its
+        parameters and buffers (a stateful torchjd aggregator's, e.g. Nash-MTL's) and the loss
+        scales. The callbacks save their own."""
         checkpoint["train_progress"] = {
-            "epoch_losses": {t: v.detach().cpu() for t, v in self._epoch_losses.items()},
-            "epoch_batches": self._epoch_batches, "skipped_steps": self.skipped_steps,
-            "nonfinite_in_row": self._nonfinite_in_row}
+            "epoch_losses": {t: v.detach().cpu() for t, v in zip(self.tasks, self._epoch_sums)},
+            "epoch_batches": int(self._epoch_batches)}
         checkpoint["weighting_state"] = self.weighting.state_for_checkpoint()
         checkpoint["loss_scale"] = self.loss_scale.state()
 
@@ -314,85 +299,19 @@ class DenseTaskModule(pl.LightningModule):
             io = getattr(getattr(self._trainer, "strategy", None), "checkpoint_io", None)
             raise CheckpointError(f"{getattr(io, 'last_path', None) or 'checkpoint'}: weights do not fit "
                                   f"model {self.hparams.model!r}; {problem}")
-        self._rng_to_restore = checkpoint.get("rng_states", {})
         progress = checkpoint.get("train_progress") or {}
-        self._epoch_losses = dict(progress.get("epoch_losses", {}))
-        self._epoch_batches = int(progress.get("epoch_batches", 0))
-        self.skipped_steps = int(progress.get("skipped_steps", 0))
-        self._nonfinite_in_row = int(progress.get("nonfinite_in_row", 0))
+        saved = progress.get("epoch_losses") or {}
+        self._epoch_sums = torch.stack([torch.as_tensor(saved.get(t, 0.0), dtype=torch.float32) for t in self.tasks])
+        self._epoch_batches = torch.tensor(int(progress.get("epoch_batches", 0)))
         # absent from checkpoints written before it was saved: the weighting starts as built
         self.weighting.load_state_from_checkpoint(checkpoint.get("weighting_state") or {})
         self.loss_scale.load_state(checkpoint.get("loss_scale") or {})
 
-    def on_train_batch_start(self, batch, batch_idx):
-        if self._step_batches == 0:  # a new optimiser step: what to restore if it is skipped
-            self._stats_before = [b.clone() for b in self.model.buffers()]
-        # Restored here, just before the first step after loading, so the sanity check and loader
-        # start-up in between cannot move the RNG away from where the saved run had it; the
-        # loaded loss sums join the batches on their device.
-        if self._rng_to_restore is not None:
-            if self._rng_to_restore:  # absent from checkpoints written before they were saved
-                restore_rng_states(self._rng_to_restore)
-            self._rng_to_restore = None
-            self._epoch_losses = {t: v.to(batch["image"].device) for t, v in self._epoch_losses.items()}
-
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        """After an epoch's last batch, hands the weighting each task's average training loss (mean
-        over devices). Done here, before validation, so the end-of-epoch checkpoint holds it."""
-        if self.trainer.is_last_batch and self._epoch_batches:
-            averages = {t: float(self.trainer.strategy.reduce(total / self._epoch_batches, reduce_op="mean"))
-                        for t, total in self._epoch_losses.items()}
-            self.weighting.on_epoch_end(averages)
-
-    def start_heads_from_data(self, batch: dict[str, torch.Tensor]) -> None:
-        """A new run's heads start where their tasks say the calibration batch's targets put them
-        (``Task.initial_bias``: depth at its median valid depth); models without such heads are
-        left as they are."""
-        set_bias = getattr(self.model, "set_output_bias", None)
-        if set_bias is None:
-            return
-        for task in self.tasks:
-            start = get_task(task).initial_bias(batch[task]) if task in batch else None
-            if start is not None:
-                set_bias(task, start[0])
-                rank_zero_info(start[1])
-
-    def check_precision(self, trainer) -> None:
-        """Gradient aggregation takes its own backward passes, which fp16 loss scaling cannot reach."""
-        if not self.automatic_optimization and getattr(trainer.precision_plugin, "scaler", None) is not None:
-            raise ValueError(f"model.weighting {self.hparams.weighting!r} cannot use fp16 loss scaling "
-                             f"(trainer.precision {trainer.precision}); use bf16-mixed or 32-true")
-
-    def on_fit_start(self):
-        self.check_precision(self.trainer)
-        datamodule = self.trainer.datamodule
-        fresh = self.trainer.ckpt_path is None  # a resumed run has its weights and divisors back
-        if hasattr(datamodule, "calibration_batch") and (self.loss_scale.needs_measuring or fresh):
-            batch = datamodule.calibration_batch()
-            if fresh:
-                self.start_heads_from_data(batch)
-            if self.loss_scale.needs_measuring:
-                losses = self.measure_initial_losses(batch, context=self.trainer.precision_plugin.forward_context)
-                self.loss_scale.set_initial(losses)
-                shown = ", ".join(f"{t} {v:.4g}" for t, v in self.loss_scale.as_dict().items())
-                rank_zero_info(f"loss scaling: each task's loss is divided by its initial value ({shown})")
-        if self.automatic_optimization:
-            return
-        if self.trainer.world_size > 1:
-            # The ranks' Jacobians and heads' gradients are averaged in ``GradientAggregation.backward``;
-            # no step calls ``backward()`` through the DDP wrapper, so its reducer must not expect one
-            # (what ``DistributedDataParallel.no_sync`` does). Lightning 2.6's forward redirection
-            # also clears the flag inside each manual-optimisation step, before DDP's post-forward
-            # would prepare the reducer, and sets it again after the step; either suffices.
-            ddp = self.trainer.strategy.model
-            if hasattr(ddp, "require_backward_grad_sync"):
-                ddp.require_backward_grad_sync = False
-
-    def on_validation_epoch_end(self):
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self):
-        self._eval_epoch_end("test")
+    def check_precision(self, trainer: pl.Trainer) -> None:
+        """The trainer settings a gradient aggregator cannot train with (fp16 loss scaling,
+        accumulated gradients), refused in one line before the fit starts."""
+        if self.weighting.needs_network:
+            check_trainer(self.hparams.weighting, trainer)
 
     # -------------------------------------------------------------- optimiser
     def configure_model(self) -> None:

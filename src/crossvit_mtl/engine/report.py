@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -124,22 +123,3 @@ class RunReport(pl.Callback):
 
     def on_test_end(self, trainer, pl_module):
         self._report(trainer, pl_module, "test")
-
-
-class Throughput(pl.Callback):
-    """Training images per second in the progress bar (wall clock per batch, data included)."""
-
-    def __init__(self):
-        self._last = None
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._last = None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        now = time.perf_counter()
-        if self._last is not None:
-            rate = batch["image"].shape[0] * trainer.world_size / (now - self._last)
-            pl_module.log("img_per_s", rate, prog_bar=True, on_step=True, on_epoch=False,
-                          logger=False, batch_size=1)
-        self._last = now
-

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DistributedSampler
 
 
@@ -80,7 +81,8 @@ class ResumableSampler(DistributedSampler):
 def capture_rng_states() -> dict[str, Any]:
     """Every global RNG a training step may draw from (dropout, drop-path, RLW...), as plain data
     that ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    # numpy's stubs type the state as a tuple of unions; with legacy=True it is MT19937's tuple
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -100,3 +102,27 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RestoreRNGStates(Callback):
+    """Saves the global RNG states in every checkpoint (``state_dict``) and puts them back just
+    before the first training batch after a resume, so the sanity check and loader start-up in
+    between cannot move them away from where the saved run had them."""
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return capture_rng_states()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before this callback kept the states saved them at the top level."""
+        self._to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._to_restore is not None:
+            restore_rng_states(self._to_restore)
+            self._to_restore = None

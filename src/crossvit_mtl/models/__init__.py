@@ -30,6 +30,13 @@ def get_preset(name: str) -> dict | None:
     return PRESETS.get(ALIASES.get(name, name))
 
 
+def _arch(name: str) -> str:
+    """The architecture of a preset ``model_config`` has found (it refuses unknown names)."""
+    preset = get_preset(name)
+    assert preset is not None
+    return preset["arch"]
+
+
 def _accepted_keys(cls: type) -> set[str]:
     keys: set[str] = set()
     for klass in cls.__mro__:
@@ -68,14 +75,14 @@ def check_input_size(name: str, size, what: str = "input size", **overrides) -> 
     size and the model. The dense models and ``thesis_seg`` feed every branch the input as it is;
     the CrossViT classifiers resize it to each branch's own size, so any input fits them."""
     config = model_config(name, **overrides)
-    if get_preset(name)["arch"] != "crossvit":
+    if _arch(name) != "crossvit":
         patches = config["patch_sizes"]
         _check_tiling(name, [size] * len(patches), patches, what)
 
 
 def _check_config(name: str, config: dict, overrides: dict) -> None:
     """Values no network can be built or run with fail in one line naming the option."""
-    if get_preset(name)["arch"] == "crossvit":
+    if _arch(name) == "crossvit":
         _check_tiling(name, branch_sizes(config["img_size"]), config["patch_sizes"], "img_size")
     else:
         check_input_size(name, config["img_size"], "img_size", **overrides)
@@ -101,7 +108,7 @@ def create_model(name: str, weights: str | Path | None = None, **overrides) -> n
     """
     config = model_config(name, **overrides)
     _check_config(name, config, overrides)
-    model = ARCHITECTURES[get_preset(name)["arch"]](**config)
+    model = ARCHITECTURES[_arch(name)](**config)
     # plain attributes (not parameters or modules): what save_weights records to rebuild the model
     vars(model).update(preset_name=ALIASES.get(name, name), preset_overrides=dict(overrides))
     if weights is not None:

@@ -34,14 +34,15 @@ class DetailStem(nn.Module):
         self.blocks = nn.ModuleList(_conv_bn_gelu(channels, channels) for _ in range(depth))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.forward_both(image)[1]
+        return self.forward_both(image)[0]
 
     def forward_both(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-4 features and the stride-2 ones, in ``LightDecoder.forward_both``'s order."""
         half = self.convs[0](image)
         out = self.convs[1](half)
         for block in self.blocks:
             out = out + block(out)
-        return half, out
+        return out, half
 
 
 class LightDecoder(nn.Module):
@@ -71,7 +72,8 @@ class LightDecoder(nn.Module):
 
     def forward_both(self, enc: EncoderOutput, image: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The decoder map and the detail stem's stride-2 features (None without a detail stem)."""
+        """The decoder map and the detail stem's stride-2 features (None without a detail stem):
+        the main output first, as ``DetailStem.forward_both``."""
         fine = max(enc.grids, key=lambda g: g[0] * g[1])
         out = None
         for i, (gh, gw) in enumerate(enc.grids):
@@ -87,7 +89,7 @@ class LightDecoder(nn.Module):
             return out, None
         if image is None:
             raise ValueError("a decoder with a detail stem needs the input image")
-        half, detail = self.detail.forward_both(image)
+        detail, half = self.detail.forward_both(image)
         out = F.interpolate(out, size=detail.shape[-2:], mode="bilinear", align_corners=False)
         return self.refine(torch.cat([out, detail], dim=1)), half
 

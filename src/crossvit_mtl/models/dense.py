@@ -2,7 +2,7 @@
 multi-task network (one shared encoder + decoder, one head per task)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -10,6 +10,7 @@ from torch import nn
 from crossvit_mtl.models.decoders import LightDecoder
 from crossvit_mtl.models.encoders import DualBranchEncoder
 from crossvit_mtl.models.heads import ClsHead, DenseHead, MapClsHead
+from crossvit_mtl.models.interface import TaskFeatures
 from crossvit_mtl.models.task_attention import CrossTaskAttention
 from crossvit_mtl.tasks import get_task
 
@@ -88,36 +89,42 @@ class DenseCrossViT(nn.Module):
             self.task_interaction = CrossTaskAttention(
                 dense, decoder_channels, num_heads=max(1, decoder_channels // 32), pool=max(1, 8 // stride))
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """What each head reads: a dense map per dense task; for image-level tasks the shared map
+    def forward_features(self, x: torch.Tensor) -> dict[str, TaskFeatures]:
+        """What each head reads (``models.interface.MultiTaskNetwork``): per dense task its map, and
+        the stride-2 detail features for refining heads; per image-level task the shared map
         (``classifier="map"``) or the two CLS tokens (``"cls"``).
 
         Split from the heads so gradient methods can tell shared from task-specific computation.
         """
         enc = self.encoder(x)
         if self.decoder is None:
-            return dict.fromkeys(self.image_tasks, enc.cls_tokens())
+            return dict.fromkeys(self.image_tasks, tuple(enc.cls_tokens()))
         feats, half = self.decoder.forward_both(enc, x)
-        if self.task_interaction is not None:
-            out: dict = self.task_interaction(feats)
-        else:
-            out = {t: feats for t in self.heads if t not in self.image_tasks}
+        maps: dict[str, torch.Tensor] = (self.task_interaction(feats) if self.task_interaction is not None
+                                         else {t: feats for t in self.heads if t not in self.image_tasks})
+        out: dict[str, TaskFeatures] = {t: (fmap,) for t, fmap in maps.items()}
         if half is not None and any(getattr(h, "refine", None) is not None for h in self.heads.values()):
             # a view: its own node in the graph, beside the decoder map rather than its ancestor
             detail = half.view_as(half)
-            out = {t: [fmap, detail] for t, fmap in out.items()}
+            out = {t: (fmap, detail) for t, fmap in maps.items()}
         for task in self.image_tasks:
             if self.classifier == "map":
                 # with task interaction, a view of the shared map: its own node in the graph, beside the
                 # interacted maps rather than their ancestor, as gradient methods need their features
-                out[task] = feats if self.task_interaction is None else feats.view_as(feats)
+                out[task] = (feats if self.task_interaction is None else feats.view_as(feats),)
             else:
-                out[task] = enc.cls_tokens()
+                out[task] = tuple(enc.cls_tokens())
         return out
 
-    def forward_heads(self, features: dict, size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        return {task: head(features[task]) if task in self.image_tasks else head(features[task], size)
-                for task, head in self.heads.items()}
+    def forward_heads(self, features: Mapping[str, TaskFeatures], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        outputs = {}
+        for task, head in self.heads.items():
+            given = features[task][0] if len(features[task]) == 1 else list(features[task])
+            outputs[task] = head(given) if task in self.image_tasks else head(given, size)
+        return outputs
+
+    def head_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        return self.heads[task].parameters()
 
     def set_output_bias(self, task: str, value: float) -> None:
         """Start a dense task's head at ``value`` (``Task.initial_bias``: the data's typical output)."""

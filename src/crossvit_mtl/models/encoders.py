@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from crossvit_mtl.models.layers import (
     CrossBlock,
     LayerNorm,
     check_divisible,
+    kv_pool_factor,
     resize_pos_embed,
     sincos_pos_embed,
     trunc_normal_init,
@@ -90,7 +92,8 @@ class TokenFusion(nn.Module):
                 grids: Sequence[tuple[int, int]] | None = None) -> list[torch.Tensor]:
         g = list(grids) if grids is not None else [None, None]
         for pair in self.blocks:
-            xs = [pair[0](xs[0], xs[1], g[1]), pair[1](xs[1], xs[0], g[0])]
+            first, second = cast(nn.ModuleList, pair)
+            xs = [first(xs[0], xs[1], g[1]), second(xs[1], xs[0], g[0])]
         return xs
 
 
@@ -177,8 +180,7 @@ class DualBranchEncoder(nn.Module):
                  kv_tokens: int | None = None, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
-        if kv_tokens is not None and kv_tokens < 1:
-            raise ValueError(f"kv_tokens must be None or >= 1, got {kv_tokens}")
+        kv_pool_factor((1, 1), kv_tokens)  # the one check of the cap, here at construction rather than the first forward
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
         if pos_embed not in ("learned", "sincos"):
@@ -194,7 +196,7 @@ class DualBranchEncoder(nn.Module):
         self.patch_embed = nn.ModuleList(
             STEMS[stem](p, in_chans, d, **(stem_kwargs or {})) for p, d in zip(patch_sizes, dims))
         self.cls_token = nn.ParameterList(nn.Parameter(torch.zeros(1, 1, d)) for d in dims)
-        self.base_grids = [self._grid(*self.img_size, i) for i in range(2)]
+        self.base_grids = [self._grid(self.img_size[0], self.img_size[1], i) for i in range(2)]
         if pos_embed == "learned":
             self.pos_embed = nn.ParameterList(
                 nn.Parameter(torch.zeros(1, 1 + gh * gw, d)) for (gh, gw), d in zip(self.base_grids, dims))

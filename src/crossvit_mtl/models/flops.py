@@ -8,6 +8,8 @@ channels, which doubled SegFormer-B0's counted training FLOPs); the formula belo
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from torch.utils import flop_counter
@@ -33,7 +35,7 @@ def _conv_backward(grad_out, x, weight, bias, stride, padding, dilation, transpo
     """PyTorch's count of the input gradient, and of the weight gradient divided by ``groups``."""
     args = (_shape(grad_out), _shape(x), _shape(weight), bias, stride, padding, dilation, transposed,
             output_padding, groups)
-    pytorchs = flop_counter.conv_backward_flop.__wrapped__  # the formula on shapes, as registered
+    pytorchs = inspect.unwrap(flop_counter.conv_backward_flop)  # the formula on shapes, as registered
     total = 0
     if output_mask[0]:
         total += pytorchs(*args, [True, False, False], out_shape)

@@ -48,7 +48,9 @@ class DenseHead(nn.Module):
         last conv (a detector's prior bias; ``Task.initial_bias`` says which value)."""
         if not math.isfinite(value):
             raise ValueError(f"a head's starting bias must be finite, got {value}")
-        self.conv[-1].bias.fill_(value)
+        last = self.conv[-1]
+        assert isinstance(last, nn.Conv2d) and last.bias is not None  # built so in __init__
+        last.bias.fill_(value)
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """``x``: the decoder map, or [map, stride-2 detail features] for a refining head."""

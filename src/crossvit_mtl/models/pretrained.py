@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from crossvit_mtl.models.encoders import DualBranchEncoder
 from crossvit_mtl.models.layers import resize_pos_embed
 from crossvit_mtl.serialization import CheckpointError, key_lists, read_weights, state_dict_of
 
@@ -236,8 +237,9 @@ def _fit(key: str, value: torch.Tensor, own: dict[str, torch.Tensor], model: nn.
         return None
     target = own[key]
     m = re.match(r"^encoder\.pos_embed\.(\d+)$", key)
-    if m and value.shape != target.shape and value.shape[-1] == target.shape[-1]:
-        grid = tuple(model.encoder.base_grids[int(m.group(1))])
+    encoder = model.get_submodule("encoder") if m else None
+    if m and isinstance(encoder, DualBranchEncoder) and value.shape != target.shape and value.shape[-1] == target.shape[-1]:
+        grid = encoder.base_grids[int(m.group(1))]
         source = _source_grid(value.shape[1] - 1, grid)
         if source:
             patches = resize_pos_embed(value[:, 1:], source, grid)

@@ -3,10 +3,10 @@
 ATRC, InvPT, TaskPrompter, ASTMT and MTI-Net score edges with SEISM (MATLAB): per threshold the
 prediction (an 8-bit PNG read as k/255) is non-maximum suppressed, binarised, thinned and matched
 one to one to the ground-truth boundary pixels within ``max_dist`` x the image diagonal. This
-module is that pipeline in numpy/scipy/scikit-image, with one deliberate change: the matching is
-an exact maximum-cardinality matching (a maximum flow on the pairs within the radius) where
-BSDS's ``correspondPixels`` runs a randomised approximate assignment whose result varies by
-about 1e-3 in F between runs; the exact matching gives its upper figure, deterministically.
+module is that pipeline in numpy and scipy, with one deliberate change: the matching is an exact
+maximum-cardinality matching (a maximum flow on the pairs within the radius) where BSDS's
+``correspondPixels`` runs an approximate assignment on a randomised graph seeded by the clock; the
+exact matching gives its upper figure, deterministically.
 
 Everything per image is an int64 array ``(T, 4)`` of ``[cntR, sumR, cntP, sumP]`` per threshold,
 so a data set's result is a sum of integers (exact under distributed evaluation):
@@ -22,7 +22,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
 
-#: SEISM's parameters/HED.txt, which ATRC, InvPT and TaskPrompter copy for every run: 101 values
+#: SEISM's HED thresholds (its parameters/HED.txt, which ATRC, InvPT and TaskPrompter copy): 101 values
 HED_THRESHOLDS: tuple[float, ...] = (0.001, *(i / 100 for i in range(1, 100)), 0.999)
 #: MTI-Net's evaluation/eval_edge.py writes np.arange(0.01, 1.00, 0.01) as '%.2f': 99 values
 MTINET_THRESHOLDS: tuple[float, ...] = tuple(i / 100 for i in range(1, 100))
@@ -54,6 +54,7 @@ PROTOCOLS = {
 
 
 def get_protocol(name: str) -> EdgeProtocol:
+    """A protocol by name, or a ValueError listing the names."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown edge protocol {name!r}; choose from {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]
@@ -242,32 +243,53 @@ def candidate_pairs(gt: np.ndarray, pixels: np.ndarray, radius: float) -> tuple[
 
 
 class _Matcher:
-    """Maximum one-to-one matchings between the ground truth and subsets of the candidate pixels:
-    the maximum flow of source -> gt -> pixel -> sink with unit capacities (Dinic's algorithm),
-    the network built once per image and only the pair capacities set per subset. (scipy's
-    maximum_bipartite_matching gives the same number but takes exponential time on such
-    lattice-like graphs, scipy issue 26147: seconds to minutes for one threshold of one image.)"""
+    """Maximum one-to-one matchings between the ground truth and subsets of the candidate pixels
+    (one subset per threshold), each an exact maximum flow source -> gt -> pixel -> sink with unit
+    capacities (Dinic's algorithm, scipy). Each subset starts from the previous subset's matching
+    minus the pairs whose pixel is gone, and only augments it: the flow runs on the residual
+    graph. (scipy's maximum_bipartite_matching would give the same number but takes exponential
+    time on such lattice-like graphs, scipy issue 26147: seconds to minutes for one threshold.)"""
 
     def __init__(self, gt_index: np.ndarray, pixel_index: np.ndarray):
-        self.pairs = len(gt_index)
-        _, g = np.unique(gt_index, return_inverse=True)
-        _, p = np.unique(pixel_index, return_inverse=True)
-        n_g, n_p = (int(g.max()) + 1, int(p.max()) + 1) if self.pairs else (0, 0)
-        self.source, self.sink = 0, n_g + n_p + 1
-        # rows in node order: source -> every gt node, gt -> its pixels (pairs come sorted), pixel -> sink
-        self.indices = np.concatenate([np.arange(1, n_g + 1), 1 + n_g + p, np.full(n_p, self.sink)]).astype(np.int32)
-        per_row = np.concatenate([[n_g], np.bincount(g, minlength=n_g), np.ones(n_p, np.intp), [0]])
-        self.indptr = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32)
-        self.data = np.ones(len(self.indices), dtype=np.int32)
-        self.first_pair = n_g
+        _, self.g = np.unique(gt_index, return_inverse=True)
+        _, self.p = np.unique(pixel_index, return_inverse=True)
+        self.n_g = int(self.g.max()) + 1 if len(self.g) else 0
+        self.n_p = int(self.p.max()) + 1 if len(self.p) else 0
+        self.key = self.g * max(self.n_p, 1) + self.p  # sorted: the pairs come sorted by (gt, pixel)
+        self.pair_of_g = np.full(self.n_g, -1)  # the matched pair of each node, -1 where free
+        self.pair_of_p = np.full(self.n_p, -1)
+
+    def _unmatch(self, pairs: np.ndarray) -> None:
+        self.pair_of_g[self.g[pairs]] = -1
+        self.pair_of_p[self.p[pairs]] = -1
 
     def count(self, keep: np.ndarray) -> int:
-        """Matching size using the pairs where ``keep`` (bool per pair) is set."""
+        """Size of a maximum matching on the pairs where ``keep`` (bool per pair) is set."""
+        matched = self.pair_of_g[self.pair_of_g >= 0]
+        self._unmatch(matched[~keep[matched]])
         if not keep.any():
             return 0
-        self.data[self.first_pair:self.first_pair + self.pairs] = keep
-        graph = csr_matrix((self.data, self.indices, self.indptr), shape=(self.sink + 1, self.sink + 1))
-        return int(maximum_flow(graph, self.source, self.sink, method="dinic").flow_value)
+        n_g, n_p, sink = self.n_g, self.n_p, self.n_g + self.n_p + 1
+        matched = self.pair_of_g[self.pair_of_g >= 0]
+        open_pairs = np.flatnonzero(keep)
+        open_pairs = open_pairs[self.pair_of_g[self.g[open_pairs]] != open_pairs]
+        free_g, free_p = np.flatnonzero(self.pair_of_g < 0), np.flatnonzero(self.pair_of_p < 0)
+        # residual graph; nodes: source 0, gt 1..n_g, pixels n_g+1..n_g+n_p, sink
+        rows = np.concatenate([np.zeros(len(free_g), np.intp), 1 + self.g[open_pairs], 1 + n_g + self.p[matched],
+                               1 + n_g + free_p])
+        cols = np.concatenate([1 + free_g, 1 + n_g + self.p[open_pairs], 1 + self.g[matched], np.full(len(free_p), sink)])
+        graph = csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(sink + 1, sink + 1))
+        result = maximum_flow(graph, 0, sink, method="dinic")
+        if result.flow_value:  # swap along the augmenting paths: drop the reversed pairs, add the new
+            flow = result.flow.tocoo()
+            r, c = flow.row[flow.data > 0], flow.col[flow.data > 0]
+            reversed_ = (r > n_g) & (r < sink) & (c >= 1) & (c <= n_g)
+            self._unmatch(self.pair_of_g[c[reversed_] - 1])
+            forward = (r >= 1) & (r <= n_g) & (c > n_g) & (c < sink)
+            new = np.searchsorted(self.key, (r[forward] - 1) * max(n_p, 1) + c[forward] - 1 - n_g)
+            self.pair_of_g[self.g[new]] = new
+            self.pair_of_p[self.p[new]] = new
+        return int((self.pair_of_g >= 0).sum())
 
 
 def match_count(gt: np.ndarray, pred: np.ndarray, radius: float) -> int:
@@ -297,11 +319,12 @@ def _bounding_box(valid: np.ndarray) -> tuple[slice, slice]:
 
 def edge_counts(pred: np.ndarray, gt: np.ndarray, protocol: str | EdgeProtocol = "seism",
                 max_dist: float = MAX_DIST["pascal-context"], valid: np.ndarray | None = None,
-                thresholds: tuple[float, ...] | None = None) -> np.ndarray:
+                thresholds: tuple[float, ...] | None = None, thin_gt: bool = True) -> np.ndarray:
     """int64 ``(T, 4)`` = [cntR, sumR, cntP, sumP] per threshold for one image.
 
     ``pred``: uint8 (read as k/255, as SEISM reads a PNG) or float in [0, 1], shape (H, W).
-    ``gt``: boolean boundary map (``seg2bmap(labels)`` for a label map); it is thinned here.
+    ``gt``: boolean boundary map (``seg2bmap(labels)`` for a label map); thinned here unless
+    ``thin_gt`` is False (one version of SEISM's edgesEvalImg.m thins it, another does not).
     ``valid``: pixels outside it count neither as prediction nor as ground truth; the image is
     first cropped to the mask's bounding box (so padding changes neither the border handling of
     NMS nor the diagonal the radius is measured in). ``thresholds`` overrides the protocol's.
@@ -323,9 +346,10 @@ def edge_counts(pred: np.ndarray, gt: np.ndarray, protocol: str | EdgeProtocol =
     if proto.nms:
         edges = edges_nms(edges)
     h, w = edges.shape
-    gt = thin_binary(gt)
+    if thin_gt:
+        gt = thin_binary(gt)
     inside = np.ones((h, w), dtype=bool) if valid is None else valid
-    gt &= inside
+    gt = gt & inside
     n_gt = int(gt.sum())
     cut = np.maximum(ts, np.finfo(np.float64).eps)  # SEISM: E >= max(eps, t)
 
@@ -348,7 +372,7 @@ def edge_counts(pred: np.ndarray, gt: np.ndarray, protocol: str | EdgeProtocol =
     for i, size in enumerate(sizes.tolist()):
         if size not in by_size:
             image = np.zeros((h + 2) * (w + 2), dtype=np.uint8)
-            foreground = np.sort(padded_index[edges.size - size:])
+            foreground = padded_index[edges.size - size:]
             image[foreground] = 1
             _thin_padded(image, w + 2, foreground)
             keep = image[pair_pixels].astype(bool)

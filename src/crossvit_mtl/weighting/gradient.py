@@ -3,8 +3,8 @@
 The task losses' Jacobian with respect to the shared parameters (encoder, decoder, task
 interaction) is computed with ``torchjd.autojac.mtl_backward`` and reduced to one update by a
 torchjd aggregator (UPGrad, MGDA, PCGrad, CAGrad, Nash-MTL ...); each head gets the gradient of its
-own loss only. The engine switches to manual optimisation for these methods. Under DDP the ranks'
-Jacobians and heads' gradients are averaged before aggregating (``average_over_ranks``).
+own loss only. Under DDP the ranks' Jacobians and heads' gradients are averaged before aggregating
+(``average_over_ranks``), so the engine keeps DDP's own gradient reduction out of these steps.
 
 Some aggregators carry state from step to step (torchjd's ``Stateful``: Nash-MTL its last weights
 and step count, GradVac its EMA targets). ``state_for_checkpoint`` takes it apart into tensors and
@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torchjd import Stateful
 from torchjd import aggregation as agg
 from torchjd.autojac import jac_to_grad, mtl_backward
 
-from crossvit_mtl.weighting.loss_weighting import EqualWeighting
+from crossvit_mtl.weighting.base import SharedNetwork, Weighting
 
 #: name in the config -> torchjd aggregator
 AGGREGATORS: dict[str, type[agg.Aggregator]] = {
@@ -43,7 +43,7 @@ AGGREGATOR_DEFAULTS: dict[str, dict[str, Any]] = {"cagrad": {"c": 0.4}, "fairgra
 
 #: torchjd weighting classes (by name) holding solver objects built from their other state, and
 #: how to build them again once that state is restored; Nash-MTL builds its cvxpy problem at step 0
-_REBUILD: dict[str, Callable[[nn.Module], None]] = {
+_REBUILD: dict[str, Callable[[Any], None]] = {
     "_NashMTLWeighting": lambda weighting: weighting._init_optim_problem() if weighting.step else None,
 }
 #: what every ``nn.Module`` keeps in its ``__dict__`` (hooks, children ...): not aggregator state
@@ -123,21 +123,22 @@ def _aggregator_as_it_is(module: nn.Module, state_dict: dict[str, Any], prefix: 
     restores them, before or after this), and entries of checkpoints written before its state was
     saved apart (GradVac's, which a fresh module could not load) are ignored."""
     _without_aggregator(module, state_dict, prefix)
-    buffers = module.aggregator.named_buffers(remove_duplicate=False)  # GradVac holds its weighting twice
+    buffers = module.get_submodule("aggregator").named_buffers(remove_duplicate=False)  # GradVac holds its weighting twice
     state_dict.update({f"{prefix}aggregator.{name}": b for name, b in buffers})
 
 
-class GradientAggregation(EqualWeighting):
-    """A torchjd aggregator behind the weighting interface.
+class GradientAggregation(Weighting):
+    """A torchjd aggregator behind the weighting contract.
 
     ``forward`` gives the plain sum (what the engine logs as the training loss); ``backward`` fills
-    the ``.grad`` fields. Option ``parallel_chunk_size`` goes to ``mtl_backward``: the default 1
+    the ``.grad`` fields from the task losses' Jacobian. Option ``parallel_chunk_size`` goes to
+    ``mtl_backward``: the default 1
     differentiates the tasks one after another, which needs the least memory and works under
     bf16 autocast, where torch's vmap over the backward pass fails on CPU; ``null`` batches all
     tasks at once. Every other option goes to the aggregator.
     """
 
-    gradient_based = True
+    needs_network = True
 
     def __init__(self, tasks: list[str], method: str, **options: Any):
         super().__init__(tasks)
@@ -193,7 +194,7 @@ class GradientAggregation(EqualWeighting):
         if not state:
             return
 
-        def fail(reason: str) -> None:
+        def fail(reason: str) -> NoReturn:
             raise ValueError(f"weighting {self.method!r}: cannot restore the aggregator's state from the "
                              f"checkpoint: {reason}")
 
@@ -209,7 +210,10 @@ class GradientAggregation(EqualWeighting):
                 fail(f"{path or 'the aggregator'} was a {saved['class']}, here it is a {cls}")
             if saved["rebuilt"] and cls not in _REBUILD:
                 fail(f"{cls}.{', '.join(saved['rebuilt'])} could not be saved and cannot be rebuilt")
-        self.aggregator.reset()
+        aggregator = self.aggregator
+        if not isinstance(aggregator, Stateful):
+            fail(f"{aggregator!r} keeps no state between steps")
+        aggregator.reset()
         for path, saved in state["modules"].items():
             module = modules[path]
             for name, value in saved["attributes"].items():
@@ -218,21 +222,25 @@ class GradientAggregation(EqualWeighting):
             if saved["rebuilt"]:
                 _REBUILD[type(modules[path]).__name__](modules[path])
 
-    def backward(self, losses: dict[str, Tensor], features: list[Tensor], shared_params: list[nn.Parameter],
-                 task_params: dict[str, list[nn.Parameter]]) -> dict[str, Tensor]:
+    def forward(self, losses: dict[str, Tensor]) -> Tensor:
+        return torch.stack([losses[t].float() for t in self.tasks]).sum()
+
+    def backward(self, total: Tensor, losses: dict[str, Tensor], network: SharedNetwork | None) -> dict[str, Tensor]:
         """Heads' gradients from their own losses, the shared parameters' from the aggregated
-        Jacobian. Returns the aggregator's task weights when it has them (else an empty dict).
+        Jacobian (``total`` is not used). Returns the aggregator's task weights when it has them
+        (else an empty dict).
 
         Runs outside autocast: the Gramian and the aggregators' solvers need float32.
         """
-        device_type = features[0].device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            mtl_backward([losses[t].float() for t in self.tasks], features=features,
-                         tasks_params=[task_params[t] for t in self.tasks], shared_params=shared_params,
-                         parallel_chunk_size=self.parallel_chunk_size)
+        if network is None:
+            raise ValueError(f"weighting {self.method!r} aggregates gradients on a shared network; none was given")
+        with torch.autocast(device_type=network.features[0].device.type, enabled=False):
+            mtl_backward([losses[t].float() for t in self.tasks], features=network.features,
+                         tasks_params=[network.task_params[t] for t in self.tasks],
+                         shared_params=network.shared_params, parallel_chunk_size=self.parallel_chunk_size)
             if _world_size() > 1:
-                self.average_over_ranks(shared_params, task_params)
-            weights = jac_to_grad(shared_params, self.aggregator)
+                self.average_over_ranks(network.shared_params, network.task_params)
+            weights = jac_to_grad(network.shared_params, self.aggregator)
         return {} if weights is None else dict(zip(self.tasks, weights.detach()))
 
     @staticmethod

@@ -2,38 +2,36 @@
 
 Small interchangeable classes in LibMTL's style. Their state is held in parameters (UW) and
 buffers (DWA's loss history and epoch count), so it is trained by the engine's optimiser and saved
-in and restored from checkpoints with the rest of the LightningModule. State that is neither (a
-torchjd aggregator's, ``gradient.py``) goes through ``state_for_checkpoint`` and
-``load_state_from_checkpoint``.
+in and restored from checkpoints with the rest of the LightningModule.
 """
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from crossvit_mtl.weighting.base import SharedNetwork, Weighting
 
-class LossWeighting(nn.Module):
-    """The common interface: ``forward(losses) -> (total, weights)`` and ``on_epoch_end``.
+
+class LossWeighting(Weighting):
+    """Weights the losses and sums them (``combine``); ``backward`` backpropagates that total.
 
     Subclasses give ``weights`` (one per task, in ``tasks`` order) and may change ``combine``.
-    Losses are taken in float32, whatever precision the network ran in.
     """
 
-    #: True when the method aggregates per-task gradients itself (the engine then optimises manually)
-    gradient_based = False
-
     def __init__(self, tasks: list[str]):
-        super().__init__()
-        if not tasks:
-            raise ValueError("a weighting needs at least one task")
-        self.tasks = list(tasks)
+        super().__init__(tasks)
+        self._last_weights: dict[str, Tensor] = {}
 
-    def forward(self, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, losses: dict[str, Tensor]) -> Tensor:
         stacked = torch.stack([losses[t].float() for t in self.tasks])
         weights = self.weights(stacked)
-        return self.combine(stacked, weights), dict(zip(self.tasks, weights.detach()))
+        # what ``backward`` reports: drawn once per step (RLW draws at random)
+        self._last_weights = dict(zip(self.tasks, weights.detach()))
+        return self.combine(stacked, weights)
+
+    def backward(self, total: Tensor, losses: dict[str, Tensor], network: SharedNetwork | None) -> dict[str, Tensor]:
+        total.backward()
+        return self._last_weights
 
     def weights(self, losses: Tensor) -> Tensor:
         raise NotImplementedError
@@ -41,27 +39,11 @@ class LossWeighting(nn.Module):
     def combine(self, losses: Tensor, weights: Tensor) -> Tensor:
         return (weights * losses).sum()
 
-    def on_epoch_end(self, epoch_losses: dict[str, float]) -> None:
-        """Called with each task's average training loss of the epoch that just ended."""
 
-    def state_for_checkpoint(self) -> dict[str, Any]:
-        """State a bit-exact resume needs that is neither a parameter nor a registered buffer (those
-        are in the module's ``state_dict`` already). Only tensors, numbers, strings, ``None``,
-        dtypes and plain containers, so that ``torch.load(weights_only=True)`` reads it back.
-        The loss weightings have none: ``{}``."""
-        return {}
-
-    def load_state_from_checkpoint(self, state: dict[str, Any]) -> None:
-        """Restores what ``state_for_checkpoint`` gave. ``{}`` (a checkpoint written before these
-        hooks existed, or by a method without such state) leaves the method as built."""
-        if state:
-            raise ValueError(f"weighting {type(self).__name__}: the checkpoint holds state of another "
-                             f"weighting ({', '.join(map(str, state))}); resume with the same weighting")
-
-
-class EqualWeighting(LossWeighting):
-    """EW: the plain sum. The engine has already scaled each loss by its fixed ``losses.<task>.weight``,
-    so this is also the fixed-weights method."""
+class FixedWeighting(LossWeighting):
+    """Fixed weights: the sum of the losses, each scaled by its ``losses.<task>.weight``. The
+    engine applies those weights to every task's loss before any method sees it, so what is left
+    here is the sum; with every weight at 1 (the default) it is equal weighting, ``ew``."""
 
     def weights(self, losses: Tensor) -> Tensor:
         return torch.ones_like(losses)
@@ -127,8 +109,11 @@ class GeometricLossStrategy(LossWeighting):
         return torch.exp(torch.log(losses.clamp_min(1e-12)).mean())
 
 
-#: name in the config -> class; ``fixed`` names the same sum as ``ew`` for configs that set weights
+#: name in the config -> class
 LOSS_WEIGHTINGS: dict[str, type[LossWeighting]] = {
-    "ew": EqualWeighting, "fixed": EqualWeighting, "uw": UncertaintyWeighting,
-    "dwa": DynamicWeightAverage, "rlw": RandomLossWeighting, "gls": GeometricLossStrategy,
+    "fixed": FixedWeighting, "uw": UncertaintyWeighting, "dwa": DynamicWeightAverage,
+    "rlw": RandomLossWeighting, "gls": GeometricLossStrategy,
 }
+#: ``ew`` (equal weighting) is ``fixed`` with every ``losses.<task>.weight`` at 1: one method, the
+#: name the literature gives it kept for configs
+ALIASES = {"ew": "fixed"}

@@ -35,12 +35,13 @@ class _Material:
 
 
 def _tex_plain(m: np.ndarray, loc: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    return m[0:3] * (1.0 + m[4] * (_cell_noise(*loc, m[3]) - 0.5))
+    return m[0:3] * (1.0 + m[4] * (_cell_noise(loc[0], loc[1], loc[2], m[3]) - 0.5))
 
 
 def _tex_leaves(m: np.ndarray, loc: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """Two octaves of strong cell noise: the clumpy look of foliage."""
-    return m[0:3] * ((0.45 + 0.9 * _cell_noise(*loc, m[3])) * (0.75 + 0.5 * _cell_noise(*loc, 3.1 * m[3], 1.7)))
+    x, y, z = loc[0], loc[1], loc[2]
+    return m[0:3] * ((0.45 + 0.9 * _cell_noise(x, y, z, m[3])) * (0.75 + 0.5 * _cell_noise(x, y, z, 3.1 * m[3], 1.7)))
 
 
 def _face_coords(loc, axis):

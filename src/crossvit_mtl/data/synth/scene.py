@@ -268,7 +268,8 @@ def _roadside(b: _Builder, rng: _Draws, road, s_lo: float, s_hi: float, side: fl
     while s < s_hi:
         width = rng.uniform(6, 22)
         setback = rng.uniform(1, 5) * (rng.random() < 0.5)
-        if b.in_view(*road.frame(s + width / 2, side * (road.hw + sw + 8))[:2], width / 2 + 10):
+        x, z, _ = road.frame(s + width / 2, side * (road.hw + sw + 8))
+        if b.in_view(x, z, width / 2 + 10):
             step = b.building(road, s, side, width, setback)
             if setback > 2 and rng.random() < 0.4:
                 b.barrier(road, s, s + step, side, road.hw + sw + rng.uniform(0.2, 0.6 * setback))
@@ -310,7 +311,8 @@ def _traffic(b: _Builder, rng: _Draws, cls: int):
             lat = rng.sign() * (road.hw + rng.uniform(0.4, sw + 2.0))
         b.person(*road.frame(s, lat)[:2])
     for _ in range(rng.integers(1, 4)):
-        b.sign(*spot(2, 45), rng.sign())
+        on, at = spot(2, 45)
+        b.sign(on, at, rng.sign())
     junction = cls in (T_JUNCTION, CROSSROADS)
     if junction or rng.random() < 0.3:
         s_light = CAM_S + (roads[1].z0 - roads[1].hw - 2 if junction else rng.uniform(10, 35))
