@@ -3,7 +3,7 @@
 PyTorch's counter knows the CUDA attention kernels but not the fused CPU one that
 scaled_dot_product_attention dispatches to here, so its formula is registered below. Its
 convolution backward counts a grouped convolution's weight gradient as if every input channel
-met every output channel (``groups`` times too many: 120x for a depthwise 3x3 over 128
+met every output channel (``groups`` times too many: 128x for a depthwise 3x3 over 128
 channels, which doubled SegFormer-B0's counted training FLOPs); the formula below divides it.
 """
 from __future__ import annotations
