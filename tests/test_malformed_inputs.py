@@ -838,7 +838,8 @@ NUMBER_AND_CHOICE_ARGUMENTS = {
     ("bench", "--sizes"): ("32x64", [(32, 64)]), ("bench", "--device"): ("cuda", "cuda"),
     ("bench", "--precision"): ("fp32", ["fp32"]), ("bench", "--batch_size"): ("2", [2]),
     ("bench", "--variants"): ("compile", ["compile"]), ("bench", "--allocators"): ("system", ["system"]),
-    ("bench", "--repeats"): ("1", 1), ("bench", "--threads"): ("1024", 1024), ("bench", "--quick"): ("true", True),
+    ("bench", "--repeats"): ("1", 1), ("bench", "--rounds"): ("3", 3),
+    ("bench", "--threads"): ("1024", 1024), ("bench", "--quick"): ("true", True),
     ("bench", "--overwrite"): ("true", True), ("compare", "--split"): ("val", "val"),
     ("compare", "--delta_m_set"): ("single", "single"), ("compare", "--all_metrics"): ("true", True),
     ("compare", "--overwrite"): ("true", True), ("compare", "--seeds"): ("1", [1]),
@@ -1163,7 +1164,7 @@ def test_the_corpus_is_large_and_spans_every_kind_of_input():
 NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size", "--mode", "--overlap",
              "--batch_size", "--precision", "--compile", "--model", "--model_option", "--format", "--opset",
              "--check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
-             "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry_run",
+             "--sizes", "--variants", "--allocators", "--repeats", "--rounds", "--threads", "--quick", "--dry_run",
              "--device", "--test", "--split", "--reference", "--delta_m_set", "--all_metrics", "--seeds", "--runs",
              "--correction", "--bootstrap",
              "--system_malloc", "--max_dist", "--protocol", "--thin_gt", "--launcher", "--jobs", "--status"}
