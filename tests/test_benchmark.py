@@ -1,11 +1,14 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from crossvit_mtl import bench
-from crossvit_mtl.bench import Case
+from crossvit_mtl.bench import Case, profile, report
 from crossvit_mtl.cli import build_parser
+from crossvit_mtl.engine.optim import build_optimizer
+from crossvit_mtl.engine.precision import resolve
 
 PEAKS = {"fp32": 0.3, "bf16": 1.5}
 
@@ -124,3 +127,66 @@ def test_cuda_plan_and_report_name_the_gpu_and_its_measures(monkeypatch):
 def test_cpu_matrix_peaks_name_both_libraries():
     peaks = bench.matmul_peaks(torch.float32, n=128, runs=1)
     assert set(peaks) == {"torch.mm", "oneDNN"} and min(peaks.values()) > 0
+
+
+def _event(name, parent=None, self_us=0.0):
+    return SimpleNamespace(name=name, cpu_parent=parent, self_cpu_time_total=self_us,
+                           device_type=torch.autograd.DeviceType.CPU)
+
+
+def test_operators_fall_in_the_category_of_what_encloses_them():
+    step = _event("Optimizer.step#AdamW.step")
+    cast = _event("aten::_to_copy", _event("aten::to", _event("aten::linear")))
+    assert profile.categorize(_event("aten::copy_", cast)) == "precision casts"
+    assert profile.categorize(_event("aten::copy_", _event("aten::clone", _event("aten::reshape")))) == "layout changes"
+    assert profile.categorize(_event("aten::mm", _event("aten::linear"))) == "matrix products"
+    assert profile.categorize(_event("aten::bmm", _event("aten::matmul"))) == "attention"
+    assert profile.categorize(_event("aten::mul_", _event("aten::add_", step))) == "optimiser"
+    assert profile.categorize(_event("aten::copy_", _event("aten::_to_copy", step))) == "optimiser"
+    assert profile.categorize(_event("aten::add", None)) == "other elementwise"
+    events = [_event("aten::mm", None, 30.0), _event("aten::gelu", None, 20.0), _event("aten::add", None, 10.0)]
+    out = profile.breakdown(events, wall_us=100.0)
+    assert out["matrix products"] == 30.0 and out["activations"] == 20.0 and out["other elementwise"] == 10.0
+    assert out["outside operators"] == 40.0 and sum(out.values()) == 100.0
+    assert list(out) == list(profile.CATEGORIES)
+
+
+def test_a_profiled_bf16_step_accounts_for_its_wall_time():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.LayerNorm(64), torch.nn.GELU(), torch.nn.Linear(64, 8))
+    optimizer = build_optimizer(model, "adamw", 1e-3, 0.05)
+    x = torch.randn(16, 32)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16):
+            out = model(x)
+        out.float().square().mean().backward()
+        optimizer.step()
+
+    result = profile.profile_calls(step, calls=2, warmup=1)
+    categories = result["categories_us"]
+    for name in ("matrix products", "normalisation", "activations", "precision casts", "optimiser"):
+        assert categories[name] > 0, name
+    assert sum(categories.values()) == pytest.approx(result["profiled_ms"] * 1e3, rel=1e-6)
+    assert sum(profile.shares(categories).values()) == pytest.approx(1.0)
+    assert result["ops_per_call"] > 10 and result["plain_ms"] > 0
+
+
+def test_rounds_give_medians_and_ratios_taken_within_each_round():
+    ours, peer = Case("crossvit_seg_small"), Case("segformer_b0")
+    speeds = [(30.0, 30.0), (40.0, 20.0), (33.0, 22.0)]  # per round: ratios 1.0, 2.0, 1.5
+    rounds = [[bench.Result(ours, train_img_s=a, train_img_s_best=a + 1, latency_ms=10.0, latency_ms_best=9.0,
+                            train_step_ms=[1.0]),
+               bench.Result(peer, train_img_s=b, train_img_s_best=b + 1, latency_ms=12.0, latency_ms_best=11.0,
+                            train_step_ms=[2.0])] for a, b in speeds]
+    combined = report.combine(rounds)
+    assert [r.train_img_s for r in combined] == [33.0, 22.0]  # medians of each case alone
+    assert [r.train_img_s_best for r in combined] == [41.0, 31.0] and combined[0].train_step_ms == [1.0] * 3
+    summary = report.summarize_rounds(rounds, "bf16", PEAKS)
+    assert summary["crossvit_seg_small_vs_segformer_b0_bf16_train_ratio"] == 1.5  # not 33 / 22
+    made = report.make_report(rounds[-1], PEAKS, None, None, rounds=rounds)
+    assert made["rounds"] == 3
+    assert made["summary"] == report.summarize_rounds(rounds, resolve("cpu").precision, PEAKS)
+    assert "ran 3 times" in made["markdown"]
+    assert report.combine([[bench.Result(ours, error="boom")]] * 2)[0].error == "boom"

@@ -178,6 +178,27 @@ def test_write_synth_workers_match_on_demand(tmp_path):
             assert (value == cached[1][key]).all(), key
 
 
+def test_demo_renders_again_the_scenes_of_an_older_renderer(tmp_path, capsys):
+    """A cache written before the scenes changed (traffic lights by class) holds other scenes for the
+    same (seed, index): the demo renders it again instead of training on it."""
+    import json
+
+    from crossvit_mtl.cli.demo import ensure_synth
+    from crossvit_mtl.data.synth.dataset import RENDERER
+
+    root = tmp_path / "s"
+    ensure_synth(root, 1, 1, 1, 1, (16, 32))
+    assert json.loads((root / "meta.json").read_text())["extra"] == {"renderer": RENDERER}
+    ensure_synth(root, 1, 1, 1, 1, (16, 32))
+    assert "using the synthetic scenes in" in capsys.readouterr().out
+    meta = json.loads((root / "meta.json").read_text())
+    meta["extra"] = {}  # what caches of the first renderer hold
+    (root / "meta.json").write_text(json.dumps(meta))
+    ensure_synth(root, 1, 1, 1, 1, (16, 32))
+    assert f"holds scenes of renderer version 1; rendering them again in version {RENDERER}" in capsys.readouterr().out
+    assert json.loads((root / "meta.json").read_text())["extra"] == {"renderer": RENDERER}
+
+
 def test_build_dataset(tmp_path):
     write_cache(tmp_path / "c", {"train": 2})
     assert len(build_dataset("cache", tmp_path / "c", tasks=["depth"])) == 2
@@ -198,7 +219,11 @@ def test_cli_synth(tmp_path, capsys):
     data_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["data", "synth", "--out", str(tmp_path / "s"), "--train", "2", "--val", "1",
                               "--test", "1", "--size", "16x32"])
-    assert args.func(args) == 0 and "wrote" in capsys.readouterr().out
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    # the class of a scene is a rotation of its index: 2 train scenes are classes 0 and 1
+    assert "wrote" in out and "note: train holds 2 scenes, not a multiple of 4: its classes are not balanced " \
+        "(1/1/0/0)" in out and "note: val holds 1 scenes" in out
     assert CachedDataset(tmp_path / "s", "val")[0]["image"].shape == (3, 16, 32)
     assert len(CachedDataset(tmp_path / "s", "test")) == 1
     with pytest.raises(UserError, match="already exists"):

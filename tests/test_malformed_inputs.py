@@ -602,7 +602,7 @@ FILE_ARGUMENTS = {
 
 def _file_reason(kind: str, damage: str, file: str) -> str:
     if file.endswith("metrics_test.json") and damage == "missing":
-        return r"no metrics_test.json \(evaluate its best checkpoint"
+        return r"no metrics_test.json \(evaluate its checkpoint"
     if file.endswith("metrics.json") and damage == "missing":
         return r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)"
     if file.endswith(".json") and damage == "folder":
@@ -728,7 +728,7 @@ FOLDER_ARGUMENTS = {
 }
 FOLDER_REASONS = {"missing": "no such folder", "file": "is a file, expected a folder",
                   "empty": r"no metrics.json or metrics_test.json|missing \(has the run's fit finished\?\)|"
-                           r"no metrics_test.json \(evaluate its best checkpoint|"
+                           r"no metrics_test.json \(evaluate its checkpoint|"
                            "not a recognised data set layout|folder missing|no PNG/JPEG images found|no PNG images found|"
                            r"no a\.png or a\.npy|no a\.mat or a\.png"}
 
@@ -824,10 +824,14 @@ NUMBER_AND_CHOICE_ARGUMENTS = {
     ("bench", "--sizes"): ("32x64", [(32, 64)]), ("bench", "--device"): ("cuda", "cuda"),
     ("bench", "--precision"): ("fp32", ["fp32"]), ("bench", "--batch_size"): ("2", [2]),
     ("bench", "--variants"): ("compile", ["compile"]), ("bench", "--allocators"): ("system", ["system"]),
-    ("bench", "--repeats"): ("1", 1), ("bench", "--threads"): ("1024", 1024), ("bench", "--quick"): ("true", True),
+    ("bench", "--repeats"): ("1", 1), ("bench", "--rounds"): ("3", 3),
+    ("bench", "--threads"): ("1024", 1024), ("bench", "--quick"): ("true", True),
     ("bench", "--overwrite"): ("true", True), ("compare", "--split"): ("val", "val"),
     ("compare", "--delta_m_set"): ("single", "single"), ("compare", "--all_metrics"): ("true", True),
-    ("compare", "--overwrite"): ("true", True), ("sweep", "--seeds"): ("3", [3]), ("sweep", "--launcher"): ("slurm", "slurm"),
+    ("compare", "--overwrite"): ("true", True), ("compare", "--seeds"): ("1", [1]),
+    ("compare", "--correction"): ("bonferroni", "bonferroni"), ("compare", "--bootstrap"): ("100", 100),
+    ("fit", "--checkpoint_selection"): ("val_loss", "val_loss"), ("demo", "--checkpoint_selection"): ("last", "last"),
+    ("sweep", "--seeds"): ("3", [3]), ("sweep", "--launcher"): ("slurm", "slurm"),
     ("sweep", "--jobs"): ("2", 2), ("sweep", "--status"): ("true", True), ("sweep", "--dry_run"): ("true", True),
     ("edges", "--max_dist"): ("0.0075", 0.0075), ("edges", "--protocol"): ("mtinet", "mtinet"),
     ("edges", "--thin_gt"): ("false", False), ("edges", "--workers"): ("2", 2), ("edges", "--overwrite"): ("true", True),
@@ -841,7 +845,8 @@ NUMBER_AND_CHOICE_ARGUMENTS = {
     ("demo", "--test"): ("2", 2), ("demo", "--workers"): ("1", 1),
 }
 #: the options zero is a legal value of (a count of things it may do without, a seed)
-ZERO_TAKEN = {("predict", "--overlap"), ("data synth", "--train"), ("data synth", "--val"), ("data synth", "--test"),
+ZERO_TAKEN = {("predict", "--overlap"), ("compare", "--bootstrap"), ("compare", "--seeds"), ("data synth", "--train"),
+              ("data synth", "--val"), ("data synth", "--test"),
               ("data synth", "--seed"), ("fit", "--seed_everything"), ("fit", "--checkpoint_every_n_steps"),
               ("fit", "--report_samples"), ("demo", "--seed_everything"), ("demo", "--checkpoint_every_n_steps"),
               ("demo", "--report_samples"), ("sweep", "--seeds")}
@@ -1145,8 +1150,9 @@ def test_the_corpus_is_large_and_spans_every_kind_of_input():
 NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size", "--mode", "--overlap",
              "--batch_size", "--precision", "--compile", "--model", "--model_option", "--format", "--opset",
              "--check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
-             "--sizes", "--variants", "--allocators", "--repeats", "--threads", "--quick", "--dry_run",
+             "--sizes", "--variants", "--allocators", "--repeats", "--rounds", "--threads", "--quick", "--dry_run",
              "--device", "--test", "--split", "--reference", "--delta_m_set", "--all_metrics", "--seeds", "--runs",
+             "--correction", "--bootstrap",
              "--system_malloc", "--max_dist", "--protocol", "--thin_gt", "--launcher", "--jobs", "--status"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
 LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir"), ("demo", "--run_dir"),

@@ -365,6 +365,16 @@ def test_detail_stem_blocks_widen_its_view_by_eight_pixels_each():
         create_model("crossvit_mtl_tiny", detail_depth=-1)
 
 
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_training_flops_of_grouped_convolutions_by_hand(groups):
+    """Forward, then the input and weight gradients, each as many multiply-adds as the forward;
+    the first layer, whose input needs no gradient, only its weight gradient."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 1), torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups))
+    first, second = 2 * 64 * 16 * 3, 2 * 64 * 16 * 9 * 16 // groups  # 8x8 pixels
+    assert count_flops(model, (8, 8)) == first + second
+    assert count_flops(model, (8, 8), backward=True) == 2 * first + 3 * second
+
+
 @pytest.mark.parametrize("options", [{}, {"refine_heads": True}, {"classifier": "cls"},
                                      {"task_interaction": "cross_attention"}],
                          ids=["plain", "refining_heads", "cls_classifier", "task_interaction"])

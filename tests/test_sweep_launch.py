@@ -185,7 +185,7 @@ def test_slurm_array_jobs_requeue_on_the_signal_and_resubmit_only_the_cancelled(
 # ------------------------------------------------------------------------------ fail fast, status
 @pytest.mark.parametrize("change, message, launchers", [
     ({"model": {"weightingg": "ew"}}, r"Group 'model' does not accept option 'weightingg'", (None, SLURM)),
-    ({"model": {"lr": -1.0}}, r"model\.lr must be > 0, got -1\.0", (None,)),
+    ({"model": {"lr": -1.0}}, r'Parser key "model\.lr": Not of type PositiveFiniteFloat: -1\.0 does not conform', (None,)),
     ({"data": {"tasks": ["segmentation", "deph"]}}, r"tasks: 'deph' is not a task", (None,)),
     ({"data": {"root": "no/such/data", "options": None}}, r"no/such/data: cache folder not found", (SLURM,)),
 ])

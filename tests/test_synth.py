@@ -193,6 +193,35 @@ def test_every_scene_shows_the_cues_of_its_class(split):
     assert np.median([v for v in shares["left"] if v > 0]) > 0.008
 
 
+def test_a_mirrored_scene_spells_the_same_class():
+    """Why a horizontal flip is label-preserving augmentation for the scene class: mirroring swaps
+    the left and right cues, and the class the cues spell (and whether a scene shows its class)
+    does not depend on which side a road opens to."""
+    for index in range(8):
+        scene, cls = scene_for(synth_split_seed(0, "train"), index)
+        cues = layout_cues(scene, 96, 192)
+        mirrored = {**cues, "left": cues["right"], "right": cues["left"]}
+        assert layout_from_cues(mirrored) == layout_from_cues(cues) == cls
+        assert shows_its_class(mirrored, cls) == shows_its_class(cues, cls)
+
+
+def test_traffic_lights_are_placed_alike_in_every_class():
+    """Traffic lights are no cue of the class: the same share of scenes of each class gets one,
+    always on the stretch of the main street before any layout change (by class, as they were,
+    every junction had lights and 30 % of the other scenes)."""
+    from crossvit_mtl.data.synth.draws import _Draws
+    from crossvit_mtl.data.synth.scene import LIGHT_AHEAD, _build_scene
+
+    share = {}
+    for cls in range(len(SCENE_CLASSES)):
+        scenes = [_build_scene(_Draws(np.random.default_rng([77, index])), cls) for index in range(160)]
+        share[SCENE_CLASSES[cls]] = np.mean([bool(scene.lights) for scene in scenes])
+        ahead = [scene.prims[i].bounds[1] - scene.cam[2] for scene in scenes for i in scene.lights]
+        assert ahead and LIGHT_AHEAD[0] <= min(ahead) and max(ahead) <= LIGHT_AHEAD[1]
+    # each about 0.5 * (1 - 0.3 ** 2) = 0.455, binomial standard error 0.04 at 160 scenes
+    assert all(0.33 < v < 0.58 for v in share.values()), share
+
+
 def test_the_image_level_classes_are_four_road_layouts():
     assert SCENE_CLASSES == ("straight", "curve", "t_junction", "crossroads")
     assert set(MIN_CUE_SHARE) == set(CUES) and all(0 < v < 0.1 for v in MIN_CUE_SHARE.values())

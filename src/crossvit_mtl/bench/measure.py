@@ -9,17 +9,18 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from crossvit_mtl.bench.cases import Case, Result, describe
 from crossvit_mtl.bench.models import build_model, synthetic_batch
 from crossvit_mtl.engine.host_memory import keep_host_memory
 from crossvit_mtl.engine.optim import build_optimizer
-from crossvit_mtl.engine.precision import resolve
+from crossvit_mtl.engine.precision import Placement, resolve
 from crossvit_mtl.models.flops import count_flops
 from crossvit_mtl.tasks import get_task
 
@@ -56,27 +57,32 @@ def _timed(fn, runs: int, device: torch.device = CPU) -> list[float]:
     return times
 
 
-def measure_case(case: Case) -> Result:
-    """Measure one case in this process; meant for a fresh process (see :func:`run_cases`)."""
-    if not case.system_malloc and not keep_host_memory():
-        # opted out (CROSSVIT_MTL_SYSTEM_MALLOC) or not glibc: label the row as what it measured
-        case = replace(case, system_malloc=True)
+@dataclass
+class Workload:
+    """What a case runs: the network, its optimiser, a batch with every task's targets, and the
+    two things timed, one training step and one batch-1 forward."""
+
+    model: nn.Module
+    placement: Placement
+    train_step: Callable[[], None]
+    infer: Callable[[], None]
+
+
+def prepare(case: Case, built: Callable[[], None] | None = None) -> Workload:
+    """Build the case's network (seeded), optimiser (the project's AdamW) and batch; applies the
+    case's threads and variant; ``built`` is called once the network is. Host memory is the
+    caller's (:func:`measure_case`)."""
     if case.threads:
         torch.set_num_threads(case.threads)
-    result = Result(case, load=load_average())
     placement = resolve(case.device, case.precision)
     device = placement.device
     if device.type == "cuda":
         torch.cuda.set_device(device)  # the CUDA events' stream
     torch.manual_seed(0)
     model = build_model(case.model, case.size).to(device)
-    result.params_m = sum(p.numel() for p in model.parameters()) / 1e6
     optimizer = build_optimizer(model, "adamw", 1e-3, 0.05)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device) / 2**20
-    else:
-        baseline = _maxrss_mb()  # growth from here on includes the input batch and its targets
+    if built is not None:
+        built()
     images, targets = synthetic_batch(model, case.size, case.batch_size)
     criteria = {t: get_task(t).build_loss() for t in targets}
     runner: Callable[..., Any] = model
@@ -85,19 +91,11 @@ def measure_case(case: Case) -> Result:
         images = images.contiguous(memory_format=torch.channels_last)
     elif case.variant == "compile":
         runner = torch.compile(model)
-
     single = images[:1]
 
     def infer():
         with torch.inference_mode(), placement.autocast():
             runner(single)
-
-    model.eval()
-    result.first_infer_s = _timed(infer, 1, device)[0]
-    result.latency_runs_ms = [t * 1e3 for t in _timed(infer, 2 + case.latency_runs, device)][2:]
-    result.latency_ms = statistics.median(result.latency_runs_ms)
-    result.latency_ms_best = min(result.latency_runs_ms)
-    result.mem_infer_mb = _peak_mb(device) - baseline
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -107,10 +105,41 @@ def measure_case(case: Case) -> Result:
         loss.backward()
         optimizer.step()
 
+    return Workload(model, placement, train_step, infer)
+
+
+def measure_case(case: Case) -> Result:
+    """Measure one case in this process; meant for a fresh process (see :func:`run_cases`)."""
+    if not case.system_malloc and not keep_host_memory():
+        # opted out (CROSSVIT_MTL_SYSTEM_MALLOC) or not glibc: label the row as what it measured
+        case = replace(case, system_malloc=True)
+    result = Result(case, load=load_average())
+    device = resolve(case.device, case.precision).device
+    baseline = 0.0
+
+    def built():  # growth from here on includes the input batch and its targets
+        nonlocal baseline
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            baseline = torch.cuda.memory_allocated(device) / 2**20
+        else:
+            baseline = _maxrss_mb()
+
+    work = prepare(case, built)
+    model = work.model
+    result.params_m = sum(p.numel() for p in model.parameters()) / 1e6
+
+    model.eval()
+    result.first_infer_s = _timed(work.infer, 1, device)[0]
+    result.latency_runs_ms = [t * 1e3 for t in _timed(work.infer, 2 + case.latency_runs, device)][2:]
+    result.latency_ms = statistics.median(result.latency_runs_ms)
+    result.latency_ms_best = min(result.latency_runs_ms)
+    result.mem_infer_mb = _peak_mb(device) - baseline
+
     model.train()
-    first, *_ = _timed(train_step, max(case.warmup, 1), device)
+    first, *_ = _timed(work.train_step, max(case.warmup, 1), device)
     result.first_step_s = first
-    steps = _timed(train_step, case.repeats, device)
+    steps = _timed(work.train_step, case.repeats, device)
     result.train_step_ms = [t * 1e3 for t in steps]
     result.train_img_s = case.batch_size / statistics.median(steps)
     result.train_img_s_best = case.batch_size / min(steps)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+import statistics
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,49 @@ def markdown(rows: list[dict], report: dict[str, Any]) -> str:
               "Train: forward + loss + backward + AdamW step, median (fastest) of single steps after warm-up"
               f"{', timed between CUDA events' if cuda else ''}; GFLOP/s and % of peak use the median and "
               f"counted forward+backward FLOPs. Memory: {memory}, fresh process per case, including optimiser state."]
+    if report.get("rounds", 1) > 1:
+        lines += [f"Every case ran {report['rounds']} times, the plan's cases in turn: each row gives the medians "
+                  "(best: the best) over its runs, each target the median of its ratios within a run of the plan."]
     if report["summary"]:
         lines += ["", "| target | measured |", "|---|---:|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in report["summary"].items()]
     return "\n".join(lines)
 
 
+def combine(rounds: list[list[Result]]) -> list[Result]:
+    """Each case over rounds of the same plan: the medians of its speeds and times, the best of
+    its best figures, every timed step and run, the largest memory."""
+    out = []
+    for runs in zip(*rounds):
+        ok = [r for r in runs if r.error is None]
+        if len(ok) < 2:
+            out.append(ok[0] if ok else runs[0])
+            continue
+        out.append(replace(
+            ok[0], train_img_s=statistics.median(r.train_img_s for r in ok),
+            train_img_s_best=max(r.train_img_s_best for r in ok),
+            latency_ms=statistics.median(r.latency_ms for r in ok), latency_ms_best=min(r.latency_ms_best for r in ok),
+            train_step_ms=[t for r in ok for t in r.train_step_ms],
+            latency_runs_ms=[t for r in ok for t in r.latency_runs_ms],
+            mem_train_mb=max(r.mem_train_mb for r in ok), mem_infer_mb=max(r.mem_infer_mb for r in ok)))
+    return out
+
+
+def summarize_rounds(rounds: list[list[Result]], default_precision: str, peaks: dict[str, float]) -> dict[str, Any]:
+    """The targets' ratios as medians over rounds of the ratio within each round (cases of one
+    round ran next to each other, so load from other jobs falls on both sides of a ratio alike)."""
+    per_round = [summarize(results, default_precision, peaks) for results in rounds]
+    keys = [k for k in per_round[0] if all(k in r for r in per_round)]
+    return {k: statistics.median(r[k] for r in per_round) for k in keys}
+
+
 def make_report(results: list[Result], peaks_start: dict[str, float],
-                peaks_end: dict[str, float] | None, load_before: float | None, device: str = "cpu") -> dict[str, Any]:
+                peaks_end: dict[str, float] | None, load_before: float | None, device: str = "cpu",
+                rounds: list[list[Result]] | None = None) -> dict[str, Any]:
+    """The report of ``results``; with ``rounds`` (several runs of the same plan), of their
+    combination (:func:`combine`) with the targets' ratios taken round by round."""
+    if rounds and len(rounds) > 1:
+        results = combine(rounds)
     peaks = {k: max(v, (peaks_end or {}).get(k, v)) for k, v in peaks_start.items()}
     placement = resolve(device)
     cuda = placement.device.type == "cuda"
@@ -141,7 +177,9 @@ def make_report(results: list[Result], peaks_start: dict[str, float],
         "memory_method": ("growth of torch.cuda.max_memory_allocated over the built model" if cuda else
                           "peak RSS growth over the built model, resource.ru_maxrss") + ", fresh process per case",
         "results": [result_row(r, peaks) for r in results],
-        "summary": summarize(results, placement.precision, peaks),
+        "rounds": len(rounds) if rounds else 1,
+        "summary": (summarize_rounds(rounds, placement.precision, peaks) if rounds and len(rounds) > 1
+                    else summarize(results, placement.precision, peaks)),
     }
     report["markdown"] = markdown(report["results"], report)
     return report
@@ -154,19 +192,26 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
     (folder / "bench.md").write_text(report["markdown"] + "\n")
 
 
-def benchmark(cases: list[Case], out: str | os.PathLike | None = None, progress=print) -> dict[str, Any]:
-    """Run ``cases``, all on one device; return (and with ``out``, write ``bench.json`` and
-    ``bench.md``, updated after every case) the report."""
+def benchmark(cases: list[Case], out: str | os.PathLike | None = None, progress=print,
+              rounds: int = 1) -> dict[str, Any]:
+    """Run ``cases``, all on one device, ``rounds`` times in turn; return (and with ``out``, write
+    ``bench.json`` and ``bench.md``, updated after every case) the report."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     devices = {case.device for case in cases} or {"cpu"}
     if len(devices) > 1:
         raise ValueError(f"one bench runs on one device, got cases on {', '.join(sorted(devices))}")
     device = devices.pop()
     load_before = load_average()
     peaks_start = machine_peaks(device)
-    partial = None if out is None else (
-        lambda results: write_report(make_report(results, peaks_start, None, load_before, device), out))
-    results = run_cases(cases, progress, partial)
-    report = make_report(results, peaks_start, machine_peaks(device), load_before, device)
+    done: list[list[Result]] = []
+    for i in range(rounds):
+        if progress and rounds > 1:
+            progress(f"round {i + 1} of {rounds}")
+        partial = None if out is None else (lambda results: write_report(
+            make_report(results, peaks_start, None, load_before, device, done + [results]), out))
+        done.append(run_cases(cases, progress, partial))
+    report = make_report(done[-1], peaks_start, machine_peaks(device), load_before, device, done)
     if out is not None:
         write_report(report, out)
     return report

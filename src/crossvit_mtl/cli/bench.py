@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise UserError("segformer_b0 needs HF transformers: pip install 'crossvit-mtl[bench]' "
                             "(or leave it out of --models)") from None
-    report = benchmark(cases, args.out)
+    report = benchmark(cases, args.out, rounds=args.rounds)
     print(report["markdown"])
     if args.out:
         print(f"wrote {args.out}/bench.json and bench.md")
@@ -74,6 +74,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=Integer(1, 1024), default=None,
                    help="torch threads per case (default: torch's). On a machine shared with other jobs, "
                    "fewer threads than cores avoid stalls at every parallel region")
+    p.add_argument("--rounds", type=Integer(1, 1000), default=1,
+                   help="run the whole plan this many times, its cases in turn, and report medians; the "
+                   "targets' ratios are medians of ratios within a round (steadier on a shared machine)")
     add_flag(p, "--quick", help="fewer timed runs (3 training steps, 5 latency runs)")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md (new or empty, unless --overwrite)")
     add_flag(p, "--overwrite", help="write into an --out folder that already holds files")

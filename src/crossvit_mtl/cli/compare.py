@@ -1,8 +1,10 @@
 """`crossvit-mtl compare RUN... --baselines RUN...`: runs side by side with their seed noise and Delta-m.
 
-Each RUN is a run folder or a folder of seed run folders (``crossvit_mtl.comparison``). The table
-gives every metric as mean ± std over seeds, Delta-m in both conventions of the literature, and,
-against a reference run (``ew`` when present), the seed-paired difference with its 95 % interval.
+Each RUN is a run folder or a folder of seed run folders (``crossvit_mtl.comparison``). The tables
+give each task's own Delta first, then every metric as mean ± std over seeds with Delta-m in both
+conventions of the literature (over every task and over the dense tasks), against a reference run
+(``ew`` when present) the seed-paired differences with their intervals (seeds and the test set's
+sampling noise), then every test with its p-value; ``*`` marks what survives Holm's correction.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     runs = [input_folder("RUN", r) for r in args.runs]
     baselines = [input_folder("--baselines", b) for b in args.baselines]
     try:
-        comparison = compare(runs, baselines, split=args.split, reference=args.reference, metric_set=args.delta_m_set)
+        comparison = compare(runs, baselines, split=args.split, reference=args.reference, metric_set=args.delta_m_set,
+                             seeds=args.seeds, correction=args.correction, bootstrap=args.bootstrap)
     except ComparisonError as err:
         raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role or "", "compare:"), err) from None
     print(report_markdown(comparison, every_metric=args.all_metrics))
@@ -40,14 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from crossvit_mtl.cli.args import add_flag
-    from crossvit_mtl.comparison import DELTA_M_SETS
+    from crossvit_mtl.cli.args import MAX_SEED, Integer, add_flag
+    from crossvit_mtl.comparison import BOOTSTRAP, CORRECTIONS, DELTA_M_SETS
 
     p = sub.add_parser("compare", help="compare runs' metrics over seeds and their multi-task gain Delta-m",
-                       description="Print a markdown table of each run's metrics (mean ± std over its seed "
-                       "folders), Delta-m (%%) in both conventions against single-task baseline runs, and "
-                       "the seed-paired difference to a reference run; * marks what is beyond seed noise "
-                       "(95 %% interval excludes 0).")
+                       description="Print markdown tables of each task's own Delta, each run's metrics (mean ± "
+                       "std over its seed folders) with Delta-m (%%) in both conventions against single-task "
+                       "baseline runs (over every task and over the dense tasks), the seed-paired differences to "
+                       "a reference run, and every test; * marks what survives Holm's correction over all of "
+                       "them, with the test set's sampling noise in the intervals (a bootstrap over its samples).")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders of seed run folders")
     p.add_argument("--baselines", nargs="+", required=True,
                    help="single-task run folders (or folders of seeds), one per task")
@@ -58,6 +62,12 @@ def add_parser(sub) -> None:
                    help="the metrics Delta-m averages: each task's Delta-m metrics (default: MTAN, LibMTL, "
                    "Nash-MTL), single (one per task: MTI-Net, ATRC, InvPT; saliency by mIoU, edges by odsF, "
                    "depth by RMSE) or all")
+    p.add_argument("--seeds", type=Integer(0, MAX_SEED), nargs="+",
+                   help="only these seed folders (seedN), e.g. a sweep's test seeds and not its screening seed")
+    p.add_argument("--correction", choices=tuple(CORRECTIONS), default="holm",
+                   help="for testing every marked figure at once: " + "; ".join(CORRECTIONS.values()).replace("%", "%%"))
+    p.add_argument("--bootstrap", type=Integer(0, 100_000), default=BOOTSTRAP, metavar="B",
+                   help=f"resamples of the test samples for the test set's noise (default {BOOTSTRAP}; 0: none)")
     add_flag(p, "--all_metrics", help="print every metric, not each task's primary one")
     p.add_argument("--out", help="also write the tables (.md) or the numbers (.json)")
     add_flag(p, "--overwrite", help="replace an existing --out file")

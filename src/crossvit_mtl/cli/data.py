@@ -39,7 +39,22 @@ def run_synth(args: argparse.Namespace) -> int:
                       progress=True)
     print(f"wrote {out}: synthetic scenes, train {args.train}, val {args.val}, test {args.test}, "
           f"{args.size[0]}x{args.size[1]}")
+    for split in ("train", "val", "test"):
+        counts = class_counts(args.seed, split, getattr(args, split))
+        if len(set(counts)) > 1:
+            print(f"note: {split} holds {getattr(args, split)} scenes, not a multiple of {len(counts)}: its classes "
+                  f"are not balanced ({'/'.join(map(str, counts))})")
     return 0
+
+
+def class_counts(seed: int, split: str, count: int) -> list[int]:
+    """Scenes of each class among a split's first ``count`` (the class is a rotation of the index)."""
+    from crossvit_mtl.data.synth import SCENE_CLASSES, scene_class, synth_split_seed
+
+    counts = [0] * len(SCENE_CLASSES)
+    for index in range(count):
+        counts[scene_class(synth_split_seed(seed, split), index)] += 1
+    return counts
 
 
 @_user_errors

@@ -1,9 +1,10 @@
 """`crossvit-mtl demo`: the main job of the quick start.
 
 Writes the built-in synthetic scenes once (``data.root`` of the demo config, ``data/synth96``),
-trains the demo config on them in a new run folder, evaluates the best checkpoint, and says where
-everything is. Its options are fit's (Lightning's parser: any config key can be overridden) and
-the scenes' own (``--size``, ``--train``, ``--val``, ``--test``, ``--workers``).
+trains the demo config on them in a new run folder, evaluates the checkpoint its rule picks
+(``checkpoint_selection``: the last weights), and says where everything is. Its options are
+fit's (Lightning's parser: any config key can be overridden) and the scenes' own (``--size``,
+``--train``, ``--val``, ``--test``, ``--workers``).
 """
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ def config_path(name: str) -> Path:
 
 def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size: tuple[int, int]) -> None:
     """Render the scenes into ``root`` unless a cache of this version is there; synthetic scenes
-    cached by an older version of the format are rendered again, anything else is left alone
+    cached by an older version of the format or of the renderer are rendered again, anything else is left alone
     (a cache of another image size is refused: the recipe's time and figures are for ``size``)."""
     import json
 
     from crossvit_mtl.data.cache import FORMAT, FORMAT_VERSION, read_meta
     from crossvit_mtl.data.errors import DataError
     from crossvit_mtl.data.synth import write_synth
+    from crossvit_mtl.data.synth.dataset import RENDERER
 
     overwrite = False
     if (root / "meta.json").exists():
@@ -45,8 +47,12 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
                 have = "x".join(map(str, meta["image_size"]))
                 raise named("--data.root", f"{root}: holds {have} scenes, the demo trains at {size[0]}x{size[1]}; "
                                            f"choose another --data.root or pass --size {have}")
-            print(f"using the synthetic scenes in {root}")
-            return
+            renderer = (meta.get("extra") or {}).get("renderer", 1)
+            if meta.get("name") != "synth" or renderer == RENDERER:
+                print(f"using the synthetic scenes in {root}")
+                return
+            print(f"{root} holds scenes of renderer version {renderer}; rendering them again in version {RENDERER}")
+            overwrite = True
         except DataError as err:
             try:
                 meta = json.loads((root / "meta.json").read_text())
@@ -56,9 +62,9 @@ def ensure_synth(root: Path, train: int, val: int, test: int, workers: int, size
                      and meta.get("version") != FORMAT_VERSION)
             if not (older and isinstance(meta, dict)):
                 raise named("--data.root", err) from None
-        print(f"{root} holds synthetic scenes of cache format version {meta['version']}; "
-              f"rendering them again in version {FORMAT_VERSION}")
-        overwrite = True
+            print(f"{root} holds synthetic scenes of cache format version {meta['version']}; "
+                  f"rendering them again in version {FORMAT_VERSION}")
+            overwrite = True
     else:  # never written over if it holds anything
         output_path("--data.root", root, folder=True, overwrite=False,
                     hint="not a cache of scenes; choose another --data.root")
@@ -107,9 +113,9 @@ class DemoCLI(CrossViTCLI):
                             help="HxW of the scenes to render (the size the demo config is timed at)")
         parser.add_argument("--train", type=Integer(1, MAX_SCENES), default=2000,
                             help="training scenes to write if absent")
-        parser.add_argument("--val", type=Integer(1, MAX_SCENES), default=250,
+        parser.add_argument("--val", type=Integer(1, MAX_SCENES), default=252,
                             help="validation scenes (model selection) to write if absent")
-        parser.add_argument("--test", type=Integer(1, MAX_SCENES), default=250,
+        parser.add_argument("--test", type=Integer(1, MAX_SCENES), default=252,
                             help="test scenes (reported) to write if absent")
         parser.add_argument("--workers", type=Integer(1, 256), default=2, help="rendering processes")
         parser.set_defaults(run_dir=None)  # a new runs/demo-<time>
@@ -133,7 +139,7 @@ def run_demo(args: list[str]) -> int:
                       parser_kwargs={**kwargs["parser_kwargs"], "prog": "crossvit-mtl demo"})
         cli.__init__(**kwargs, args=["--config", str(config_path(DEMO_CONFIG)), *args], run=False)  # type: ignore[misc]
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        test_best(cli.trainer, cli.model, cli.datamodule)
+        test_best(cli.trainer, cli.model, cli.datamodule, cli.config.checkpoint_selection)
         run_dir = Path(cli.config.run_dir)
         examples = write_examples(cli.datamodule, run_dir / "examples")
     best = run_dir / "checkpoints" / "best.ckpt"

@@ -1,14 +1,17 @@
-"""`crossvit-mtl sweep CONFIG`: several fits over several seeds, each tested, then their comparison.
+"""`crossvit-mtl sweep CONFIG`: several fits over several seeds, each tested, then their comparisons.
 
-A sweep config holds ``sweep_dir``, ``seeds`` (default ``[0, 1, 2]``), a ``base`` fit config
+A sweep config holds ``sweep_dir``, ``seeds`` (the test seeds, default ``[0, 1, 2]``), optionally
+``screen_seeds`` (seeds a screen compares on val, none of them a test seed), a ``base`` fit config
 (model:, data:, trainer: as for `crossvit-mtl fit`) and ``runs``: name -> overrides merged into the
-base, with ``baseline: true`` on the single-task runs Delta-m is measured against and, where a
-run has its own, ``seeds:`` (e.g. one seed for methods screened out on val). Every run is fit
-once per seed in ``{sweep_dir}/{name}/seed{seed}`` (its resolved config in
-``{sweep_dir}/configs/{name}.yaml``): the best checkpoint on val is then evaluated on the test split.
-A sweep that stops part-way continues where it stopped: finished runs are skipped and an
-interrupted one resumes from its last checkpoint. The comparison (``crossvit_mtl.comparison``)
-goes to the screen and to ``{sweep_dir}/compare.md`` and ``compare.json``.
+base, with ``baseline: true`` on the single-task runs Delta-m is measured against, ``screen: false``
+on runs the screen leaves out, ``test: false`` on runs screened out, and, where a run has its own,
+``seeds:`` (its test seeds). Every run is fit once per seed in ``{sweep_dir}/{name}/seed{seed}``
+(its resolved config in ``{sweep_dir}/configs/{name}.yaml``) and tested on the checkpoint its rule
+picks; every run of a sweep has one rule (``checkpoint_selection``) and one training augmentation
+(``data.train_transforms``). A sweep that stops part-way continues where it stopped: finished runs
+are skipped and an interrupted one resumes from its last checkpoint. The comparisons
+(``crossvit_mtl.comparison``) go to the screen and to ``{sweep_dir}/screen.md``/``.json`` (val,
+screening seeds) and ``compare.md``/``.json`` (test, test seeds only).
 
 Where the fits run is the ``launcher:`` mapping's (``crossvit_mtl.cli.launch``) or ``--launcher``'s:
 here (one after another in this process, or ``--jobs N`` processes at once) or on SLURM (one array
@@ -32,7 +35,9 @@ from crossvit_mtl.cli.launch import LAUNCHERS, chosen, command_line, label, read
 from crossvit_mtl.cli.sweep_jobs import RESUBMIT, finished, forget, job_file, read_json, status_of
 
 DEFAULT_SEEDS = (0, 1, 2)
-SWEEP_KEYS = ("sweep_dir", "seeds", "base", "runs", "launcher")
+SWEEP_KEYS = ("sweep_dir", "seeds", "screen_seeds", "base", "runs", "launcher")
+#: what a run of a sweep may say of itself beside its fit config
+RUN_KEYS = ("baseline", "seeds", "screen", "test")
 #: folders of the sweep's own beside the runs'
 RESERVED = ("configs", "jobs")
 
@@ -55,24 +60,27 @@ def _seeds(value: Any, where: str) -> list[int]:
 
 def plan(config_path: str | Path, seeds: list[int] | None = None,
          only: list[str] | None = None) -> tuple[Path, list[dict[str, Any]]]:
-    """The sweep folder and, per run and seed, ``{"name", "seed", "baseline", "config", "config_path",
-    "run_dir"}``; ``seeds`` (replacing the config's, a run's own too) and ``only`` (run names) narrow it."""
+    """The sweep folder and, per run and seed, ``{"name", "seed", "stage", "baseline", "config",
+    "config_path", "run_dir"}`` (``stage``: ``screen`` or ``test``); ``seeds`` (replacing the
+    config's test seeds, a run's own too) and ``only`` (run names) narrow it."""
     path = Path(config_path)
     spec = read_yaml_mapping("CONFIG", path)
     unknown = sorted(set(spec) - set(SWEEP_KEYS))
     if unknown or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
         raise UserError(f"CONFIG {path}: needs `runs:` mapping run names to overrides (and may have "
-                        f"`sweep_dir:`, `seeds:`, `base:`, `launcher:`); unknown keys: {unknown}")
+                        f"`sweep_dir:`, `seeds:`, `screen_seeds:`, `base:`, `launcher:`); unknown keys: {unknown}")
     given_seeds = seeds
     seeds = _seeds(seeds, "--seeds") if seeds is not None else _seeds(spec.get("seeds", list(DEFAULT_SEEDS)),
                                                                        f"CONFIG {path}")
+    screen_seeds = _seeds(spec["screen_seeds"], f"CONFIG {path}: screen_seeds") if spec.get("screen_seeds") else []
     names = list(spec["runs"])
     if only:
         missing = [n for n in only if n not in names]
         if missing:
             raise UserError(f"--runs: no run {missing[0]!r} in {str(path)!r} (it has: {', '.join(names)})")
     sweep_dir = Path(spec.get("sweep_dir") or "runs/sweep")
-    runs = []
+    runs: list[dict[str, Any]] = []
+    configs: dict[str, dict[str, Any]] = {}
     for name, override in spec["runs"].items():
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name in RESERVED or set(str(name)) == {"."}:
             raise UserError(f"CONFIG {path}: runs.{name}: a run's name is its folder's: letters, digits, '_', '-', "
@@ -80,19 +88,47 @@ def plan(config_path: str | Path, seeds: list[int] | None = None,
         if not isinstance(override or {}, dict):
             raise UserError(f"CONFIG {path}: runs.{name} must map keys to overrides, got {override!r}")
         override = dict(override or {})
-        baseline = bool(override.pop("baseline", False))
-        own = override.pop("seeds", None)
+        flags = {key: override.pop(key) for key in RUN_KEYS if key in override}
+        for key in ("baseline", "screen", "test"):
+            if not isinstance(flags.get(key, False), bool):
+                raise UserError(f"CONFIG {path}: runs.{name}.{key} must be true or false, got {flags[key]!r}")
+        own = flags.get("seeds")
+        config = merge(spec.get("base") or {}, override)
+        configs[name] = config
         if only and name not in only:
             continue
-        config = merge(spec.get("base") or {}, override)
         run_seeds = seeds if given_seeds is not None or own is None else _seeds(own, f"CONFIG {path}: runs.{name}")
-        for seed in run_seeds:
-            runs.append({"name": name, "seed": seed, "baseline": baseline, "config": config,
-                         "config_path": sweep_dir / "configs" / f"{name}.yaml",
+        overlap = sorted(set(run_seeds) & set(screen_seeds))
+        if overlap:
+            raise UserError(f"CONFIG {path}: runs.{name}: seed {overlap[0]} is a screening seed and a test seed; the "
+                            "test comparison needs seeds the screen never saw")
+        stages = ([("screen", s) for s in screen_seeds] if flags.get("screen", True) else []) + \
+                 ([("test", s) for s in run_seeds] if flags.get("test", True) else [])
+        for stage, seed in stages:
+            runs.append({"name": name, "seed": seed, "stage": stage, "baseline": flags.get("baseline", False),
+                         "config": config, "config_path": sweep_dir / "configs" / f"{name}.yaml",
                          "run_dir": sweep_dir / name / f"seed{seed}"})
     if not only and (not any(r["baseline"] for r in runs) or all(r["baseline"] for r in runs)):
         raise UserError(f"CONFIG {path}: needs baseline runs (`baseline: true`) and runs to compare with them")
+    check_one_protocol(configs, path, any(r["baseline"] for r in runs))
     return sweep_dir, runs
+
+
+def check_one_protocol(configs: dict[str, dict[str, Any]], path: Path, baselines: bool) -> None:
+    """Every run of a sweep is picked by one checkpoint rule and trained on one augmentation: a
+    comparison of runs that differ in either compares the protocols too."""
+    for what, value in (("checkpoint_selection", lambda c: c.get("checkpoint_selection", "last")),
+                        ("data.train_transforms", lambda c: (c.get("data") or {}).get("train_transforms") or {})):
+        values = {name: value(config) for name, config in configs.items()}
+        first = next(iter(values))
+        other = next((name for name, v in values.items() if v != values[first]), None)
+        if other is not None:
+            raise UserError(f"CONFIG {path}: runs {first!r} and {other!r} differ in {what} ({values[first]!r} against "
+                            f"{values[other]!r}); every run of a sweep shares one (set it in base:)")
+    rule = next(iter(configs.values())).get("checkpoint_selection", "last")
+    if baselines and rule == "val_metric":
+        raise UserError(f"CONFIG {path}: checkpoint_selection val_metric picks a multi-task run by one task's metric "
+                        "and each baseline by its own; use last or val_loss, one rule for every run")
 
 
 #: what a fit writes into its run folder before its first checkpoint: a folder holding only these
@@ -138,7 +174,7 @@ def print_status(runs: list[dict[str, Any]], jobs_dir: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from crossvit_mtl.cli.compare import write_outputs
-    from crossvit_mtl.comparison import ComparisonError, compare, report_markdown
+    from crossvit_mtl.comparison import report_markdown
 
     sweep_dir, runs = plan(args.config, args.seeds, args.runs)
     where = f"CONFIG {args.config}"
@@ -175,17 +211,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(waiting)} run(s) of the sweep are not finished (e.g. {waiting[0]['run_dir']}); "
               f"the comparison follows once they are (`crossvit-mtl sweep {args.config} --status` lists them)")
         return 0
-    names = {r["name"]: r["baseline"] for r in runs}
-    try:
-        comparison = compare([sweep_dir / n for n, b in names.items() if not b],
-                             [sweep_dir / n for n, b in names.items() if b])
-    except ComparisonError as err:
-        raise UserError(str(err)) from None
-    print(report_markdown(comparison))
-    for suffix in (".md", ".json"):
-        write_outputs(comparison, sweep_dir / f"compare{suffix}")
-    print(f"tables: {sweep_dir / 'compare.md'}, numbers: {sweep_dir / 'compare.json'}")
+    for stem, title, comparison in comparisons(args.config, args.seeds)[1]:
+        print(f"\n{title}\n\n{report_markdown(comparison)}\n")
+        for suffix in (".md", ".json"):
+            write_outputs(comparison, sweep_dir / f"{stem}{suffix}")
+        print(f"tables: {sweep_dir / (stem + '.md')}, numbers: {sweep_dir / (stem + '.json')}")
     return 0
+
+
+#: the sweep's comparisons: the file stem, the stage whose runs it compares, the split and its title
+STAGES = (("screen", "screen", "val", "Screen: every screened run on val, its screening seeds"),
+          ("compare", "test", "test", "Test: the runs carried to test on their test seeds (no screening seed)"))
+
+
+def comparisons(config_path: str | Path, seeds: list[int] | None = None,
+                bootstrap: int | None = None) -> tuple[Path, list[tuple[str, str, Any]]]:
+    """The sweep folder and its comparisons of finished runs, as (file stem, title, Comparison):
+    the screen (val, screening seeds) when there is one, then the test (test seeds only)."""
+    from crossvit_mtl.comparison import BOOTSTRAP, ComparisonError, compare
+
+    sweep_dir, runs = plan(config_path, seeds)
+    out = []
+    for stem, stage, split, title in STAGES:
+        chosen = [r for r in runs if r["stage"] == stage]
+        if not chosen:
+            continue
+        names = {r["name"]: r["baseline"] for r in chosen}
+        try:
+            comparison = compare([sweep_dir / n for n, b in names.items() if not b],
+                                 [sweep_dir / n for n, b in names.items() if b], split=split,
+                                 seeds=sorted({r["seed"] for r in chosen}),
+                                 bootstrap=BOOTSTRAP if bootstrap is None else bootstrap)
+        except ComparisonError as err:
+            raise UserError(str(err)) from None
+        out.append((stem, title, comparison))
+    return sweep_dir, out
 
 
 def _write_config(run: dict[str, Any]) -> None:
@@ -236,10 +296,11 @@ def _launch(todo: list[dict[str, Any]], jobs_dir: Path, settings, sweep_dir: Pat
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="fit several configs over several seeds, then compare them (Delta-m)",
                        description="Fit every run of a sweep config once per seed, each in its own run "
-                       "folder, test each best checkpoint, then print the comparison against the "
-                       "baseline runs. Every config is checked first, as `fit` checks it. Finished runs "
-                       "are skipped, an interrupted one resumes; a new `sweep` submits again only the "
-                       "jobs that are missing or failed.")
+                       "folder, test each on the checkpoint its rule picks, then print the comparisons "
+                       "against the baseline runs (val on the screening seeds, test on the test seeds). "
+                       "Every config is checked first, as `fit` checks it. Finished runs are skipped, an "
+                       "interrupted one resumes; a new `sweep` submits again only the jobs that are missing "
+                       "or failed.")
     p.add_argument("config", metavar="CONFIG", help="sweep YAML (see configs/sweep_synth.yaml)")
     p.add_argument("--seeds", type=Integer(0, MAX_SEED), nargs="+", help="seeds to run (default: the config's, else 0 1 2)")
     p.add_argument("--runs", nargs="+", help="only these runs of the config")

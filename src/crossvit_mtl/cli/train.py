@@ -1,9 +1,11 @@
 """`crossvit-mtl fit | validate | test`: Lightning's CLI on YAML configs.
 
 Configs are validated on load by jsonargparse: unknown keys and wrong types fail with their name.
-Every run lives in one folder (``--run_dir``): checkpoints (``best.ckpt`` by the monitored
-metric, ``last.ckpt``), TensorBoard and CSV logs, the resolved ``config.yaml``, ``metrics.json``
-and plots. ``--ckpt_path last`` resumes from the run folder's ``last.ckpt``.
+Every run lives in one folder (``--run_dir``): checkpoints (``best.ckpt``, the one the run's
+``checkpoint_selection`` picks, and ``last.ckpt``), TensorBoard and CSV logs, the resolved
+``config.yaml``, ``metrics.json`` (the val figures of the checkpoint that is tested),
+``metrics_test.json`` with each test sample's metric states (``test_samples.npz``), and plots.
+``--ckpt_path last`` resumes from the run folder's ``last.ckpt``.
 
 A checkpoint given to ``--ckpt_path`` brings its model's options, and to a resumed ``fit`` its
 data's too: an option given otherwise is refused by name (``RESUMABLE`` lists what may change).
@@ -43,9 +45,10 @@ from crossvit_mtl.engine.callbacks import training_callbacks
 from crossvit_mtl.engine.checkpoint import AtomicCheckpointIO, StepCheckpoint, full_disk
 from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.host_memory import apply_host_memory
-from crossvit_mtl.engine.module import DenseTaskModule, monitor_key
+from crossvit_mtl.engine.module import CHECKPOINT_SELECTIONS, DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import training_precision
 from crossvit_mtl.engine.report import RunReport
+from crossvit_mtl.engine.sample_stats import SampleStatistics
 from crossvit_mtl.serialization import CheckpointError
 from crossvit_mtl.tasks import TargetError
 
@@ -174,8 +177,11 @@ class CrossViTCLI(LightningCLI):
         parser.add_argument("--checkpoint_every_n_steps", type=Integer(0, 10**9), default=0,
                             help="also write checkpoints/last.ckpt every N optimiser steps, mid-epoch "
                             "(0: only at epoch ends); `--ckpt_path last` resumes bit-exactly from it")
-        add_flag(parser, "--test_after_fit", "after `fit`, evaluate the best checkpoint (chosen on val) on the "
-                 "test split: metrics_test.json")
+        add_flag(parser, "--test_after_fit", "after `fit`, evaluate the checkpoint --checkpoint_selection picks on "
+                 "the test split: metrics_test.json")
+        parser.add_argument("--checkpoint_selection", type=str, choices=tuple(CHECKPOINT_SELECTIONS), default="last",
+                            help="the checkpoint a fit is tested on, one rule for every run of a comparison: "
+                            + "; ".join(f"{k}: {v}" for k, v in CHECKPOINT_SELECTIONS.items()))
         parser.add_argument("--report_samples", type=Integer(0, 64), default=6,
                             help="samples drawn in the prediction grid after fit/test (0: none)")
         add_flag(parser, "--system_malloc", "`fit`: leave glibc's allocator as it is (default: freed host memory "
@@ -231,8 +237,9 @@ class CrossViTCLI(LightningCLI):
         shutil.rmtree(run_dir)
 
     def after_fit(self) -> None:
-        if self._get(self.config, "test_after_fit") and not getattr(self.model, "stop_reason", None):
-            test_best(self.trainer, self.model, self.datamodule)
+        if not getattr(self.model, "stop_reason", None):
+            test_best(self.trainer, self.model, self.datamodule, self._get(self.config, "checkpoint_selection"),
+                      test=self._get(self.config, "test_after_fit"))
 
     def instantiate_classes(self) -> None:
         # Bad values in a config (a task the data lacks, a negative lr, a missing folder) are the
@@ -247,13 +254,17 @@ class CrossViTCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         run_dir = Path(self._get(self.config, "run_dir"))
         trainer_config = self._get(self.config_init, "trainer", default={})
-        monitor, mode = monitor_key(self.model.tasks)
+        selection = self._get(self.config, "checkpoint_selection")
+        monitor, mode = monitor_key(self.model.tasks, selection)
         callbacks = list(trainer_config.get("callbacks") or [])
         callbacks += [
-            # one best.ckpt and one last.ckpt, overwritten in place (atomically), never -v1 copies
+            # one best.ckpt (the checkpoint the rule picks; under `last`, the latest) and one last.ckpt,
+            # overwritten in place (atomically), never -v1 copies
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                             save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
-            RunReport(self._get(self.config, "report_samples")),
+            # the rule is the fit's: `validate` and `test` evaluate the checkpoint they are given
+            RunReport(self._get(self.config, "report_samples"), selection if self.subcommand in ("fit", None) else None),
+            SampleStatistics(),
             *training_callbacks(self.model),
         ]
         every = self._get(self.config, "checkpoint_every_n_steps")
@@ -284,14 +295,33 @@ class CrossViTCLI(LightningCLI):
         return trainer
 
 
-def test_best(trainer, model, datamodule) -> None:
-    """Evaluate the checkpoint chosen on val on the test split; without one (validation never ran,
-    e.g. ``max_steps`` within the first epoch) the weights as they are, saying so."""
+def test_best(trainer, model, datamodule, selection: str = "last", test: bool = True) -> None:
+    """After a fit: the val figures (``metrics.json``) and, with ``test``, the test figures of the
+    checkpoint rule ``selection`` picks. Under ``last`` that is the weights as they are, whose val
+    figures the fit's last validation wrote; under a val rule, the best checkpoint on val, validated
+    again so that ``metrics.json`` is its own. A data module that tests on the split that picks
+    checkpoints (the MTAN copies: ``test_split: val``) is tested on its last weights, as no
+    checkpoint chosen on a split can be reported on it; without a chosen checkpoint (validation never
+    ran) the weights as they are too; each says so."""
     callback = trainer.checkpoint_callback
-    best = "best" if callback is not None and callback.best_model_path else None
-    if best is None:
-        print("no best checkpoint (validation never ran): testing the last weights", file=sys.stderr)
-    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    chosen = callback.best_model_path if callback is not None and selection != "last" else ""
+    hp = datamodule.hparams
+    if chosen and hp.test_split == hp.val_split:
+        print(f"checkpoint_selection {selection}: data.test_split is {hp.val_split!r}, the split that picks "
+              "checkpoints; reporting the last weights on it, not the checkpoint chosen on it", file=sys.stderr)
+        chosen = ""
+    elif selection != "last" and not chosen:
+        print(f"checkpoint_selection {selection}: no checkpoint chosen (validation never ran): "
+              "reporting the last weights", file=sys.stderr)
+    report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
+    if chosen or (report is not None and report.validated_step != trainer.global_step):
+        loggers, trainer.loggers = trainer.loggers, []  # its figures go to metrics.json, not into the curves
+        try:
+            trainer.validate(model, datamodule=datamodule, ckpt_path=chosen or None, verbose=False)
+        finally:
+            trainer.loggers = loggers
+    if test:
+        trainer.test(model, datamodule=datamodule, ckpt_path=chosen or None, verbose=False)
 
 
 def cli_kwargs() -> dict:

@@ -39,10 +39,11 @@ class DenseDataModule(pl.LightningDataModule):
         tasks: the tasks to train, a subset of what the data set provides (default: all).
         options: options of the data set's class (e.g. ``void_as_class`` for MTAN Cityscapes,
             ``length`` for on-demand synthetic scenes).
-        train_split / val_split / test_split: ``val`` picks the best checkpoint, ``test`` is
-            where results are reported, a split never used for selection. The MTAN copies of
-            Cityscapes and NYUv2 hold train and val only; their configs set ``test_split: val``
-            and are tested on their last checkpoint, as the literature reports them.
+        train_split / val_split / test_split: ``val`` is what a val rule picks checkpoints on
+            (the fit's ``checkpoint_selection``), ``test`` is where results are reported. The
+            MTAN copies of Cityscapes and NYUv2 hold train and val only; their configs set
+            ``test_split: val`` and are tested on their last weights whatever the rule, as the
+            literature reports them (``cli.train.test_best``).
         train_transforms / eval_transforms: settings of the augmentation pipelines
             (``crossvit_mtl.data.transforms.TrainTransforms`` / ``EvalTransforms``); those left
             out keep their defaults (``DEFAULT_TRAIN`` / ``DEFAULT_EVAL``).

@@ -41,8 +41,26 @@ from crossvit_mtl.weighting.loss_scale import InitialLossScale
 STAGES = ("val", "test")
 
 
-def monitor_key(tasks: list[str]) -> tuple[str, str]:
-    """The figure that picks the best checkpoint: segmentation mIoU when present."""
+#: How a run picks the checkpoint it is tested on (``checkpoint_selection``); a comparison holds
+#: runs picked by one rule (``sweep`` refuses a mix, ``compare`` warns of one).
+CHECKPOINT_SELECTIONS = {
+    "last": "the weights at the end of training: no val figure decides",
+    "val_loss": "the lowest val loss: each task's loss over its initial value, times its fixed weight, summed; "
+                "defined alike for one task and for several",
+    "val_metric": "the best val segmentation mIoU when the run has segmentation, else its first task's primary "
+                  "metric: a multi-task run is picked by one task, a single-task run by its own",
+}
+
+
+def monitor_key(tasks: list[str], selection: str = "val_metric") -> tuple[str | None, str]:
+    """The val figure that picks the checkpoint under rule ``selection`` and its direction; None
+    for ``last`` (the latest checkpoint is kept)."""
+    if selection not in CHECKPOINT_SELECTIONS:
+        raise ValueError(f"checkpoint_selection must be one of {', '.join(CHECKPOINT_SELECTIONS)}, got {selection!r}")
+    if selection == "last":
+        return None, "max"
+    if selection == "val_loss":
+        return "val/loss", "min"
     task = "segmentation" if "segmentation" in tasks else tasks[0]
     metric = get_task(task).val_primary_metric or get_task(task).primary_metric
     return f"val/{task}/{metric}", "max" if get_task(task).metrics[metric].higher_is_better else "min"
@@ -248,7 +266,7 @@ class DenseTaskModule(pl.LightningModule):
         self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
+        return self._eval_step(batch, "test")  # the outputs: each sample's metric states are kept
 
     def _eval_epoch_end(self, stage: str) -> None:
         results = {}

@@ -80,10 +80,21 @@ def predict_samples(module: pl.LightningModule, dataset, count: int) -> tuple[li
 
 
 class RunReport(pl.Callback):
-    """After fit (last validation) and after test: metrics.json, the table, PNG plots."""
+    """After fit (its last validation), after a validation outside fit and after test:
+    metrics.json / metrics_test.json, the table, PNG plots. Each file names the weights it
+    evaluated (``checkpoint``: a file, or null for the weights as they were, and the step they were
+    trained to) and the rule that picked them (``checkpoint_selection``, the fit's; null when a
+    command was handed its checkpoint)."""
 
-    def __init__(self, num_samples: int = 6):
+    def __init__(self, num_samples: int = 6, selection: str | None = None):
         self.num_samples = num_samples
+        self.selection = selection
+        #: the optimiser step the last validation's weights were trained to
+        self.validated_step: int | None = None
+        self._loaded: dict[str, Any] = {}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._loaded = {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
 
     def _report(self, trainer: pl.Trainer, module, stage: str) -> None:
         if not trainer.is_global_zero or stage not in module.results:
@@ -92,11 +103,15 @@ class RunReport(pl.Callback):
         meta = module.hparams.dataset_meta
         results = module.results[stage]
         path = run_dir / ("metrics.json" if stage == "val" else f"metrics_{stage}.json")
-        payload = {"stage": stage, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+        loaded = trainer.ckpt_path is not None and trainer.state.fn != "fit"
+        epoch, step = ((self._loaded.get("epoch"), self._loaded.get("global_step")) if loaded
+                       else (trainer.current_epoch, trainer.global_step))
+        payload = {"stage": stage, "epoch": epoch, "global_step": step,
+                   "checkpoint": str(trainer.ckpt_path) if loaded else None, "checkpoint_selection": self.selection,
                    "model": module.hparams.model, "dataset": meta.get("name"),
                    "results": results_to_json(results, meta)}
         path.write_text(json.dumps(payload, indent=2))
-        print(f"\n{stage} results (epoch {trainer.current_epoch}, step {trainer.global_step}):")
+        print(f"\n{stage} results (epoch {epoch}, step {step}):")
         print(format_results(results, meta))
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +132,13 @@ class RunReport(pl.Callback):
             plots.plot_samples(samples, preds, meta, plot_dir / f"samples_{stage}.png")
         report = build_report(run_dir)
         print(f"run folder: {run_dir.resolve()}  (metrics: {path.name}, plots: plots/, report: {report.name})")
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            loaded = trainer.ckpt_path is not None and trainer.state.fn != "fit"
+            self.validated_step = self._loaded.get("global_step") if loaded else trainer.global_step
+        if trainer.state.fn == "validate":  # fit's validations are reported once, at its end
+            self._report(trainer, pl_module, "val")
 
     def on_fit_end(self, trainer, pl_module):
         self._report(trainer, pl_module, "val")

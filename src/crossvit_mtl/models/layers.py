@@ -53,32 +53,33 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-#: fp32 attention scores (bytes) that CPU bf16 attention computes at once: batches with more run
-#: in chunks of samples; a sample with more takes the fused kernel (see :func:`attention`)
+#: attention scores (counted at 4 bytes each) that CPU bf16 attention computes at once: batches
+#: with more run in chunks of samples; a sample with more takes the fused kernel (see :func:`attention`)
 SCORE_CHUNK_BYTES = 16 * 2**20
-#: most fp32 score bytes one attention call keeps for backward on the explicit path
+#: most scores (at 4 bytes each) one attention call keeps for backward on the explicit path
 SCORE_MAX_BYTES = 256 * 2**20
 
 
 def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
-    scores = torch.matmul(q, k.transpose(-2, -1)).float().mul_(q.shape[-1] ** -0.5)
-    probs = F.dropout(scores.softmax(dim=-1), dropout_p) if dropout_p else scores.softmax(dim=-1)
-    return torch.matmul(probs.to(q.dtype), v)
+    # the softmax reads bf16 scores and sums in fp32 (PyTorch's CPU kernel); its backward alike
+    probs = torch.matmul(q, k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5).softmax(dim=-1)
+    return torch.matmul(F.dropout(probs, dropout_p) if dropout_p else probs, v)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
     """Softmax attention of (B, h, N, d) queries over (B, h, M, d) keys and values, scaled by
     1/sqrt(d): scaled_dot_product_attention, except for bf16 on CPU at moderate lengths.
 
-    There two bf16 matrix products around an fp32 softmax beat PyTorch's fused kernel (in fp32
-    or bf16) by 1.5-2.9x forward + backward at every attention shape of the presets and the
-    thesis network (``benchmarks/attention_precision.py``), provided the scores come in
-    cache-sized blocks: a batch runs in chunks of samples whose fp32 scores fit
+    There two bf16 matrix products around a softmax of the bf16 scores (summed in fp32 inside
+    PyTorch's kernel) beat PyTorch's fused kernel (in fp32 or bf16) at every attention shape of
+    the presets and the thesis network (``benchmarks/attention_precision.py``), provided the
+    scores come in cache-sized blocks: a batch runs in chunks of samples whose scores fit
     ``SCORE_CHUNK_BYTES``, which also keeps each block small enough for glibc to reuse rather
     than page-fault anew. A sample with more scores than a chunk (long sequences), or a call
     with more than ``SCORE_MAX_BYTES`` to keep for backward, takes the fused kernel, which never
-    materialises them and at such lengths runs faster in bf16 than in fp32. Scores are rounded
-    to bf16 as autocast rounds any matrix product.
+    materialises them and at such lengths runs faster in bf16 than in fp32. Scores and
+    probabilities are rounded to bf16 as autocast rounds any matrix product's inputs and outputs;
+    no fp32 copy of them is made.
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         batch, heads, queries, _ = q.shape

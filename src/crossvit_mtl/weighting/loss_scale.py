@@ -7,8 +7,11 @@ compares the units rather than the tasks. Dividing each loss by its value for th
 network, measured once on a fixed set of training samples before the first step, makes every task
 start at 1, so EW means equal contribution and every method sees the same scales.
 
-With Adam or AdamW, a constant factor on a lone loss does not change the updates (the optimiser
-divides it out), so single-task baselines train exactly as without the rule.
+With AdamW, a constant factor on a lone loss barely changes the updates: the optimiser divides it
+out of the gradient's moments, all but its epsilon (1e-8 added to the root of the second moment,
+which the factor scales), and its decoupled weight decay never sees it. So a single-task baseline
+trains almost as without the rule; not exactly, and not at all alike under SGD or under Adam with
+L2 weight decay (added to the gradient, so weighed against a scaled loss).
 """
 from __future__ import annotations
 
