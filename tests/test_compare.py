@@ -264,8 +264,9 @@ def test_unpaired_seeds_are_refused_and_other_mismatches_said(tmp_path, capsys):
 def write_sweep(path, sweep_dir):
     spec = {
         "sweep_dir": str(sweep_dir),
+        # every test scene tested: the comparisons bootstrap over them
         "base": tiny_config(model={"scheduler": "none"}, data={"tasks": ["segmentation", "depth"]},
-                            trainer={"max_steps": 1, "logger": False}),
+                            trainer={"max_steps": 1, "logger": False, "limit_test_batches": None}),
         "runs": {"seg": {"baseline": True, "data": {"tasks": ["segmentation"]}},
                  "depth": {"baseline": True, "data": {"tasks": ["depth"]}},
                  "uw": {"model": {"weighting": "uw"}},
