@@ -11,6 +11,7 @@ from crossvit_mtl import create_model
 from crossvit_mtl.cli import UserError, main
 from crossvit_mtl.cli.demo import config_path
 from crossvit_mtl.cli.sweep import plan
+from fixtures_run import tiny_config
 
 
 def write_run(folder, results, split="test"):
@@ -263,16 +264,9 @@ def test_unpaired_seeds_are_refused_and_other_mismatches_said(tmp_path, capsys):
 def write_sweep(path, sweep_dir):
     spec = {
         "sweep_dir": str(sweep_dir),
-        "base": {
-            "model": {"model": "crossvit_mtl_tiny", "scheduler": "none",
-                      "model_options": {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]],
-                                        "decoder_stages": 1, "decoder_channels": 16, "detail_channels": 8}},
-            "data": {"dataset": "synth", "options": {"length": 4, "height": 32, "width": 64},
-                     "tasks": ["segmentation", "depth"], "batch_size": 2, "num_workers": 0},
-            "trainer": {"max_steps": 1, "limit_val_batches": 1, "enable_progress_bar": False,
-                        "enable_model_summary": False, "precision": "32-true", "logger": False},
-            "report_samples": 0,
-        },
+        # every test scene tested: the comparisons bootstrap over them
+        "base": tiny_config(model={"scheduler": "none"}, data={"tasks": ["segmentation", "depth"]},
+                            trainer={"max_steps": 1, "logger": False, "limit_test_batches": None}),
         "runs": {"seg": {"baseline": True, "data": {"tasks": ["segmentation"]}},
                  "depth": {"baseline": True, "data": {"tasks": ["depth"]}},
                  "uw": {"model": {"weighting": "uw"}},

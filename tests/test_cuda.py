@@ -13,7 +13,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from crossvit_mtl import create_model, list_models
@@ -21,7 +20,7 @@ from crossvit_mtl.cli import main
 from crossvit_mtl.engine.precision import Placement, auto_precision, resolve
 from crossvit_mtl.models import as_task_dict
 from crossvit_mtl.models.layers import DropPath
-from fixtures_run import tiny_run
+from fixtures_run import tiny_config, write_config
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make gpu-check on a GPU machine)")]
@@ -104,15 +103,10 @@ def test_fit_two_steps_on_cuda_in_the_devices_precision(tmp_path):
     """bf16-mixed on GPUs from compute capability 8.0 (16-mixed before), batches pinned."""
     from crossvit_mtl.cli.train import CrossViTCLI, cli_kwargs
 
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"model": "crossvit_mtl_tiny", "lr": 1e-3, "warmup_epochs": 0.0},
-        "data": {"dataset": "synth", "options": {"length": 8, "height": 64, "width": 128},
-                 "batch_size": 4, "num_workers": 0},
-        "trainer": {"max_steps": 2, "limit_val_batches": 1, "enable_progress_bar": False,
-                    "enable_model_summary": False, "devices": 1},
-        "report_samples": 0,
-    }))
+    config = tmp_path / "config.yaml"  # the device's own precision: none asked for
+    write_config(config, tiny_config(data={"options": {"length": 8, "height": 64, "width": 128}, "tasks": None,
+                                           "batch_size": 4},
+                                     trainer={"precision": None, "accelerator": None, "devices": 1}))
     cli = CrossViTCLI(**cli_kwargs(), args=["fit", "--config", str(config), "--run_dir", str(tmp_path / "run")])
     trainer = cli.trainer
     major = torch.cuda.get_device_capability()[0]
@@ -134,9 +128,9 @@ def images(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["resize", "slide"])
-def test_predict_on_cuda_gives_the_cpu_labels(tmp_path_factory, images, tmp_path, mode, no_tf32, capsys):
+def test_predict_on_cuda_gives_the_cpu_labels(fitted_run, images, tmp_path, mode, no_tf32, capsys):
     """fp32 on both: at least 99.5 % of the pixels get the same label."""
-    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+    ckpt = fitted_run / "checkpoints" / "last.ckpt"
     for device in ("cpu", "cuda"):
         assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--out", str(tmp_path / device),
                      "--device", device, "--precision", "fp32", "--mode", mode, "--batch-size", "2"]) == 0
@@ -149,11 +143,11 @@ def test_predict_on_cuda_gives_the_cpu_labels(tmp_path_factory, images, tmp_path
     assert np.concatenate(same).mean() >= 0.995
 
 
-def test_onnx_export_of_a_cuda_model_is_checked(tmp_path_factory, tmp_path, no_tf32, capsys):
+def test_onnx_export_of_a_cuda_model_is_checked(fitted_run, tmp_path, no_tf32, capsys):
     from crossvit_mtl.export import check_onnx
     from crossvit_mtl.models import model_from_checkpoint
 
-    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+    ckpt = fitted_run / "checkpoints" / "last.ckpt"
     path = tmp_path / "model.onnx"
     assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(path),
                  "--device", "cuda"]) == 0

@@ -12,7 +12,7 @@ from crossvit_mtl.data.cache import FORMAT_VERSION, CachedDataset, CacheWriter
 from crossvit_mtl.data.errors import DataError
 from crossvit_mtl.data.registry import build_dataset
 from crossvit_mtl.data.synth import dataset as synth_dataset
-from crossvit_mtl.data.synth import synth_split_seed, write_synth
+from crossvit_mtl.data.synth import synth_info, synth_split_seed, write_synth
 from fixtures_data import CACHE_INFO, random_sample, write_cache, write_image_folder, write_mtan_nyuv2
 
 
@@ -167,11 +167,10 @@ def test_write_synth_with_stand_in_renderer(tmp_path, monkeypatch):
 
 
 def test_write_synth_workers_match_on_demand(tmp_path):
-    synth = pytest.importorskip("crossvit_mtl.data.synth")
     write_synth(tmp_path / "s", train=3, val=2, height=32, width=64, seed=1, workers=2)
     cached = build_dataset("synth", tmp_path / "s", split="val")
     live = build_dataset("synth", split="val", length=2, seed=1, height=32, width=64)
-    assert cached.info.tasks == synth.synth_info().tasks and cached.info.mean == synth.synth_info().mean
+    assert cached.info.tasks == synth_info().tasks and cached.info.mean == synth_info().mean
     for key, value in live[1].items():
         if key == "normal":  # float16 in the cache
             assert (value - cached[1][key]).abs().max() < 2e-3
@@ -216,7 +215,6 @@ def test_build_dataset(tmp_path):
 
 
 def test_cli_synth(tmp_path, capsys):
-    pytest.importorskip("crossvit_mtl.data.synth")
     parser = argparse.ArgumentParser()
     data_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["data", "synth", "--out", str(tmp_path / "s"), "--train", "2", "--val", "1",

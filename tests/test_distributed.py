@@ -15,25 +15,20 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from torch.distributed.nn.functional import all_reduce
 
-# 7 validation samples over 2 ranks: ranks get 4 and 3 samples, so a padding sampler would count
-# one sample twice.
-CONFIG = {
-    "model": {"model": "crossvit_mtl_tiny", "lr": 1e-3, "warmup_epochs": 0.0,
-              "model_options": {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]],
-                                "decoder_channels": 16, "detail_channels": 8, "decoder_stages": 1}},
-    "data": {"dataset": "synth", "options": {"length": 7, "height": 64, "width": 128},
-             "tasks": ["segmentation", "depth", "normal"], "batch_size": 2, "num_workers": 0,
-             # batch 1 in evaluation: fp32 outputs do not depend on which samples share a batch,
-             # so any difference left would be the metrics' reduction
-             "eval_batch_size": 1},
-    "trainer": {"max_steps": 2, "limit_val_batches": 1, "enable_progress_bar": False,
-                "enable_model_summary": False, "precision": "32-true", "accelerator": "cpu"},
-    "report_samples": 0,
-}
+from crossvit_mtl.cli import main
+from fixtures_run import tiny_config
+
+# The tiny run at 64x128, 7 validation samples over 2 ranks: ranks get 4 and 3 samples, so a padding sampler
+# would count one sample twice. Batch 1 in evaluation: fp32 outputs do not depend on which samples
+# share a batch, so any difference left would be the metrics' reduction.
+CONFIG = tiny_config(data={"options": {"length": 7, "height": 64, "width": 128},
+                           "tasks": ["segmentation", "depth", "normal"], "eval_batch_size": 1},
+                     trainer={"limit_test_batches": None})
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
 
 
 def cli(*args, cwd):
+    """The command in a process of its own (DDP launches its second rank from it)."""
     # this folder on the path: configs may name a callback of this file (GlobalBatchNorm)
     path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
@@ -41,6 +36,13 @@ def cli(*args, cwd):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def in_process(*args, cwd, monkeypatch):
+    """The command in this process: one process needs no launch of its own."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.syspath_prepend(os.path.dirname(__file__))
+    assert main(list(args)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +53,10 @@ def ddp_run(tmp_path_factory):
     return root
 
 
-def test_ddp_evaluation_equals_single_process(ddp_run):
+def test_ddp_evaluation_equals_single_process(ddp_run, monkeypatch):
     ckpt = "ddp_run/checkpoints/last.ckpt"
-    cli("test", "--config", "config.yaml", "--run_dir", "eval_single", "--ckpt_path", ckpt, cwd=ddp_run)
+    in_process("test", "--config", "config.yaml", "--run_dir", "eval_single", "--ckpt_path", ckpt, cwd=ddp_run,
+               monkeypatch=monkeypatch)
     cli("test", "--config", "config.yaml", "--run_dir", "eval_ddp", "--ckpt_path", ckpt, *DDP, cwd=ddp_run)
     single = json.loads((ddp_run / "eval_single" / "metrics_test.json").read_text())["results"]
     ddp = json.loads((ddp_run / "eval_ddp" / "metrics_test.json").read_text())["results"]
@@ -65,11 +68,11 @@ def test_ddp_evaluation_equals_single_process(ddp_run):
                 assert ddp[task][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (task, key)
 
 
-def test_ddp_checkpoint_resumes_in_one_process(ddp_run):
+def test_ddp_checkpoint_resumes_in_one_process(ddp_run, monkeypatch):
     ckpt = torch.load(ddp_run / "ddp_run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
-    cli("fit", "--config", "config.yaml", "--run_dir", "ddp_run", "--ckpt_path", "last",
-        "--trainer.max_steps", "3", cwd=ddp_run)
+    in_process("fit", "--config", "config.yaml", "--run_dir", "ddp_run", "--ckpt_path", "last",
+               "--trainer.max_steps", "3", cwd=ddp_run, monkeypatch=monkeypatch)
     resumed = torch.load(ddp_run / "ddp_run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 3
     changed = [k for k, v in resumed["state_dict"].items()
@@ -128,10 +131,11 @@ AGGREGATION["data"].update(tasks=["segmentation", "classification"],
 AGGREGATION["trainer"]["callbacks"] = [{"class_path": "test_distributed.GlobalBatchNorm"}]
 
 
-def test_ddp_gradient_aggregation_equals_single_process(tmp_path):
+def test_ddp_gradient_aggregation_equals_single_process(tmp_path, monkeypatch):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(AGGREGATION))
     cli("fit", "--config", "config.yaml", "--run_dir", "ddp", *DDP, cwd=tmp_path)
-    cli("fit", "--config", "config.yaml", "--run_dir", "single", "--data.batch_size", "4", cwd=tmp_path)
+    in_process("fit", "--config", "config.yaml", "--run_dir", "single", "--data.batch_size", "4", cwd=tmp_path,
+               monkeypatch=monkeypatch)
     runs = {}
     for run in ("ddp", "single"):
         ckpt = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)

@@ -8,6 +8,7 @@ import torch
 import yaml
 from PIL import Image
 
+import fixtures_run
 from crossvit_mtl import create_model
 from crossvit_mtl.cli import main
 from crossvit_mtl.engine.calibration import measure_initial_losses
@@ -16,41 +17,23 @@ from crossvit_mtl.engine.module import DenseTaskModule
 from crossvit_mtl.engine.optim import build_optimizer, param_groups, warmup_cosine
 from crossvit_mtl.models import model_from_checkpoint
 from crossvit_mtl.serialization import CheckpointError
+from fixtures_run import TINY_OPTIONS, TINY_TASKS, tiny_config
 
 TINY_DATA = {"dataset": "synth", "options": {"length": 8, "height": 64, "width": 128},
              "tasks": ["segmentation"], "batch_size": 4, "num_workers": 0}
 
 
-def write_config(path, **extra):
-    config = {
-        "model": {"model": "crossvit_seg_tiny", "lr": 1e-3, "warmup_epochs": 0.0},
-        "data": dict(TINY_DATA),
-        "trainer": {"max_steps": 2, "limit_val_batches": 1, "enable_progress_bar": False,
-                    "enable_model_summary": False, "precision": "32-true", "log_every_n_steps": 1},
-        "report_samples": 2,
-    }
-    for key, value in extra.items():
-        config[key].update(value)
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def fitted_run(tmp_path_factory):
-    """Two optimiser steps of a tiny model through the command line."""
-    root = tmp_path_factory.mktemp("run")
-    config = write_config(root / "config.yaml")
-    run_dir = root / "run"
-    assert main(["fit", "--config", config, "--run_dir", str(run_dir)]) == 0
-    return config, run_dir
+def write_config(path, **changes):
+    """The tiny run's config with these changes to its groups."""
+    return fixtures_run.write_config(path, tiny_config(**changes))
 
 
 def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
-    _, run_dir = fitted_run
+    run_dir = fitted_run
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["global_step"] == 2 and metrics["model"] == "crossvit_seg_tiny"
+    assert metrics["global_step"] == 2 and metrics["model"] == "crossvit_mtl_tiny"
     seg = metrics["results"]["segmentation"]
     assert 0.0 <= seg["pixel_acc"] <= 1.0
     # the pooled figure is acc / (2 - acc), as docs/training.md explains
@@ -66,12 +49,13 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
 
 
 def test_resume_from_last_and_test(fitted_run, tmp_path, capfd, monkeypatch):
-    config, fitted = fitted_run
+    config, fitted = str(fitted_run.parent / "config.yaml"), fitted_run
     # a CPU with bf16 matrix products, so that the config's 32-true differs from the automatic choice
     # whatever CPU runs the test
     monkeypatch.setattr("crossvit_mtl.engine.precision.cpu_has_bf16_matmul", lambda: True)
     run_dir = tmp_path / "run"  # a copy: the other tests see the fitted run as it was, in any order
     shutil.copytree(fitted, run_dir)
+    (run_dir / "metrics_test.json").unlink()  # the shared run's own test: written again below
     assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--trainer.max_steps", "4",
                  "--ckpt_path", "last", "--system_malloc", "true"]) == 0
     said = "".join(capfd.readouterr())
@@ -88,9 +72,10 @@ def test_resume_from_last_and_test(fitted_run, tmp_path, capfd, monkeypatch):
 
 
 def test_checkpoint_loads_without_pickled_code_and_predicts(fitted_run, tmp_path):
-    _, run_dir = fitted_run
+    run_dir = fitted_run
     model, meta = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert meta["task_channels"] == {"segmentation": 8} and meta["image_size"] == [64, 128]
+    assert meta["task_channels"] == {"segmentation": 8, "depth": 1, "normal": 3, "classification": 4}
+    assert list(meta["task_channels"]) == meta["tasks"] == TINY_TASKS and meta["image_size"] == [32, 64]
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -187,7 +172,7 @@ def test_warmup_cosine_schedule_values():
 
 
 def test_fit_refuses_an_existing_run_folder(fitted_run, capsys):
-    config, run_dir = fitted_run
+    config, run_dir = str(fitted_run.parent / "config.yaml"), fitted_run
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
     assert main(["fit", "--config", config, "--run_dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
@@ -246,7 +231,7 @@ def test_the_cli_without_a_subcommand_as_the_demo_builds_it(tmp_path):
 
     config = write_config(tmp_path / "config.yaml")
     cli = CrossViTCLI(**cli_kwargs(), args=["--config", config, "--run_dir", str(tmp_path / "run")], run=False)
-    assert cli.trainer.default_root_dir == str(tmp_path / "run") and cli.model.hparams.model == "crossvit_seg_tiny"
+    assert cli.trainer.default_root_dir == str(tmp_path / "run") and cli.model.hparams.model == "crossvit_mtl_tiny"
     (tmp_path / "taken").write_text("keep me")
     with pytest.raises(UserError, match=r"^--run_dir \S+/taken: is a file, expected a folder$"):
         CrossViTCLI(**cli_kwargs(), args=["--config", config, "--run_dir", str(tmp_path / "taken")], run=False)
@@ -255,14 +240,12 @@ def test_the_cli_without_a_subcommand_as_the_demo_builds_it(tmp_path):
 
 MTL_DATA = {"dataset": "synth", "options": {"length": 10, "height": 32, "width": 64},
             "tasks": ["segmentation", "depth", "classification"], "batch_size": 4, "num_workers": 0}
-MTL_OPTIONS = {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]], "decoder_channels": 16,
-               "detail_channels": 8, "decoder_stages": 1}
 
 
 def test_initial_losses_are_measured_without_side_effects_and_divide_each_loss():
     torch.manual_seed(0)
     dm = DenseDataModule(**MTL_DATA)
-    module = DenseTaskModule("crossvit_mtl_tiny", MTL_OPTIONS, dataset_meta=dm.meta)
+    module = DenseTaskModule("crossvit_mtl_tiny", TINY_OPTIONS, dataset_meta=dm.meta)
     batch = dm.calibration_batch(size=6)
     assert batch["image"].shape == (6, 3, 32, 64) and batch["segmentation"].dtype == torch.uint8
     assert torch.equal(dm.calibration_batch(size=6)["image"], batch["image"])  # the same samples every time
@@ -314,8 +297,7 @@ def test_loss_scale_state_round_trip_and_mismatch():
 
 
 def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, caplog):
-    config = write_config(tmp_path / "c.yaml", data=MTL_DATA,
-                          model={"model": "crossvit_mtl_tiny", "model_options": MTL_OPTIONS})
+    config = write_config(tmp_path / "c.yaml", data=MTL_DATA)
     run_dir = tmp_path / "run"
     assert main(["fit", "--config", config, "--run_dir", str(run_dir), "--report_samples", "0"]) == 0
     first, _ = caplog.text, caplog.clear()
@@ -334,8 +316,7 @@ def test_fit_measures_loss_scales_once_and_keeps_them_in_checkpoints(tmp_path, c
 
 
 def test_a_new_run_starts_its_depth_head_without_loss_scaling_too(tmp_path, caplog):
-    config = write_config(tmp_path / "c.yaml", data=MTL_DATA,
-                          model={"model": "crossvit_mtl_tiny", "model_options": MTL_OPTIONS, "loss_scaling": "none"})
+    config = write_config(tmp_path / "c.yaml", data=MTL_DATA, model={"loss_scaling": "none"})
     assert main(["fit", "--config", config, "--run_dir", str(tmp_path / "run"), "--report_samples", "0",
                  "--trainer.max_steps", "1"]) == 0
     assert "depth head: starts at" in caplog.text and "loss scaling" not in caplog.text
@@ -343,7 +324,7 @@ def test_a_new_run_starts_its_depth_head_without_loss_scaling_too(tmp_path, capl
 
 def test_the_training_order_seed_is_the_data_modules_argument(fitted_run, monkeypatch):
     # the command line hands the run's seed_everything (42 by default) to the data module
-    _, run_dir = fitted_run
+    run_dir = fitted_run
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["seed_everything"] == 42 and saved["data"]["seed"] == 42
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # what Lightning's seeding leaves in the environment: not read
@@ -356,14 +337,14 @@ def test_the_training_order_seed_is_the_data_modules_argument(fitted_run, monkey
 def test_a_module_rebuilt_by_jsonargparse_keeps_plain_hyper_parameters(fitted_run, tmp_path):
     """load_from_checkpoint of a command-line checkpoint builds the module through the config's
     types again (restricted numbers); the hyper-parameters it saves still read back weights_only."""
-    _, run_dir = fitted_run
+    run_dir = fitted_run
     module = DenseTaskModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert type(module.hparams.lr) is float and type(module.hparams.max_nonfinite_steps) is int
     torch.save(dict(module.hparams), tmp_path / "hparams.pt")
     assert torch.load(tmp_path / "hparams.pt", weights_only=True)["lr"] == module.hparams.lr == 1e-3
 
 
-def test_a_trainer_built_by_hand_gets_the_runs_callbacks(tmp_path):
+def test_a_trainer_built_by_hand_gets_the_runs_callbacks(tmp_path, synth_cache):
     """training_callbacks is what the command line adds: with it a hand-built Trainer measures the
     loss scales, starts the depth head from the data and logs throughput once its window is full."""
     import lightning.pytorch as pl
@@ -372,8 +353,9 @@ def test_a_trainer_built_by_hand_gets_the_runs_callbacks(tmp_path):
     from crossvit_mtl.engine.callbacks import THROUGHPUT_WINDOW, training_callbacks
     from crossvit_mtl.viz.plots import read_metrics_csv
 
-    dm = DenseDataModule(**MTL_DATA)
-    module = DenseTaskModule("crossvit_mtl_tiny", MTL_OPTIONS, dataset_meta=dm.meta, scheduler="none")
+    # the session's cached scenes: the window's 21 steps read them rather than render each again
+    dm = DenseDataModule(**{**MTL_DATA, "root": str(synth_cache), "options": None})
+    module = DenseTaskModule("crossvit_mtl_tiny", TINY_OPTIONS, dataset_meta=dm.meta, scheduler="none")
     depth_bias = module.model.heads["depth"].conv[-1].bias.clone()
     trainer = pl.Trainer(max_steps=THROUGHPUT_WINDOW + 1, limit_val_batches=0, log_every_n_steps=1,
                          logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,

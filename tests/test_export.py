@@ -10,13 +10,12 @@ from crossvit_mtl.cli import main
 from crossvit_mtl.export import check_onnx, export_onnx, load_state, model_from_weights, save_weights
 from crossvit_mtl.models import model_from_checkpoint
 from crossvit_mtl.serialization import CheckpointError
-from fixtures_run import tiny_run
 
 pytest.importorskip("onnxruntime")
 
 
-def test_checkpoint_exports_every_format(tmp_path_factory, tmp_path, capsys):
-    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+def test_checkpoint_exports_every_format(fitted_run, tmp_path, capsys):
+    ckpt = fitted_run / "checkpoints" / "last.ckpt"
     reference, meta = model_from_checkpoint(ckpt)
     x = torch.randn(2, 3, 32, 64)
     with torch.no_grad():

@@ -49,39 +49,23 @@ from fixtures_data import (
     write_nyud,
     write_pascal_context,
 )
+from fixtures_run import TINY_OPTIONS, merge, tiny_config
 
-# A tiny run: a 32x64 synthetic street scene, segmentation only. Cases fail while the classes are
-# instantiated, before any data loader or training step, unless they say otherwise.
-TINY_MODEL = {"model": "crossvit_seg_tiny", "lr": 1e-3, "warmup_epochs": 0.0}
-TINY_DATA = {"dataset": "synth", "options": {"length": 4, "height": 32, "width": 64},
-             "tasks": ["segmentation"], "batch_size": 2, "num_workers": 0}
-TINY_TRAINER = {"max_steps": 1, "limit_train_batches": 1, "limit_val_batches": 1, "num_sanity_val_steps": 0,
-                "enable_progress_bar": False, "enable_model_summary": False, "precision": "32-true",
-                "logger": False}
-#: small enough to build in milliseconds, big enough to be a real crossvit_mtl network
-TINY_MTL_OPTIONS = {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]], "decoder_channels": 16,
-                    "detail_channels": 8, "decoder_stages": 1}
+# The tiny run with segmentation alone on crossvit_seg_tiny, one step, nothing logged. Cases fail while
+# the classes are instantiated, before any data loader or training step, unless they say otherwise.
+TINY = tiny_config(model={"model": "crossvit_seg_tiny"}, data={"tasks": ["segmentation"]},
+                   trainer={"max_steps": 1, "limit_train_batches": 1, "num_sanity_val_steps": 0, "logger": False})
+TINY_MODEL, TINY_DATA, TINY_TRAINER = TINY["model"], TINY["data"], TINY["trainer"]
 
 FIT = "fit --config {tmp}/config.yaml --run_dir {tmp}/run"
 PAYLOAD_MARKER = "payload_ran"
 
 
 # ----------------------------------------------------------------------------------- builders
-def _merge(base: dict, changes: dict | None) -> dict:
-    """``changes`` over ``base``; a value None removes the key."""
-    out = dict(base)
-    for key, value in (changes or {}).items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    return out
-
-
 def write_config(tmp: Path, model: dict | None = None, data: dict | None = None,
                  trainer: dict | None = None) -> None:
-    config = {"model": _merge(TINY_MODEL, model), "data": _merge(TINY_DATA, data),
-              "trainer": _merge(TINY_TRAINER, trainer), "report_samples": 0}
+    config = {**TINY, "model": merge(TINY_MODEL, model), "data": merge(TINY_DATA, data),
+              "trainer": merge(TINY_TRAINER, trainer)}
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -105,7 +89,7 @@ def mtan(damage: Callable[[Path], object], fit: dict | None = None):
         root = write_mtan_cityscapes(tmp / "mtan", size=(16, 32))
         damage(root)
         if fit is not None:
-            write_config(tmp, model={"model": "crossvit_mtl_tiny", "model_options": TINY_MTL_OPTIONS},
+            write_config(tmp, model={"model": "crossvit_mtl_tiny", "model_options": TINY_OPTIONS},
                          data={"dataset": "cityscapes_mtan", "root": str(root), "options": None, "tasks": None,
                                "test_split": "val", **fit})
     return build
@@ -124,7 +108,7 @@ def benchmark(name: str, writer: Callable[[Path], Path], damage: Callable[[Path]
         root = writer(tmp / name)
         damage(root)
         if fit is not None:
-            write_config(tmp, model={"model": "crossvit_mtl_tiny", "model_options": TINY_MTL_OPTIONS},
+            write_config(tmp, model={"model": "crossvit_mtl_tiny", "model_options": TINY_OPTIONS},
                          data={"dataset": {"pc": "pascal_context", "nyud": "nyud_v2"}[name], "root": str(root),
                                "options": None, "tasks": None, "test_split": "val", **fit})
     return build
@@ -176,8 +160,10 @@ def _trained_state(model: str, options: tuple, classes: int) -> dict:
             "pytorch-lightning_version": "2"}
 
 
+#: the tiny run's model options, hashable (the builders of checkpoints cache what they build)
 SEG_OPTIONS = (("dims", (32, 64)), ("heads", (2, 2)), ("stages", ((1, 1, 1),)), ("decoder_channels", 16),
                ("detail_channels", 8), ("decoder_stages", 1))
+assert json.loads(json.dumps(dict(SEG_OPTIONS))) == TINY_OPTIONS
 THESIS_OPTIONS = (("embed_dim", 32), ("num_heads", 2), ("decoder_channels", 8), ("stem_channels", 8))
 #: the same options on the command line, at the size the checkpoints are made for
 SEG_OPTION_ARGS = ("--model-option dims=[32,64] --model-option heads=[2,2] --model-option stages=[[1,1,1]] "

@@ -2,11 +2,11 @@
 commands' one-line errors for a device that is not there."""
 import pytest
 import torch
-import yaml
 
 from crossvit_mtl.cli import main
 from crossvit_mtl.engine import precision
 from crossvit_mtl.engine.precision import Placement, auto_precision, resolve
+from fixtures_run import tiny_config, write_config
 
 
 def fake_cuda(monkeypatch, capability=(8, 0), count=1, name="Fake GPU"):
@@ -115,14 +115,11 @@ def test_gradient_weighting_with_fp16_loss_scaling_fails_in_one_line(tmp_path, c
     """The default on GPUs without bf16 is fp16 with loss scaling, which gradient aggregation
     cannot use: `fit` says so before training (faked here with the plugin that CUDA would get)."""
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"model": "crossvit_mtl_tiny", "weighting": "upgrad"},
-        "data": {"dataset": "synth", "options": {"length": 4, "height": 32, "width": 64},
-                 "tasks": ["segmentation", "depth"], "batch_size": 2, "num_workers": 0},
-        "trainer": {"max_steps": 1, "precision": None, "enable_progress_bar": False, "plugins": [
-            {"class_path": "lightning.pytorch.plugins.MixedPrecision",
-             "init_args": {"precision": "16-mixed", "device": "cpu"}}]},
-    }))
+    settings = tiny_config(model={"weighting": "upgrad"}, data={"tasks": ["segmentation", "depth"]},
+                           trainer={"max_steps": 1, "plugins": [{"class_path": "lightning.pytorch.plugins.MixedPrecision",
+                                                                 "init_args": {"precision": "16-mixed", "device": "cpu"}}]})
+    settings["trainer"]["precision"] = None  # null: not the command line's default, the plugin's
+    write_config(config, settings)
     assert main(["fit", "--config", str(config), "--run_dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == ("crossvit-mtl fit: error: model.weighting 'upgrad' cannot use fp16 loss scaling "

@@ -9,7 +9,6 @@ from PIL import Image
 from crossvit_mtl.cli import main
 from crossvit_mtl.engine.precision import resolve
 from crossvit_mtl.inference import make_forward, predict_slide, window_starts
-from fixtures_run import tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,8 @@ def images(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["resize", "slide"])
-def test_predict_writes_every_task_at_the_image_size(tmp_path_factory, images, tmp_path, mode, capsys):
-    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+def test_predict_writes_every_task_at_the_image_size(fitted_run, images, tmp_path, mode, capsys):
+    ckpt = fitted_run / "checkpoints" / "last.ckpt"
     assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--out", str(tmp_path),
                  "--mode", mode, "--batch-size", "3"]) == 0
     captured = capsys.readouterr()
@@ -83,8 +82,8 @@ def test_forward_autocasts_to_the_asked_precision_and_returns_float32():
         make_forward(net, "fp16")(x)
 
 
-def test_predict_labels_agree_across_precisions(tmp_path_factory, images, tmp_path):
-    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+def test_predict_labels_agree_across_precisions(fitted_run, images, tmp_path):
+    ckpt = fitted_run / "checkpoints" / "last.ckpt"
     labels = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
@@ -107,12 +106,12 @@ def test_forward_pads_short_batches_to_a_fixed_size_and_drops_the_padding():
     torch.testing.assert_close(padded, plain)
 
 
-def test_predict_compiled_matches_eager_and_compiles_once(tmp_path_factory, images, tmp_path):
+def test_predict_compiled_matches_eager_and_compiles_once(fitted_run, images, tmp_path):
     """--compile: the same labels as the eager network. Sliding windows come in chunks of 3 and
     a last, shorter chunk per image; padded to one batch shape, they need one compiled graph."""
     from torch._dynamo.utils import counters
 
-    ckpt = tiny_run(tmp_path_factory) / "checkpoints" / "last.ckpt"
+    ckpt = fitted_run / "checkpoints" / "last.ckpt"
     torch._dynamo.reset()
     for flags in ([], ["--compile"]):
         out = tmp_path / ("compiled" if flags else "eager")

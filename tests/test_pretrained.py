@@ -305,6 +305,7 @@ def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplo
     initialised, and the report printed."""
     from crossvit_mtl.cli import main
     from fixtures_hub import cache_repo, offline_hub, safetensors_bytes
+    from fixtures_run import tiny_config, write_config
 
     state = small_release()
     torch.save(state, tmp_path / "release.pth")
@@ -315,16 +316,10 @@ def test_a_training_config_starts_a_dense_encoder_from_a_release(tmp_path, caplo
     options = dict(SMALL_OPTIONS, patch_sizes=[12, 16], fusion="cls", kv_pool=[1, 1], detail_channels=8,
                    decoder_channels=16, decoder_stages=1)
     options.pop("img_size")
-    config = {"model": {"model": "crossvit_seg_tiny", "model_options": options, "pretrained": pretrained,
-                        "lr": 1e-3, "warmup_epochs": 0.0},
-              "data": {"dataset": "synth", "options": {"length": 2, "height": 48, "width": 96},
-                       "tasks": ["segmentation"], "batch_size": 2, "num_workers": 0},
-              "trainer": {"max_steps": 1, "limit_val_batches": 1, "num_sanity_val_steps": 0, "logger": False,
-                          "enable_progress_bar": False, "enable_model_summary": False, "precision": "32-true"},
-              "report_samples": 0}
-    import yaml
-
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    config = tiny_config(model={"model": "crossvit_seg_tiny", "model_options": options, "pretrained": pretrained},
+                         data={"options": {"length": 2, "height": 48, "width": 96}, "tasks": ["segmentation"]},
+                         trainer={"max_steps": 1, "num_sanity_val_steps": 0, "logger": False})
+    write_config(tmp_path / "config.yaml", config)
     lightning_log = logging.getLogger("lightning.pytorch")  # where the command line prints it; not propagated
     lightning_log.addHandler(caplog.handler)
     try:

@@ -13,7 +13,6 @@ from PIL import Image
 
 from crossvit_mtl.cli import main
 from crossvit_mtl.viz.report import build_report, fmt
-from fixtures_run import tiny_run
 
 VOID = {"meta", "img", "br", "hr", "input", "link", "col", "area", "base", "source", "wbr"}
 
@@ -36,8 +35,8 @@ class StrictParser(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    run_dir = tiny_run(tmp_path_factory)
+def report(fitted_run):
+    run_dir = fitted_run
     assert main(["report", str(run_dir)]) == 0
     return run_dir, run_dir / "report.html"
 

@@ -10,27 +10,24 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
 from crossvit_mtl.data.synth import SynthScenes
 from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.sampling import ResumableSampler, capture_rng_states, restore_rng_states
+from fixtures_run import TINY_OPTIONS, tiny_config, write_config
+
 
 # Drop-path makes every step draw from the global RNG and the default augmentation draws per sample,
 # so the comparison fails unless the RNG states, the data order and the augmentation seeds are all
-# restored. 8 steps per epoch, 3 epochs, a mid-epoch checkpoint every 3 steps.
-CONFIG = {
-    "model": {"model": "crossvit_mtl_tiny", "lr": 1e-3, "warmup_epochs": 0.5,
-              "model_options": {"dims": [32, 64], "heads": [2, 2], "stages": [[2, 2, 1]],
-                                "decoder_channels": 16, "detail_channels": 8, "decoder_stages": 1,
-                                "drop_path_rate": 0.3}},
-    "data": {"dataset": "synth", "options": {"length": 32, "height": 64, "width": 128},
-             "batch_size": 4, "num_workers": 1, "eval_batch_size": 8},
-    "trainer": {"max_epochs": 3, "limit_val_batches": 1, "enable_progress_bar": False,
-                "enable_model_summary": False, "precision": "32-true", "accelerator": "cpu"},
-    "report_samples": 0,
-    "checkpoint_every_n_steps": 3,
-}
+# restored (a worker process loads the batches). The tiny run on the session's 32 cached scenes:
+# 8 steps per epoch, 3 epochs, a mid-epoch checkpoint every 3 steps.
+def config(cache) -> dict:
+    return tiny_config(model={"warmup_epochs": 0.5,
+                              "model_options": {**TINY_OPTIONS, "stages": [[2, 2, 1]], "drop_path_rate": 0.3}},
+                       data={"root": str(cache), "options": None, "tasks": None, "batch_size": 4, "num_workers": 1,
+                             "eval_batch_size": 8},
+                       trainer={"max_steps": None, "max_epochs": 3, "limit_test_batches": None, "log_every_n_steps": None},
+                       checkpoint_every_n_steps=3)
 
 
 def _command(*args):
@@ -52,8 +49,9 @@ def _global_step(path):
         return -1
 
 
-def test_sigkill_then_resume_is_bit_exact(tmp_path):
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+def test_sigkill_then_resume_is_bit_exact(tmp_path, synth_cache):
+    write_config(tmp_path / "config.yaml", config(synth_cache))
+    assert len(np.load(synth_cache / "train" / "images.npy", mmap_mode="r")) == 32
     fit = ("fit", "--config", "config.yaml")
     subprocess.run(_command(*fit, "--run_dir", "whole"), cwd=tmp_path, env=_env(), check=True,
                    capture_output=True, timeout=600)

@@ -5,25 +5,22 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 
+import fixtures_run
 from crossvit_mtl.cli import main
 from crossvit_mtl.comparison import SAMPLES_FILE, bootstrap_counts, read_sample_states, replicate_results
 from crossvit_mtl.engine.module import CHECKPOINT_SELECTIONS, monitor_key
+from fixtures_run import TINY_TASKS, tiny_config
 
-TASKS = ["segmentation", "depth", "normal", "classification"]
+TASKS = TINY_TASKS
 
 
 def write_config(path, **top):
-    path.write_text(yaml.safe_dump({
-        "model": {"model": "crossvit_mtl_tiny", "lr": 1e-3, "warmup_epochs": 0.0,
-                  "model_options": {"stages": [[1, 1, 1]] * 2, "decoder_stages": 1}},
-        "data": {"dataset": "synth", "options": {"length": 6, "height": 32, "width": 64},
-                 "tasks": TASKS, "batch_size": 2, "num_workers": 0},
-        "trainer": {"max_epochs": 3, "limit_train_batches": 1, "enable_progress_bar": False,
-                    "enable_model_summary": False, "precision": "32-true", "log_every_n_steps": 1},
-        "report_samples": 0, **top}))
-    return str(path)
+    """The tiny run for three epochs of one step, validated and tested on all of its 6 scenes."""
+    return fixtures_run.write_config(path, tiny_config(
+        data={"options": {"length": 6, "height": 32, "width": 64}},
+        trainer={"max_steps": None, "max_epochs": 3, "limit_train_batches": 1, "limit_val_batches": None,
+                 "limit_test_batches": None}, **top))
 
 
 def test_monitor_keys_of_the_rules():

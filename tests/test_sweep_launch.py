@@ -20,20 +20,13 @@ import fake_slurm
 from crossvit_mtl.cli import main
 from crossvit_mtl.cli.args import UserError
 from crossvit_mtl.cli.launch import LauncherSettings, _minutes, read_settings
+from fixtures_run import tiny_config
 
-TINY_MTL_OPTIONS = {"dims": [32, 64], "heads": [2, 2], "stages": [[1, 1, 1]], "decoder_channels": 16,
-                    "detail_channels": 8, "decoder_stages": 1}
-#: 16 steps an epoch of 32x64 synthetic scenes, segmentation only, a checkpoint every 2 steps
-BASE = {
-    "model": {"model": "crossvit_mtl_tiny", "lr": 1e-3, "warmup_epochs": 0.0, "scheduler": "none",
-              "model_options": TINY_MTL_OPTIONS},
-    "data": {"dataset": "synth", "options": {"length": 32, "height": 32, "width": 64}, "tasks": ["segmentation"],
-             "batch_size": 2, "num_workers": 0},
-    "trainer": {"max_epochs": 2, "limit_val_batches": 1, "limit_test_batches": 1, "enable_progress_bar": False,
-                "enable_model_summary": False, "precision": "32-true", "logger": False, "accelerator": "cpu"},
-    "report_samples": 0,
-    "checkpoint_every_n_steps": 2,
-}
+#: the tiny run, segmentation only: 16 steps an epoch of 32 scenes, a checkpoint every 2 steps
+BASE = tiny_config(model={"scheduler": "none"},
+                   data={"options": {"length": 32, "height": 32, "width": 64}, "tasks": ["segmentation"]},
+                   trainer={"max_steps": None, "max_epochs": 2, "logger": False, "log_every_n_steps": None},
+                   checkpoint_every_n_steps=2)
 RUNS = {"seg": {"baseline": True, "seeds": [0]}, "lr2": {"seeds": [0], "model": {"lr": 2e-3}}}
 SLURM = {"name": "slurm", "partition": "gpu", "account": "proj", "gpus_per_node": 1, "cpus_per_task": 2, "mem_gb": 4,
          "time": "0:30:00", "array_parallelism": 2, "sbatch": {"exclude": "node07"},

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from torch import nn
 from torchmetrics import Metric
@@ -18,6 +17,7 @@ from crossvit_mtl.data.registry import register_dataset, unregister_dataset
 from crossvit_mtl.data.synth import SynthScenes, synth_info
 from crossvit_mtl.tasks import MetricInfo, Storage, Task, register_task, task_names, unregister_task
 from crossvit_mtl.tasks.base import colorize_scalar
+from fixtures_run import tiny_config, write_config
 
 
 class Brightness(Task):
@@ -92,13 +92,8 @@ def registered():
 
 def _config(tmp_path, name, tasks, data):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "model": {"model": "crossvit_mtl_tiny", "lr": 2e-3, "warmup_epochs": 0.0,
-                  "model_options": {"stages": [[1, 1, 1]] * 2, "decoder_stages": 1}},
-        "data": {**data, "tasks": tasks, "batch_size": 4, "num_workers": 0},
-        "trainer": {"max_steps": 4, "limit_val_batches": 1, "limit_test_batches": 1, "enable_progress_bar": False,
-                    "enable_model_summary": False, "precision": "32-true", "log_every_n_steps": 1},
-        "report_samples": 1}))
+    write_config(path, tiny_config(model={"lr": 2e-3}, data={**data, "options": None, "tasks": tasks, "batch_size": 4},
+                                   trainer={"max_steps": 4}, report_samples=1))
     return path
 
 

@@ -1,0 +1,49 @@
+"""Session fixtures: what several test files share and only one needs to make.
+
+- ``synth_cache``: the synthetic scenes written once, in the cache format ``crossvit-mtl data synth``
+  writes (32x64; 32 train, 4 val, 4 test scenes), for runs that read more scenes than they
+  should render (``tiny_config(data={"root": str(synth_cache), "options": None})``).
+- ``fitted_run``: the tiny run (``fixtures_run.TINY``, every task the scenes have but edges, the
+  report's samples drawn) fitted and tested once. Read-only: a test that changes a run copies it
+  first (``shutil.copytree``).
+- ``tiny_config``: ``fixtures_run.tiny_config``, for tests that take their helpers as fixtures.
+
+A new test that trains a model starts from ``tiny_config`` and changes only what it is about.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures_run import tiny_config as _tiny_config
+from fixtures_run import write_config
+
+#: the cache's scenes per split
+SYNTH_COUNTS = {"train": 32, "val": 4, "test": 4}
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory) -> Path:
+    from crossvit_mtl.data.synth import write_synth
+
+    return write_synth(tmp_path_factory.mktemp("synth") / "cache", height=32, width=64, **SYNTH_COUNTS)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def fitted_run(tmp_path_factory) -> Path:
+    """Run folder of the tiny run's fit and its test (config.yaml beside it as ``../config.yaml``)."""
+    from crossvit_mtl.cli import main
+
+    root = tmp_path_factory.mktemp("fitted_run")
+    config = write_config(root / "config.yaml", _tiny_config(report_samples=2))
+    run_dir = root / "run"
+    assert main(["fit", "--config", config, "--run_dir", str(run_dir)]) == 0
+    assert main(["test", "--config", config, "--run_dir", str(run_dir),
+                 "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]) == 0
+    return run_dir
