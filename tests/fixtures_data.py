@@ -222,18 +222,20 @@ def pascal_person(size: tuple[int, int]) -> tuple[np.ndarray, dict[str, np.ndarr
 
 
 def write_pascal_context(root: str | Path, ids: dict[str, list[str]] | None = None, size: tuple[int, int] = (12, 16),
-                         seed: int = 0) -> Path:
+                         seed: int = 0, sizes: dict[str, tuple[int, int]] | None = None) -> Path:
     """ATRC's PASCALContext tree. The first id of each split shows a person with parts (and a dog
     without), the others a dog with parts and no person; semseg alternates VOC12 (mode P) and
-    the pascal-context fallback (mode L); LabelMap columns: wall | sky | tvmonitor, row 0 0."""
+    the pascal-context fallback (mode L); LabelMap columns: wall | sky | tvmonitor, row 0 0.
+    ``sizes`` gives some ids another (H, W) than ``size``, as the real images vary."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    h, w = size
     for split, split_ids in (ids or PASCAL_IDS).items():
         (root / "ImageSets" / "Context").mkdir(parents=True, exist_ok=True)
         (root / "ImageSets" / "Context" / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))
         parts_index = {}
         for k, image_id in enumerate(split_ids):
+            shape = (sizes or {}).get(image_id, size)
+            h, w = shape
             (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
                 root / "JPEGImages" / f"{image_id}.jpg", quality=95)
@@ -241,16 +243,16 @@ def write_pascal_context(root: str | Path, ids: dict[str, list[str]] | None = No
             semseg[semseg == 21] = 255
             folder = "VOC12" if k % 2 == 0 else "pascal-context"
             save_label_png(root / "semseg" / folder / f"{image_id}.png", semseg, palette=folder == "VOC12")
-            dog = np.zeros(size, bool)
+            dog = np.zeros(shape, bool)
             dog[h - 2:, :3] = True
             if k == 0:
-                person, parts = pascal_person(size)
+                person, parts = pascal_person(shape)
                 objects = [("person", 15, person, parts), ("dog", 12, dog, {})]
             else:
                 objects = [("dog", 12, dog, {"head": dog})]
             save_part_annotation(root / "human_parts" / f"{image_id}.mat", image_id, objects)
             parts_index[image_id] = [int(o[1]) for o in objects]
-            labels = np.full(size, CONTEXT["wall"])
+            labels = np.full(shape, CONTEXT["wall"])
             labels[:, w // 3:2 * w // 3] = CONTEXT["sky"]
             labels[:, 2 * w // 3:] = CONTEXT["tvmonitor"]
             labels[0] = CONTEXT["unlabeled"]
@@ -269,18 +271,18 @@ NYUD_IDS = {"train": ["0003", "0004"], "val": ["0001", "0002"]}
 
 
 def write_nyud(root: str | Path, ids: dict[str, list[str]] | None = None, size: tuple[int, int] = (12, 16),
-               layout: str = "atrc", seed: int = 0) -> Path:
+               layout: str = "atrc", seed: int = 0, sizes: dict[str, tuple[int, int]] | None = None) -> Path:
     """ATRC's NYUDv2 tree (PNG images, normals and edges) or MTI-Net's NYUD_MT (JPEG images,
     .npy normals and edges). Segmentation cycles through 0..40; depth and normals have invalid
-    (zero) pixels in row 0."""
+    (zero) pixels in row 0. ``sizes`` gives some ids another (H, W) than ``size``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    h, w = size
     for folder in ("images", "segmentation", "depth", "normals", "edge", "gt_sets"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for split, split_ids in (ids or NYUD_IDS).items():
         (root / "gt_sets" / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))
         for k, image_id in enumerate(split_ids):
+            h, w = (sizes or {}).get(image_id, size)
             image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
             image.save(root / "images" / f"{image_id}.{'png' if layout == 'atrc' else 'jpg'}")
             raw = ((np.arange(h * w) + k) % 41).reshape(h, w).astype(np.uint8)

@@ -441,3 +441,78 @@ def test_shipped_mtl_configs_parse(name, capsys):
                 "task_channels": {t: c for t, c in info.task_channels().items() if t in printed["data"]["tasks"]}}
         module = DenseTaskModule(**{k: v for k, v in printed["model"].items() if k != "dataset_meta"}, dataset_meta=meta)
         assert module.tasks == printed["data"]["tasks"]
+
+
+def test_published_figures_sit_beside_the_runs_with_mti_nets_delta_m(tmp_path, capsys):
+    """`--published nyud_v2`: the papers' rows in the project's units, on the runs' tasks, the metrics
+    they report beside each primary one, and MTI-Net's Delta-m (one metric per task) against each
+    seed of the baselines given, untested; without baselines, the figures alone."""
+    from crossvit_mtl.comparison import compare, report_markdown, to_json
+    from crossvit_mtl.data.published import PUBLISHED
+
+    seg = write_run(tmp_path / "seg", {"segmentation": {"miou": 0.50, "pixel_acc": 0.7}})
+    dep = write_run(tmp_path / "dep", {"depth": {"abs_err": 0.40, "rel_err": 0.15, "rmse": 0.60}})
+    nor = write_run(tmp_path / "nor", {"normal": {"mean": 20.0, "median": 14.0}})
+    edg = write_run(tmp_path / "edg", {"edge": {"odsf": 0.75, "oisf": 0.76, "ap": 0.7}})
+    mtl = write_run(tmp_path / "mtl", {"segmentation": {"miou": 0.55, "pixel_acc": 0.7},
+                                       "depth": {"abs_err": 0.40, "rel_err": 0.15, "rmse": 0.54},
+                                       "normal": {"mean": 22.0, "median": 15.0}, "edge": {"odsf": 0.75, "oisf": 0.75, "ap": 0.7}})
+    comparison = compare([mtl], [seg, dep, nor, edg], metric_set="single", published="nyud_v2")
+    invpt = next(g for g in comparison.groups if g.name == "InvPT (published)")
+    assert invpt.published and invpt.seeds[""] == {"segmentation": {"miou": 0.5356}, "depth": {"rmse": 0.5183},
+                                                   "normal": {"mean": 19.04}, "edge": {"odsf": 0.781}}
+    # MTI-Net's Delta-m by hand: seg +7.12 %, depth RMSE 0.6 -> 0.5183: +13.6167 %, normals 20 -> 19.04:
+    # +4.8 %, edges 0.75 -> 0.781: +4.1333 %; mean +7.4175 %
+    expected = (7.12 + (0.6 - 0.5183) / 0.6 * 100 + 4.8 + (0.781 - 0.75) / 0.75 * 100) / 4
+    assert invpt.delta["metrics"][""] == pytest.approx(expected)
+    mine = next(g for g in comparison.groups if g.name == "mtl")
+    assert mine.delta["metrics"][""] == pytest.approx((10.0 + 10.0 - 10.0 + 0.0) / 4)
+    assert {t.group for t in comparison.tests} == {"mtl"}  # figures, not runs: nothing of theirs is tested
+    text = report_markdown(comparison)
+    table = sections(text)["Metrics (mean ± std over seeds) and Δm against the single-task baselines:"].splitlines()
+    assert "depth abs err ↓ | depth RMSE ↓" in table[0]  # the primary metric, and the one the papers report
+    row = next(line for line in table if line.startswith("| TaskPrompter (published) | - |"))
+    assert "0.5590" in row and "0.5062" in row and "18.5800" in row and "0.7770" in row and "*" not in row
+    tasks = sections(text)["Each task against its single-task baseline (mean ± std over seeds):"]
+    assert "| InvPT (published) | - | +7.12 |" in tasks  # segmentation 0.5 -> 0.5356
+    assert "Published rows: the papers' nyud_v2 figures on val" in text and "leaves out" not in text
+    assert [g["published"] for g in to_json(comparison)["groups"]][-4:] == [True] * 4
+    # the default set's other metrics are not reported by the papers: named, left out of their Delta-m
+    default = report_markdown(compare([mtl], [seg, dep, nor, edg], published="nyud_v2"))
+    assert "leaves out what they do not report: depth abs_err, depth rel_err, normal median, segmentation pixel_acc" \
+        in default
+    # the published rows take the runs' tasks only; without baselines there is no Delta-m
+    assert main(["compare", seg, "--published", "pascal_context"]) == 0
+    out = capsys.readouterr().out
+    parts = out.strip().split("\n\n")
+    header = parts[parts.index("Metrics (mean ± std over seeds):") + 1].splitlines()[0]
+    assert "| InvPT (published) | - | 0.7903 |" in out and "saliency" not in header
+    assert "No single-task baselines" in out and "Δm" not in header
+    assert len(PUBLISHED["pascal_context"]) == len(PUBLISHED["nyud_v2"]) == 4
+
+
+def test_published_figures_meet_each_seed_of_the_baselines(tmp_path):
+    """Baselines of several seeds: a published row's Delta-m per baseline seed (no mean of the
+    baselines), shown as mean ± std over those seeds."""
+    from crossvit_mtl.comparison import compare
+
+    for seed, miou in (("seed0", 0.50), ("seed1", 0.40)):
+        write_run(tmp_path / "seg" / seed, {"segmentation": {"miou": miou}})
+        write_run(tmp_path / "mtl" / seed, {"segmentation": {"miou": 0.45}})
+    comparison = compare([str(tmp_path / "mtl")], [str(tmp_path / "seg")], metric_set="single",
+                         published="pascal_context", bootstrap=0)
+    invpt = next(g for g in comparison.groups if g.name == "InvPT (published)")
+    assert invpt.delta["metrics"] == pytest.approx({"seed0": (0.7903 - 0.5) / 0.5 * 100,
+                                                    "seed1": (0.7903 - 0.4) / 0.4 * 100})
+    assert invpt.task_delta["segmentation"] == invpt.delta["metrics"]
+
+
+def test_published_figures_refuse_runs_of_other_tasks_and_need_baselines_otherwise(tmp_path, capsys):
+    cls = write_run(tmp_path / "cls", {"classification": {"top1": 0.9}})
+    assert main(["compare", cls, "--published", "nyud_v2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "share no task with the published nyud_v2 figures" in err
+    assert main(["compare", cls]) == 2
+    assert "--baselines required" in capsys.readouterr().err
+    assert main(["compare", cls, "--published", "nyud_v2", "--reference", "cls"]) == 2
+    assert "needs single-task baselines" in capsys.readouterr().err

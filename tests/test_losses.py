@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from crossvit_mtl.data.common import IGNORE_INDEX
 from crossvit_mtl.tasks import get_task
 from crossvit_mtl.tasks.depth import MaskedL1Loss, MaskedLogL1Loss, ScaleInvariantLogLoss
-from crossvit_mtl.tasks.normal import CosineNormalLoss
+from crossvit_mtl.tasks.normal import CosineNormalLoss, L1NormalLoss
 from crossvit_mtl.tasks.segmentation import CEDiceLoss, CrossEntropyLoss, DiceLoss
 
 
@@ -113,6 +113,24 @@ def test_cosine_loss_identical_and_opposite():
     loss = CosineNormalLoss()
     assert loss(pred, target).item() == pytest.approx(0, abs=1e-6)
     assert loss(-pred, target).item() == pytest.approx(2, abs=1e-6)
+
+
+def test_l1_normal_loss_hand_case_sums_channels_and_averages_valid_pixels():
+    """ATRC's / InvPT's L1Loss(normalize=True): the prediction made unit length, |difference| summed
+    over x, y, z, divided by the number of valid pixels (a target of zeros is not valid)."""
+    target = torch.zeros(1, 3, 1, 3)
+    target[0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0])
+    target[0, :, 0, 1] = torch.tensor([0.0, 0.0, 1.0])
+    pred = torch.zeros(1, 3, 1, 3)
+    pred[0, :, 0, 0] = torch.tensor([2.0, 0.0, 0.0])   # unit: (1, 0, 0), error 0
+    pred[0, :, 0, 1] = torch.tensor([0.0, 3.0, 4.0])   # unit: (0, 0.6, 0.8): |0| + |0.6| + |-0.2| = 0.8
+    pred[0, :, 0, 2] = torch.tensor([5.0, 5.0, 5.0])   # invalid target: not counted
+    loss = L1NormalLoss()(pred.requires_grad_(), target)
+    assert float(loss) == pytest.approx(0.8 / 2)
+    loss.backward()
+    assert pred.grad[0, :, 0, 2].abs().sum() == 0
+    assert float(L1NormalLoss()(pred, torch.zeros_like(target))) == 0.0
+    assert isinstance(get_task("normal").build_loss("l1"), L1NormalLoss)
 
 
 def test_losses_are_float32_under_autocast():

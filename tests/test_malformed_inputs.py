@@ -399,6 +399,26 @@ CASES = [
          r"data image size 40x64 is not divisible by the patch size 16 of model 'crossvit_seg_tiny'"),
     Case("config_eval_size_not_divisible", config(data={"eval_transforms": {"size": [120, 256]}}), FIT,
          r"data image size 120x256 is not divisible by the patch size 16 of model 'crossvit_seg_tiny'"),
+    # the benchmarks' transform settings: their types while parsing, what no type says when built
+    Case("config_cat_max_ratio_above_one", config(data={"train_transforms": {"cat_max_ratio": 1.5}}), FIT,
+         r'"data\.train_transforms": .*Not of type ClassShare: 1\.5 does not conform to restriction v>0\.0 and v<=1\.0'),
+    Case("config_pad_to_zero", config(data={"eval_transforms": {"pad_to": [0, 64]}}), FIT,
+         r'"data\.eval_transforms": .*\[0, 64\]'),
+    Case("config_scale_range_reversed", config(data={"train_transforms": {"scale_range": [2.0, 0.5]}}), FIT,
+         r"^scale_range must be a \(low, high\) pair of positive scale factors, low <= high, got \[2\.0, 0\.5\]$"),
+    Case("config_two_scale_augmentations",
+         config(data={"train_transforms": {"scale_range": [0.5, 2.0], "scales": [1.0, 1.5]}}), FIT,
+         r"^train transform config keys 'scales' and 'scale_range' are two scale augmentations; give one"),
+    Case("config_crop_rule_without_crop", config(data={"train_transforms": {"cat_max_ratio": 0.75,
+                                                                            "cat_max_ratio_task": "segmentation"}}),
+         FIT, r"^train transform config key 'cat_max_ratio' < 1 needs 'crop_size'"),
+    Case("config_crop_rule_task_not_a_map", config(data={"train_transforms": {"cat_max_ratio_task": "segmentaton"}}),
+         FIT, r"^train transform config key 'cat_max_ratio_task' must name a dense task .*got 'segmentaton'$"),
+    # maps written by `test`: only tasks of 8-bit maps, and only the model's
+    Case("config_save_predictions_not_a_map", config(), f"{FIT} --save_predictions [depth]",
+         r"^save_predictions: 'depth' is not a task whose maps are 8-bit images"),
+    Case("config_save_predictions_not_the_models", config(), f"{FIT} --save_predictions [edge]",
+         r"^save_predictions: the model has no task 'edge' \(its tasks: segmentation\)$"),
     Case("config_thesis_size_not_divisible",
          config(model={"model": "thesis_seg", "model_options": {"embed_dim": 32, "num_heads": 2, "decoder_channels": 8}},
                 data={"options": {"length": 4, "height": 40, "width": 64}}), FIT,
@@ -830,6 +850,7 @@ NUMBER_AND_CHOICE_ARGUMENTS = {
     ("compare", "--delta_m_set"): ("single", "single"), ("compare", "--all_metrics"): ("true", True),
     ("compare", "--overwrite"): ("true", True), ("compare", "--seeds"): ("1", [1]),
     ("compare", "--correction"): ("bonferroni", "bonferroni"), ("compare", "--bootstrap"): ("100", 100),
+    ("compare", "--published"): ("nyud_v2", "nyud_v2"),
     ("fit", "--checkpoint_selection"): ("val_loss", "val_loss"), ("demo", "--checkpoint_selection"): ("last", "last"),
     ("sweep", "--seeds"): ("3", [3]), ("sweep", "--launcher"): ("slurm", "slurm"),
     ("sweep", "--jobs"): ("2", 2), ("sweep", "--status"): ("true", True), ("sweep", "--dry_run"): ("true", True),
@@ -870,7 +891,8 @@ def _bad_value_cases() -> list[Case]:
 
 
 #: option names the walk of the parsers leaves to other tables: files and folders, free text
-NOT_NUMBERS_OR_CHOICES = {"--config", "--print_config", "--trainer", "--model", "--data", "--run_dir"}
+NOT_NUMBERS_OR_CHOICES = {"--config", "--print_config", "--trainer", "--model", "--data", "--run_dir",
+                          "--save_predictions+"}  # task names, which are plug-ins: its cases are above
 
 
 @functools.cache
@@ -1152,7 +1174,7 @@ NOT_PATHS = {"--train", "--val", "--workers", "--overwrite", "--strict", "--size
              "--check", "--tolerance", "--pattern", "--seed", "--labels", "--splits", "--kind", "--models",
              "--sizes", "--variants", "--allocators", "--repeats", "--rounds", "--threads", "--quick", "--dry_run",
              "--device", "--test", "--split", "--reference", "--delta_m_set", "--all_metrics", "--seeds", "--runs",
-             "--correction", "--bootstrap",
+             "--correction", "--bootstrap", "--published",
              "--system_malloc", "--max_dist", "--protocol", "--thin_gt", "--launcher", "--jobs", "--status"}
 #: fit, validate and test take these (Lightning's parser); fit stands for the three
 LIGHTNING_PATHS = {("fit", "--config"), ("test", "--ckpt_path"), ("fit", "--run_dir"), ("demo", "--run_dir"),

@@ -263,7 +263,7 @@ def test_build_transforms_pipelines():
                                                            "CastFloats"]
     disp = DatasetInfo(name="cs", tasks=("depth",), depth_kind="disparity")
     assert build_transforms(disp, train=True).transforms[0].meta["depth_kind"] == "disparity"
-    assert DEFAULT_EVAL == {"size": None}
+    assert DEFAULT_EVAL == {"size": None, "pad_to": None, "size_divisor": 1}
     assert [type(t).__name__ for t in build_transforms(INFO, train=False).transforms] == ["Normalize", "CastFloats"]
     evals = build_transforms(INFO, train=False, config={"size": (16, 24)})
     assert [type(t).__name__ for t in evals.transforms] == ["Resize", "Normalize", "CastFloats"]

@@ -24,6 +24,11 @@ Delta, each difference to the reference run) is one test of the null "no differe
 two-sided p-value from the interval's t. Holm's step-down correction (Holm 1979) over all of them
 keeps the chance of any false mark at 5 %; ``*`` marks only what survives it (``correction``:
 ``bonferroni``, or ``none`` for the uncorrected 95 % intervals).
+
+**Published figures.** ``published`` (a benchmark of ``data.published``) adds the papers' figures
+as rows beside the runs, on the runs' tasks. They are figures, not runs: no seeds, no sample
+states, nothing tested. Their Delta-m is against each seed the baselines share (the papers' own
+single-task runs are not published), over the metrics they report.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from crossvit_mtl.tasks import DELTA_M_CONVENTIONS, DELTA_M_SETS, delta_m, get_task, is_task, task_names
+from crossvit_mtl.tasks.delta import set_members
 
 #: the metrics file of each split, as the engine writes it
 METRICS_FILES = {"test": "metrics_test.json", "val": "metrics.json"}
@@ -75,6 +81,8 @@ class Group:
     name: str
     seeds: dict[str, Results]
     baseline: bool = False
+    #: a paper's figures (``data.published``), not a run: its Delta-m is per baseline seed
+    published: bool = False
     #: per seed: the run's checkpoint rule, as its metrics file records it (None: not recorded)
     selection: dict[str, str | None] = field(default_factory=dict)
     #: per seed: the folder the seed's files are in
@@ -388,6 +396,8 @@ class Comparison:
     test_samples: int = 0
     tests: list[Test] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the benchmark whose published figures are rows (``data.published``), or None
+    published: str | None = None
 
     @property
     def baselines(self) -> list[Group]:
@@ -395,7 +405,12 @@ class Comparison:
 
     @property
     def runs(self) -> list[Group]:
-        return [g for g in self.groups if not g.baseline]
+        """The compared runs: what is tested (the published rows are not)."""
+        return [g for g in self.groups if not (g.baseline or g.published)]
+
+    @property
+    def published_rows(self) -> list[Group]:
+        return [g for g in self.groups if g.published]
 
     def columns(self) -> list[tuple[str, str]]:
         """Every (task, metric) any group has, in the engine's order."""
@@ -427,7 +442,7 @@ class Comparison:
 
 def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: str = "test",
             reference: str | None = None, metric_set: str = "default", seeds: Sequence[int | str] | None = None,
-            correction: str = "holm", bootstrap: int = BOOTSTRAP) -> Comparison:
+            correction: str = "holm", bootstrap: int = BOOTSTRAP, published: str | None = None) -> Comparison:
     """Load runs and single-task baselines, give every run its Delta-m per seed in both conventions
     (over every task, and over the dense tasks when the tasks are of both kinds) and each task's own
     Delta, test them and the seed-paired differences to the reference run, and correct the tests.
@@ -436,6 +451,8 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
     there is one. ``metric_set`` is the metrics Delta-m averages (``tasks.DELTA_M_SETS``).
     ``seeds`` keeps only those seed folders (e.g. the test seeds of a sweep, not its screening
     seed). ``bootstrap`` resamples of the test samples add the test set's noise (0: none).
+    ``published`` (``pascal_context``, ``nyud_v2``) adds the papers' figures as rows; without
+    baselines the runs and those rows are shown, with no Delta-m and nothing tested.
     """
     if split not in METRICS_FILES:
         raise ComparisonError(f"split must be one of {', '.join(METRICS_FILES)}, got {split!r}")
@@ -443,6 +460,8 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
         raise ComparisonError(f"metric set must be one of {', '.join(DELTA_M_SETS)}, got {metric_set!r}")
     if correction not in CORRECTIONS:
         raise ComparisonError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    if not baselines and reference is not None:
+        raise ComparisonError("a reference run compares Delta-m, which needs single-task baselines")
     base_groups = [_load(b, split, "baseline", seeds) for b in baselines]
     owner: dict[str, str] = {}
     for group in base_groups:
@@ -452,16 +471,21 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
                                       f"(also {owner[task]})", "baseline")
             owner[task] = group.name
     run_groups = [_load(r, split, "run", seeds) for r in runs]
-    names = [g.name for g in base_groups + run_groups]
+    rows = published_groups(published, run_groups) if published is not None else []
+    names = [g.name for g in base_groups + run_groups + rows]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ComparisonError(f"two runs are named {duplicates[0]!r}; compare folders with distinct names")
     if reference is None:
-        reference = "ew" if any(g.name == "ew" for g in run_groups) else None
+        reference = "ew" if base_groups and any(g.name == "ew" for g in run_groups) else None
     elif reference not in [g.name for g in run_groups]:
         raise ComparisonError(f"reference run {reference!r} is not among the runs "
                               f"({', '.join(g.name for g in run_groups)})")
-    comparison = Comparison(base_groups + run_groups, reference, split, metric_set, correction)
+    comparison = Comparison(base_groups + run_groups + rows, reference, split, metric_set, correction,
+                            published=published)
+    if not base_groups:  # the figures side by side: no Delta-m, nothing to test
+        comparison.delta_keys = []
+        return comparison
     _check_pairing(run_groups, base_groups, owner)
     usable = {g.name: _common_metrics(g, comparison.warnings) for g in comparison.groups}
     kinds = {get_task(t).kind for t in owner}
@@ -487,6 +511,8 @@ def compare(runs: Sequence[str | Path], baselines: Sequence[str | Path], split: 
                 group.task_delta.setdefault(task, {})[seed] = value
             if replicates:
                 _replicate_deltas(comparison, group, seed, replicates, usable, base_groups)
+    for group in rows:
+        _published_deltas(comparison, group, base_groups, owner, usable)
     _check_metric_sets(comparison, usable, owner)
     _check_selection(comparison)
     _run_tests(comparison)
@@ -498,6 +524,64 @@ def _load(folder: str | Path, split: str, role: str, seeds: Sequence[int | str] 
         return load_group(folder, split, baseline=role == "baseline", seeds=seeds)
     except ComparisonError as err:
         raise ComparisonError(str(err), role) from None
+
+
+def published_groups(dataset: str, runs: Sequence[Group]) -> list[Group]:
+    """The papers' rows of ``dataset`` as groups of one "seed", on the tasks the runs have."""
+    from crossvit_mtl.data.published import published
+
+    try:
+        rows = published(dataset)
+    except ValueError as err:
+        raise ComparisonError(str(err)) from None
+    tasks = {task for group in runs for seed in group.seeds.values() for task in seed}
+    groups = [Group(f"{row.method} (published)", {"": {t: dict(v) for t, v in row.results.items() if t in tasks}},
+                    published=True) for row in rows]
+    if not any(results for g in groups for results in g.seeds.values()):
+        raise ComparisonError(f"the runs share no task with the published {dataset} figures "
+                              f"({', '.join(rows[0].results)})", "run")
+    return groups
+
+
+def _published_deltas(comparison: Comparison, group: Group, base_groups: list[Group], owner: dict[str, str],
+                       usable: dict[str, dict[str, set[str]]]) -> None:
+    """A published row's Delta-m and task Deltas against each seed its tasks' baselines share."""
+    results = _restrict(group.seeds[""], usable[group.name])
+    bases = [b for b in base_groups if any(owner.get(t) == b.name for t in results)]
+    shared = sorted(set.intersection(*(set(b.seeds) for b in bases))) if bases else []
+    if not shared:
+        comparison.warnings.append(f"{group.name}: the baselines of its tasks share no seed; no Δm")
+        return
+    for seed in shared:
+        theirs = _baseline_results(results, {b.name: b.seeds[seed] for b in bases}, owner, usable)
+        try:
+            deltas, per_task = _deltas(comparison, results, theirs)
+        except ValueError as err:
+            raise ComparisonError(f"{group.name}: {err}") from None
+        for key, value in deltas.items():
+            group.delta.setdefault(key, {})[seed] = value
+        for task, value in per_task.items():
+            group.task_delta.setdefault(task, {})[seed] = value
+
+
+def published_note(comparison: Comparison) -> str:
+    """What the published rows are, and which Delta-m metrics they do not report (left out of theirs)."""
+    rows = comparison.published_rows
+    if not rows:
+        return ""
+    measured = {(task, key) for g in comparison.groups if not g.published for seed in g.seeds.values()
+                for task, values in seed.items() for key in values}
+    lacking = sorted({f"{task} {key}" for g in rows for results in g.seeds.values() for task in results
+                      for key in set_members(get_task(task), comparison.metric_set)
+                      if key not in results[task] and (task, key) in measured})
+    where = "val, edges on its 2498-image subset val_edge" if comparison.published == "pascal_context" else "val"
+    text = (f"Published rows: the papers' {comparison.published} figures on {where}, in this table's units (mIoU, "
+            "maxF and odsF as fractions); `crossvit_mtl.data.published` gives each one's source, backbone and schedule.")
+    if any(g.delta for g in rows):
+        text += (" Their Δm is against each seed of the baselines given here (mean ± std over those seeds), not "
+                 "the papers' own single-task runs, and is not tested")
+        text += f"; it leaves out what they do not report: {', '.join(lacking)}." if lacking else "."
+    return text
 
 
 def _check_pairing(runs: list[Group], baselines: list[Group], owner: dict[str, str]) -> None:
@@ -648,7 +732,8 @@ def _check_metric_sets(comparison: Comparison, usable: dict[str, dict[str, set[s
 
 def _check_selection(comparison: Comparison) -> None:
     """Runs picked by different checkpoint rules are not compared under one rule."""
-    rules = {g.name: sorted({r or "not recorded" for r in g.selection.values()}) for g in comparison.groups}
+    rules = {g.name: sorted({r or "not recorded" for r in g.selection.values()}) for g in comparison.groups
+             if not g.published}
     distinct = {r for values in rules.values() for r in values}
     if len(distinct) > 1:
         shown = "; ".join(f"{name} {'/'.join(v)}" for name, v in rules.items())
@@ -730,7 +815,7 @@ def to_markdown(comparison: Comparison, columns: list[tuple[str, str]] | None = 
     header += [_delta_header(key) for key in comparison.delta_keys]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for group in comparison.groups:
-        cells = [group.name + (" (baseline)" if group.baseline else ""), str(len(group.seeds))]
+        cells = [group.name + (" (baseline)" if group.baseline else ""), "-" if group.published else str(len(group.seeds))]
         cells += [_cell(comparison.values(group, task, key)) for task, key in columns]
         cells += [_delta_cell(list(group.delta.get(key, {}).values()), comparison.test(group.name, "delta", key))
                   for key in comparison.delta_keys]
@@ -742,11 +827,12 @@ def task_delta_markdown(comparison: Comparison) -> str:
     """One row per compared run: each task's own Delta-m (the mean relative change of its Delta-m
     metrics against its single-task baseline, %), mean ± std over seeds, ``*`` where it survives the
     correction. The "tasks" convention is the mean of these columns."""
-    tasks = [t for t in task_names() if any(t in g.task_delta for g in comparison.runs)]
+    shown = comparison.runs + comparison.published_rows
+    tasks = [t for t in task_names() if any(t in g.task_delta for g in shown)]
     header = ["run", "seeds"] + [f"Δ {task} (%) ↑" for task in tasks]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    for group in comparison.runs:
-        cells = [group.name, str(len(group.seeds))]
+    for group in shown:
+        cells = [group.name, "-" if group.published else str(len(group.seeds))]
         cells += [_delta_cell(list(group.task_delta.get(task, {}).values()), comparison.test(group.name, "task", task))
                   for task in tasks]
         lines.append("| " + " | ".join(cells) + " |")
@@ -814,9 +900,14 @@ def report_markdown(comparison: Comparison, every_metric: bool = False) -> str:
     """What ``compare`` and ``sweep`` print: each task's own Delta first, then the table of each
     task's primary metric (or of every metric) with Delta-m, the differences to the reference run,
     how they were tested, every test, and the warnings."""
+    table = to_markdown(comparison, None if every_metric else summary_columns(comparison))
+    if not comparison.baselines:
+        parts = ["Metrics (mean ± std over seeds):", table, published_note(comparison),
+                 "No single-task baselines (`--baselines`): no Δm."]
+        return "\n\n".join(p for p in parts if p)
     parts = ["Each task against its single-task baseline (mean ± std over seeds):", task_delta_markdown(comparison),
-             "Metrics (mean ± std over seeds) and Δm against the single-task baselines:",
-             to_markdown(comparison, None if every_metric else summary_columns(comparison))]
+             "Metrics (mean ± std over seeds) and Δm against the single-task baselines:", table,
+             published_note(comparison)]
     if comparison.reference:
         parts += [f"Against {comparison.reference}, paired by seed:", reference_markdown(comparison)]
     parts += [method_note(comparison), tests_markdown(comparison)]
@@ -826,9 +917,17 @@ def report_markdown(comparison: Comparison, every_metric: bool = False) -> str:
 
 
 def summary_columns(comparison: Comparison) -> list[tuple[str, str]]:
-    """Each task's primary metric: the condensed table."""
+    """Each task's primary metric, and beside it the metrics published rows report: the condensed table."""
     present = {task for task, _ in comparison.columns()}
-    return [(task, get_task(task).primary_metric) for task in task_names() if task in present]
+    reported = {(task, key) for g in comparison.published_rows for seed in g.seeds.values()
+                for task, values in seed.items() for key in values}
+    columns = []
+    for task in task_names():
+        if task in present:
+            primary = get_task(task).primary_metric
+            columns.append((task, primary))
+            columns += [(task, key) for key in get_task(task).metrics if key != primary and (task, key) in reported]
+    return columns
 
 
 def to_json(comparison: Comparison) -> dict[str, Any]:
@@ -842,10 +941,11 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
                            "delta_m_set": comparison.metric_set, "bootstrap_replicates": comparison.replicates,
                            "test_samples": comparison.test_samples or None,
                            "tests": len([t for t in comparison.tests if t.estimate.testable]),
-                           "warnings": comparison.warnings, "groups": []}
+                           "published": comparison.published, "warnings": comparison.warnings, "groups": []}
     for group in comparison.groups:
-        entry: dict[str, Any] = {"name": group.name, "baseline": group.baseline, "seeds": group.seeds,
-                                 "checkpoint_selection": group.selection, "mean": {}, "std": {}, "delta_m": {}}
+        entry: dict[str, Any] = {"name": group.name, "baseline": group.baseline, "published": group.published,
+                                 "seeds": group.seeds, "checkpoint_selection": group.selection, "mean": {}, "std": {},
+                                 "delta_m": {}}
         for task, key in comparison.columns():
             values = comparison.values(group, task, key)
             if values:

@@ -1,10 +1,12 @@
-"""`crossvit-mtl compare RUN... --baselines RUN...`: runs side by side with their seed noise and Delta-m.
+"""`crossvit-mtl compare RUN... --baselines RUN... [--published BENCHMARK]`: runs side by side with
+their seed noise and Delta-m, and the papers' figures beside them.
 
 Each RUN is a run folder or a folder of seed run folders (``crossvit_mtl.comparison``). The tables
 give each task's own Delta first, then every metric as mean ± std over seeds with Delta-m in both
 conventions of the literature (over every task and over the dense tasks), against a reference run
 (``ew`` when present) the seed-paired differences with their intervals (seeds and the test set's
 sampling noise), then every test with its p-value; ``*`` marks what survives Holm's correction.
+``--published pascal_context|nyud_v2`` adds the published rows (``crossvit_mtl.data.published``).
 """
 from __future__ import annotations
 
@@ -30,10 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_path("--out", args.out, folder=False, overwrite=args.overwrite) if args.out else None
     runs = [input_folder("RUN", r) for r in args.runs]
-    baselines = [input_folder("--baselines", b) for b in args.baselines]
+    if not args.baselines and not args.published:
+        raise named("--baselines", "required (single-task runs, one per task), unless --published is given")
+    baselines = [input_folder("--baselines", b) for b in args.baselines or ()]
     try:
         comparison = compare(runs, baselines, split=args.split, reference=args.reference, metric_set=args.delta_m_set,
-                             seeds=args.seeds, correction=args.correction, bootstrap=args.bootstrap)
+                             seeds=args.seeds, correction=args.correction, bootstrap=args.bootstrap,
+                             published=args.published)
     except ComparisonError as err:
         raise named({"run": "RUN", "baseline": "--baselines"}.get(err.role or "", "compare:"), err) from None
     print(report_markdown(comparison, every_metric=args.all_metrics))
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     from crossvit_mtl.cli.args import MAX_SEED, Integer, add_flag
     from crossvit_mtl.comparison import BOOTSTRAP, CORRECTIONS, DELTA_M_SETS
+    from crossvit_mtl.data.published import PUBLISHED
 
     p = sub.add_parser("compare", help="compare runs' metrics over seeds and their multi-task gain Delta-m",
                        description="Print markdown tables of each task's own Delta, each run's metrics (mean ± "
@@ -53,8 +59,11 @@ def add_parser(sub) -> None:
                        "a reference run, and every test; * marks what survives Holm's correction over all of "
                        "them, with the test set's sampling noise in the intervals (a bootstrap over its samples).")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders of seed run folders")
-    p.add_argument("--baselines", nargs="+", required=True,
-                   help="single-task run folders (or folders of seeds), one per task")
+    p.add_argument("--baselines", nargs="+",
+                   help="single-task run folders (or folders of seeds), one per task (required without --published)")
+    p.add_argument("--published", choices=tuple(PUBLISHED),
+                   help="add the published figures of this benchmark (InvPT, TaskPrompter, ATRC) as rows, with "
+                   "their Delta-m against each baseline seed; with --delta_m_set single, MTI-Net's Delta-m")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="metrics_test.json (default; the split never used for selection) or metrics.json (val)")
     p.add_argument("--reference", help="run the others are tested against (default: the run named ew)")

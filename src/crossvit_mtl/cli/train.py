@@ -47,6 +47,7 @@ from crossvit_mtl.engine.datamodule import DenseDataModule
 from crossvit_mtl.engine.host_memory import apply_host_memory
 from crossvit_mtl.engine.module import CHECKPOINT_SELECTIONS, DenseTaskModule, monitor_key
 from crossvit_mtl.engine.precision import training_precision
+from crossvit_mtl.engine.prediction_maps import PredictionMaps
 from crossvit_mtl.engine.report import RunReport
 from crossvit_mtl.engine.sample_stats import SampleStatistics
 from crossvit_mtl.serialization import CheckpointError
@@ -184,6 +185,10 @@ class CrossViTCLI(LightningCLI):
                             + "; ".join(f"{k}: {v}" for k, v in CHECKPOINT_SELECTIONS.items()))
         parser.add_argument("--report_samples", type=Integer(0, 64), default=6,
                             help="samples drawn in the prediction grid after fit/test (0: none)")
+        parser.add_argument("--save_predictions", type=list[str], default=[],
+                            help="`test` (and --test_after_fit) writes these tasks' maps as 8-bit PNGs named "
+                            "by sample id at each image's size: RUN/predictions/SPLIT/TASK/ID.png (e.g. "
+                            "[edge, saliency], for SEISM or `crossvit-mtl edges`)")
         add_flag(parser, "--system_malloc", "`fit`: leave glibc's allocator as it is (default: freed host memory "
                  "is kept for reuse, which trains faster on CPU for a little more peak memory)")
         parser.link_arguments("data", "model.dataset_meta", compute_fn=lambda dm: dm.meta,
@@ -267,6 +272,16 @@ class CrossViTCLI(LightningCLI):
             SampleStatistics(),
             *training_callbacks(self.model),
         ]
+        saved = self._get(self.config, "save_predictions")
+        if saved:
+            try:
+                callbacks.append(PredictionMaps(saved))
+            except ValueError as err:
+                raise UserError(str(err)) from None
+            missing = [t for t in saved if t not in self.model.tasks]
+            if missing:
+                raise UserError(f"save_predictions: the model has no task {missing[0]!r} "
+                                f"(its tasks: {', '.join(self.model.tasks)})")
         every = self._get(self.config, "checkpoint_every_n_steps")
         if every:
             callbacks.append(StepCheckpoint(run_dir / "checkpoints", every))

@@ -48,6 +48,17 @@ class DenseDataset(Dataset):
     def load(self, index: int) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def sample_id(self, index: int) -> str:
+        """The name of sample ``index`` in its data set (what files written for it are named by):
+        its position unless the data set names its samples."""
+        return str(index)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of sample ``index``'s image as stored, before any transform. This default loads
+        the sample; data sets that can read the size alone override it."""
+        height, width = np.shape(self.load(index)["image"])[:2]
+        return int(height), int(width)
+
     def __getitem__(self, key: int | tuple[int, int]) -> Sample:
         """``dataset[i]``, or ``dataset[(i, seed)]`` to draw the sample's augmentation from its own
         seed (what ``ResumableSampler`` yields), leaving the global RNG as it was."""

@@ -197,6 +197,21 @@ class ListedDataset(DenseDataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def sample_id(self, index: int) -> str:
+        return self.ids[index]
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """From the image file's header, without decoding it."""
+        path = self.paths(self.ids[index], ())["image"]
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except FileNotFoundError:
+            raise DataError(path, "file not found") from None
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(path, f"cannot read image ({err})") from None
+        return height, width
+
     def load(self, index: int) -> dict[str, Any]:
         readers = self.readers(self.ids[index], self.tasks)
         image = readers.pop("image")[1]()

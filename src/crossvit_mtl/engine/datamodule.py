@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, default_collate
 from crossvit_mtl.data.base import DenseDataset, Sample
 from crossvit_mtl.data.common import DatasetInfo
 from crossvit_mtl.data.registry import build_dataset
-from crossvit_mtl.data.transforms import EvalTransforms, TrainTransforms, build_transforms
+from crossvit_mtl.data.transforms import EvalTransforms, TrainTransforms, build_transforms, collate_padded
 from crossvit_mtl.engine.options import plain
 from crossvit_mtl.engine.sampling import ResumableSampler
 from crossvit_mtl.tasks import is_task
@@ -137,6 +137,8 @@ class DenseDataModule(pl.LightningDataModule):
             sampler=sampler, drop_last=train and sampler is not None and len(sampler) > hp.batch_size,
             num_workers=workers, persistent_workers=hp.persistent_workers and workers > 0,
             pin_memory=self._on_cuda(),
+            # evaluation keeps each image's size: a batch of several is padded to its largest
+            collate_fn=None if train else collate_padded,
             # workers' base seed from a generator of its own, not from the global RNG, whose
             # state a resumed run restores and must find untouched
             generator=torch.Generator().manual_seed(0))

@@ -266,7 +266,8 @@ class DenseTaskModule(pl.LightningModule):
         self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        return self._eval_step(batch, "test")  # the outputs: each sample's metric states are kept
+        # the outputs: each sample's metric states are kept, and callbacks write maps (prediction_maps)
+        return self._eval_step(batch, "test")
 
     def _eval_epoch_end(self, stage: str) -> None:
         results = {}

@@ -117,8 +117,9 @@ class Task:
         return value.flip(-1)
 
     def zoom(self, value: Tensor, scale: float, meta: Meta) -> Tensor:
-        """The target of a crop zoomed in by ``scale`` (>= 1) and resized back; values unchanged
-        unless the task says otherwise (depth, an image-level class a crop may cut away)."""
+        """The target of a view zoomed by ``scale``: a crop resized back (``scale`` >= 1), the whole
+        image rescaled, a plain crop (1); values unchanged unless the task says otherwise (depth,
+        an image-level class a crop may cut away, parts a crop may cut away)."""
         return value
 
     def pad(self, value: Tensor, size: tuple[int, int]) -> Tensor:

@@ -31,7 +31,8 @@ DELTA_M_SETS: dict[str, str] = {
 }
 
 
-def _set_members(task: Task, name: str) -> tuple[str, ...]:
+def set_members(task: Task, name: str) -> tuple[str, ...]:
+    """The metrics of ``task`` that metric set ``name`` (:data:`DELTA_M_SETS`) averages."""
     if name == "all":
         return tuple(task.metrics)
     if name == "single":
@@ -44,7 +45,7 @@ def _selected_pairs(results, baselines, metrics) -> list[tuple[str, str]]:
         name = "default" if metrics is None else metrics
         if name not in DELTA_M_SETS:
             raise ValueError(f"metric set must be one of {', '.join(DELTA_M_SETS)}, got {name!r}")
-        return [(task, key) for task in results if is_task(task) for key in _set_members(get_task(task), name)
+        return [(task, key) for task in results if is_task(task) for key in set_members(get_task(task), name)
                 if key in results.get(task, {}) and key in baselines.get(task, {})]
     if not isinstance(metrics, Mapping):
         raise TypeError('metrics must be None, a set name or a mapping task -> metric names')

@@ -10,9 +10,11 @@ part never seen nor predicted is left out of the mean rather than counted 0.
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 from torchmetrics import Metric
 
-from crossvit_mtl.tasks.base import Meta, Storage, default_palette
+from crossvit_mtl.tasks.base import IGNORE_INDEX, Meta, Storage, default_palette
 from crossvit_mtl.tasks.segmentation import SEGMENTATION_LOSSES, SegmentationMetric, SegmentationTask
 
 PART_NAMES = ("background", "head", "torso", "upper arm", "lower arm", "upper leg", "lower leg")
@@ -29,6 +31,12 @@ class HumanPartsTask(SegmentationTask):
 
     def class_names(self, meta: Meta) -> tuple[str, ...]:
         return PART_NAMES
+
+    def zoom(self, value: Tensor, scale: float, meta: Meta) -> Tensor:
+        """A crop that shows no part of a person says nothing of parts: not annotated at all, as an
+        image without a person is (ATRC's and InvPT's ``AddIgnoreRegions`` after their crop)."""
+        has_part = ((value > 0) & (value != IGNORE_INDEX)).any()
+        return value if has_part else torch.full_like(value, IGNORE_INDEX)
 
     def palette(self, meta: Meta) -> list[tuple[int, int, int]]:
         return default_palette(len(PART_NAMES))

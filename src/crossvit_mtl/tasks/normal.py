@@ -1,4 +1,4 @@
-"""Surface normals: angular-error metric with an exact-to-0.01-degree median, and the cosine loss.
+"""Surface normals: angular-error metric with an exact-to-0.01-degree median, the cosine and L1 losses.
 An all-zero target vector marks an invalid pixel."""
 from __future__ import annotations
 
@@ -98,7 +98,19 @@ class CosineNormalLoss(nn.Module):
         return torch.where(valid, 1 - cos, 0.0).sum() / valid.sum().clamp_min(1)
 
 
-NORMAL_LOSSES = {"cosine": CosineNormalLoss}
+class L1NormalLoss(nn.Module):
+    """|unit(pred) - target| summed over x, y and z, averaged over valid pixels: the normals loss of
+    ATRC, InvPT and TaskPrompter (their ``L1Loss(normalize=True)``, which the papers weigh 10).
+    A batch without valid pixels gives 0 with the graph intact."""
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        pred, target = pred.float(), target.float()
+        valid = target.abs().sum(dim=1) > 0
+        error = (unit_vectors(pred) - target).abs().sum(dim=1)
+        return torch.where(valid, error, 0.0).sum() / valid.sum().clamp_min(1)
+
+
+NORMAL_LOSSES = {"cosine": CosineNormalLoss, "l1": L1NormalLoss}
 
 
 class NormalTask(Task):
