@@ -332,7 +332,7 @@ def test_benchmark_pipelines_and_their_checks():
 
 @pytest.mark.parametrize("config, words", [
     ({"train_transforms": {"crop_size": [0, 8]}}, ['"data.train_transforms"', "PositiveInt", "[0, 8]"]),
-    ({"train_transforms": {"scale_range": [0.0, 2.0]}}, ['"data.train_transforms"', "PositiveFloat: 0.0"]),
+    ({"train_transforms": {"scale_range": [0.0, 2.0]}}, ['"data.train_transforms"', "PositiveFiniteFloat: 0.0"]),
     ({"train_transforms": {"scale_range": [0.5]}}, ['"data.train_transforms"', "a tuple with 2 elements"]),
     ({"train_transforms": {"cat_max_ratio": 0.0}}, ['"data.train_transforms"', "ClassShare: 0.0"]),
     ({"train_transforms": {"cat_max_ratio": 1.5}}, ['"data.train_transforms"', "ClassShare: 1.5"]),

@@ -404,6 +404,8 @@ CASES = [
          r'"data\.train_transforms": .*Not of type ClassShare: 1\.5 does not conform to restriction v>0\.0 and v<=1\.0'),
     Case("config_pad_to_zero", config(data={"eval_transforms": {"pad_to": [0, 64]}}), FIT,
          r'"data\.eval_transforms": .*\[0, 64\]'),
+    Case("config_scale_range_infinite", config(data={"train_transforms": {"scale_range": [0.5, float("inf")]}}), FIT,
+         r'"data\.train_transforms": .*Not of type PositiveFiniteFloat: inf does not conform'),
     Case("config_scale_range_reversed", config(data={"train_transforms": {"scale_range": [2.0, 0.5]}}), FIT,
          r"^scale_range must be a \(low, high\) pair of positive scale factors, low <= high, got \[2\.0, 0\.5\]$"),
     Case("config_two_scale_augmentations",

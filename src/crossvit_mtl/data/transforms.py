@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from jsonargparse.typing import (
     ClosedUnitInterval,
     NonNegativeFloat,
-    PositiveFloat,
     PositiveInt,
     restricted_number_type,
 )
 from torch.utils.data import default_collate
 
+from crossvit_mtl.bounds import PositiveFiniteFloat
 from crossvit_mtl.data.common import DatasetInfo
 from crossvit_mtl.tasks import IGNORE_INDEX, get_task, is_task
 from crossvit_mtl.tasks.base import Meta, Task
@@ -74,7 +74,7 @@ class TrainTransforms(TypedDict, total=False):
     contrast: NonNegativeFloat
     saturation: NonNegativeFloat
     hue: HueShift  # type: ignore[valid-type]
-    scale_range: tuple[PositiveFloat, PositiveFloat] | None
+    scale_range: tuple[PositiveFiniteFloat, PositiveFiniteFloat] | None
     crop_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None
     cat_max_ratio: ClassShare  # type: ignore[valid-type]
     cat_max_ratio_task: str | None

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
+from crossvit_mtl.bounds import NonNegativeFiniteFloat, PositiveFiniteFloat
 from crossvit_mtl.engine.aggregation import check_trainer
 from crossvit_mtl.engine.fit_checks import check_model_fits_data
 from crossvit_mtl.engine.optim import build_optimizer, warmup_cosine
@@ -24,9 +25,7 @@ from crossvit_mtl.engine.options import (
     LossScaling,
     LossSpec,
     ModelOptions,
-    NonNegativeFiniteFloat,
     OptimizerName,
-    PositiveFiniteFloat,
     SchedulerName,
     plain,
 )

@@ -9,16 +9,11 @@ loss takes which keyword (the loss class's signature), whether the model fits th
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
 from jsonargparse.typing import restricted_number_type
 
-PositiveFiniteFloat = restricted_number_type("PositiveFiniteFloat", float, [(">", 0.0), ("<", math.inf)],
-                                             docstring="float restricted to be >0 and finite")
-NonNegativeFiniteFloat = restricted_number_type("NonNegativeFiniteFloat", float, [(">=", 0.0), ("<", math.inf)],
-                                                docstring="float restricted to be >=0 and finite")
 #: Adam's beta_1 and beta_2
 Beta = restricted_number_type("Beta", float, [(">=", 0.0), ("<", 1.0)], docstring="float restricted to [0, 1)")
 
