@@ -25,8 +25,13 @@ install: $(DEV)
 demo: $(CORE)
 	$(BIN)/crossvit-mtl demo
 
+# the suite on TEST_WORKERS pytest-xdist workers (one per core of the 2-core CI machine), handed
+# one test at a time, the heavy ones first; each worker and the processes it starts get
+# cores / workers threads (tests/conftest.py)
+TEST_WORKERS ?= 2
+
 test: $(DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 1
 
 # lint and types on the library, the layer contract of pyproject's [tool.importlinter]
 lint: $(DEV)

@@ -12,12 +12,37 @@ A new test that trains a model starts from ``tiny_config`` and changes only what
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from fixtures_run import tiny_config as _tiny_config
 from fixtures_run import write_config
+
+
+def _workers() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, cores / workers threads per worker and per process it starts: OpenMP
+    threads that outnumber the cores spin against each other."""
+    if _workers() > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // _workers())
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist, the tests marked ``heavy`` first (their order among themselves kept):
+    handed out one at a time (``--maxschedchunk 1``), they spread over the workers, and the short
+    tests after them even out the end instead of one worker finishing a long test alone."""
+    if _workers() > 1:
+        items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
 
 #: the cache's scenes per split
 SYNTH_COUNTS = {"train": 32, "val": 4, "test": 4}

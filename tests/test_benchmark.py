@@ -68,6 +68,7 @@ def test_segformer_peer_predicts_at_full_resolution():
     assert out["segmentation"].shape == (1, 8, 64, 128)
 
 
+@pytest.mark.heavy
 def test_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
     monkeypatch.setattr("crossvit_mtl.bench.report.machine_peaks", lambda device: PEAKS)
     cases = [Case("crossvit_seg_tiny", (32, 64), "fp32", batch_size=2, repeats=1, warmup=1, latency_runs=1),

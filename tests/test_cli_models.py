@@ -30,6 +30,7 @@ def test_bad_size_is_one_line_error(capsys):
     assert "size must look like HxW (e.g. 128x256), got '128by256'" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_printed_commands_name_the_script_or_interpreter_that_runs_now(tmp_path, monkeypatch):
     import shlex
     import subprocess

@@ -302,6 +302,7 @@ def test_sweep_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
         plan(config, seeds=[1, 1])
 
 
+@pytest.mark.heavy
 def test_sweep_screens_on_val_then_tests_on_fresh_seeds(tmp_path, capsys):
     config = write_sweep(tmp_path / "sweep.yaml", tmp_path / "sweep")
     spec = yaml.safe_load(Path(config).read_text())

@@ -45,21 +45,22 @@ def in_process(*args, cwd, monkeypatch):
     assert main(list(args)) == 0
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    (root / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    cli("fit", "--config", "config.yaml", "--run_dir", "ddp_run", *DDP, cwd=root)
-    return root
+@pytest.mark.heavy
+def test_ddp_run_evaluates_as_one_process_does_and_resumes_in_one_process(tmp_path, monkeypatch):
+    """One DDP launch fits and tests (the test on the fit's last weights, the checkpoint's); the
+    checkpoint is then tested and resumed in this process."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    cli("fit", "--config", "config.yaml", "--run_dir", "ddp_run", "--test_after_fit", "true", *DDP, cwd=tmp_path)
+    ckpt = torch.load(tmp_path / "ddp_run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
 
-
-def test_ddp_evaluation_equals_single_process(ddp_run, monkeypatch):
-    ckpt = "ddp_run/checkpoints/last.ckpt"
-    in_process("test", "--config", "config.yaml", "--run_dir", "eval_single", "--ckpt_path", ckpt, cwd=ddp_run,
-               monkeypatch=monkeypatch)
-    cli("test", "--config", "config.yaml", "--run_dir", "eval_ddp", "--ckpt_path", ckpt, *DDP, cwd=ddp_run)
-    single = json.loads((ddp_run / "eval_single" / "metrics_test.json").read_text())["results"]
-    ddp = json.loads((ddp_run / "eval_ddp" / "metrics_test.json").read_text())["results"]
+    # evaluation: the ranks' summed metric states equal one process's over the same samples
+    in_process("test", "--config", "config.yaml", "--run_dir", "eval_single", "--ckpt_path",
+               "ddp_run/checkpoints/last.ckpt", cwd=tmp_path, monkeypatch=monkeypatch)
+    single = json.loads((tmp_path / "eval_single" / "metrics_test.json").read_text())["results"]
+    ddp = json.loads((tmp_path / "ddp_run" / "metrics_test.json").read_text())
+    assert ddp["checkpoint_selection"] == "last" and ddp["global_step"] == 2
+    ddp = ddp["results"]
     assert single["segmentation"]["confusion"] == ddp["segmentation"]["confusion"]
     assert sum(map(sum, single["segmentation"]["confusion"])) > 0
     for task in ("segmentation", "depth", "normal"):
@@ -67,13 +68,10 @@ def test_ddp_evaluation_equals_single_process(ddp_run, monkeypatch):
             if isinstance(value, float):
                 assert ddp[task][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (task, key)
 
-
-def test_ddp_checkpoint_resumes_in_one_process(ddp_run, monkeypatch):
-    ckpt = torch.load(ddp_run / "ddp_run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 2
+    # the DDP checkpoint resumes in one process and trains on
     in_process("fit", "--config", "config.yaml", "--run_dir", "ddp_run", "--ckpt_path", "last",
-               "--trainer.max_steps", "3", cwd=ddp_run, monkeypatch=monkeypatch)
-    resumed = torch.load(ddp_run / "ddp_run" / "checkpoints" / "last.ckpt", weights_only=True)
+               "--trainer.max_steps", "3", cwd=tmp_path, monkeypatch=monkeypatch)
+    resumed = torch.load(tmp_path / "ddp_run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 3
     changed = [k for k, v in resumed["state_dict"].items()
                if v.is_floating_point() and not torch.equal(v, ckpt["state_dict"][k])]
@@ -131,6 +129,7 @@ AGGREGATION["data"].update(tasks=["segmentation", "classification"],
 AGGREGATION["trainer"]["callbacks"] = [{"class_path": "test_distributed.GlobalBatchNorm"}]
 
 
+@pytest.mark.heavy
 def test_ddp_gradient_aggregation_equals_single_process(tmp_path, monkeypatch):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(AGGREGATION))
     cli("fit", "--config", "config.yaml", "--run_dir", "ddp", *DDP, cwd=tmp_path)

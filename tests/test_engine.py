@@ -48,6 +48,7 @@ def test_fit_writes_checkpoints_metrics_and_plots(fitted_run):
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.heavy
 def test_resume_from_last_and_test(fitted_run, tmp_path, capfd, monkeypatch):
     config, fitted = str(fitted_run.parent / "config.yaml"), fitted_run
     # a CPU with bf16 matrix products, so that the config's 32-true differs from the automatic choice

@@ -31,6 +31,7 @@ def _probe(opt_out: str) -> dict:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.heavy
 def test_freed_blocks_are_reused_instead_of_faulted_in_every_step():
     kept, system = _probe("0"), _probe("1")
     assert kept["applied"] and not system["applied"]

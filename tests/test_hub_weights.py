@@ -132,6 +132,7 @@ def test_a_cached_file_that_is_not_weights_is_named(tmp_path, monkeypatch, damag
         assert f"{snapshot / 'model.safetensors'}: not a readable safetensors file" in message
 
 
+@pytest.mark.heavy
 def test_a_fresh_process_reads_the_environment_and_exports_a_release(tmp_path, monkeypatch):
     """HF_HUB_CACHE and HF_HUB_OFFLINE as a user sets them, read by huggingface_hub at import."""
     cache = offline_hub(tmp_path, monkeypatch)

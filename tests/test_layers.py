@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import grimp
+import pytest
 
 
 def _cycles(graph) -> list[list[str]]:
@@ -71,6 +72,7 @@ def test_the_model_zoo_and_inference_load_weights_without_lightning(tmp_path):
     assert not {m for m in modules if m.split(".")[0] in ("lightning", "pytorch_lightning")}
 
 
+@pytest.mark.heavy
 def test_plots_leave_matplotlib_backend_alone(tmp_path):
     code = (f"import matplotlib\nfrom crossvit_mtl.viz import plots\n"
             f"plots.plot_confusion([[3, 1], [0, 2]], ['a', 'b'], {str(tmp_path / 'c.png')!r})\n"

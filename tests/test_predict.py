@@ -106,6 +106,7 @@ def test_forward_pads_short_batches_to_a_fixed_size_and_drops_the_padding():
     torch.testing.assert_close(padded, plain)
 
 
+@pytest.mark.heavy
 def test_predict_compiled_matches_eager_and_compiles_once(fitted_run, images, tmp_path):
     """--compile: the same labels as the eager network. Sliding windows come in chunks of 3 and
     a last, shorter chunk per image; padded to one batch shape, they need one compiled graph."""

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from crossvit_mtl.data.synth import SynthScenes
@@ -49,13 +50,15 @@ def _global_step(path):
         return -1
 
 
+@pytest.mark.heavy
 def test_sigkill_then_resume_is_bit_exact(tmp_path, synth_cache):
     write_config(tmp_path / "config.yaml", config(synth_cache))
     assert len(np.load(synth_cache / "train" / "images.npy", mmap_mode="r")) == 32
     fit = ("fit", "--config", "config.yaml")
-    subprocess.run(_command(*fit, "--run_dir", "whole"), cwd=tmp_path, env=_env(), check=True,
-                   capture_output=True, timeout=600)
-
+    # The uninterrupted run beside the one that is killed: two processes of their own either way.
+    with open(tmp_path / "whole.log", "w") as log:
+        whole_proc = subprocess.Popen(_command(*fit, "--run_dir", "whole"), cwd=tmp_path, env=_env(),
+                                      stdout=log, stderr=subprocess.STDOUT)
     # Killed mid-epoch, at whatever point it is at once a mid-epoch checkpoint exists.
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(_command(*fit, "--run_dir", "killed"), cwd=tmp_path, env=_env(),
@@ -67,6 +70,7 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path, synth_cache):
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
+        assert whole_proc.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-3000:]
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     killed_at = _global_step(last)
     assert 0 < killed_at < 24 and killed_at % 8, f"not a mid-epoch checkpoint: step {killed_at}"

@@ -87,6 +87,7 @@ def test_each_test_sample_s_states_add_up_to_the_test_figures(last_run):
     assert drawn.shape == (5, 6) and (drawn.sum(1) == 6).all() and np.array_equal(drawn, bootstrap_counts(6, 5))
 
 
+@pytest.mark.heavy
 def test_val_rules_validate_the_chosen_checkpoint_again(tmp_path, capfd):
     config = write_config(tmp_path / "c.yaml", test_after_fit=True, checkpoint_selection="val_loss")
     run = tmp_path / "run"

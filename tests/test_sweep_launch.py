@@ -84,6 +84,7 @@ def fake_cluster(tmp_path, monkeypatch, clean_env):
 
 
 # --------------------------------------------------------------------------------------- local
+@pytest.mark.heavy
 def test_local_jobs_run_side_by_side_as_separate_processes_then_compare(tmp_path, clean_env, capsys):
     config = write_sweep(tmp_path, trainer={**BASE["trainer"], "max_epochs": None, "max_steps": 4})
     assert main(["sweep", config, "--jobs", "2"]) == 0
@@ -104,6 +105,7 @@ def test_local_jobs_run_side_by_side_as_separate_processes_then_compare(tmp_path
 
 
 # ---------------------------------------------------------------------------------------- SLURM
+@pytest.mark.heavy
 def test_slurm_array_jobs_requeue_on_the_signal_and_resubmit_only_the_cancelled(tmp_path, fake_cluster, capsys):
     config = write_sweep(tmp_path, {**RUNS, "lr2": {"seeds": [0, 1], "model": {"lr": 2e-3}}}, SLURM)
     sweep = tmp_path / "sweep"

@@ -97,6 +97,7 @@ def _config(tmp_path, name, tasks, data):
     return path
 
 
+@pytest.mark.heavy
 def test_a_task_defined_in_one_file_trains_evaluates_compares_and_predicts(registered, tmp_path, capsys):
     assert "brightness" in task_names()
     # the cache stores it as the task's storage says, and a training run reads it from there
