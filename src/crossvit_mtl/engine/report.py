@@ -116,7 +116,7 @@ class RunReport(pl.Callback):
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(parents=True, exist_ok=True)
         csv_path = run_dir / FIT_LOG
-        if csv_path.exists():
+        if stage != "test" and csv_path.exists():  # the curves are the fit's; a test adds nothing to them
             plots.plot_curves(csv_path, plot_dir / "curves.png")
         for task, values in results.items():
             if "confusion" in values:

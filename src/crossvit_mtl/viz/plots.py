@@ -36,8 +36,10 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
-    """One panel per quantity: losses (train and val) and every validation metric."""
+    """One panel per quantity: losses (train and val) and every validation metric; a test's
+    figures, logged in the same file by ``fit --test_after_fit``, are not a curve."""
     series = read_metrics_csv(metrics_csv)
+    series = {k: v for k, v in series.items() if not k.startswith("test/")}
     panels: dict[str, list[str]] = {"loss": sorted(k for k in series if k.endswith("loss") and "/" in k)}
     for key in sorted(series):
         if key.startswith("val/") and not key.endswith("loss"):
