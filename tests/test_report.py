@@ -84,6 +84,7 @@ def chromium_check(path, profile):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.heavy
 def test_chromium_renders_report_without_errors(report, tmp_path):
     _, path = report
     attrs, console = chromium_check(path, tmp_path / "profile")
