@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from crossvit_mtl.data.synth import render_sample
+from crossvit_mtl.data.synth import CUE_SIZE, render_sample
 
 
 def _stats_of(stats: pstats.Stats, name: str, caller: str | None = None) -> tuple[int, float]:
@@ -65,7 +65,7 @@ def main() -> None:
     _, choose = _stats_of(stats, "scene_for")
     stages = [
         ("drawing the scene (objects placed in Python, each draw of a sample)", build),
-        ("checking that it shows its class (a z-pass at 64x128 per draw)", check),
+        (f"checking that it shows its class (a z-pass at {CUE_SIZE[0]}x{CUE_SIZE[1]} per draw)", check),
         ("ray casting at the output size (z-pass)", cast),
         ("edge maps (boundaries of the labels, thinned)", edges),
         ("shading, fog, noise and the other targets", total - choose - cast - edges),
