@@ -89,7 +89,8 @@ PUBLISHED = {"crossvit_tiny_240": (6.9, 1.6), "crossvit_small_240": (26.7, 5.6),
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_classifiers_match_published_sizes(name):
     params_m, gmacs = PUBLISHED[name]
-    model = create_model(name)
+    with torch.device("meta"):  # counted from shapes: the same figures (test_flops_on_meta_are_those_computed)
+        model = create_model(name)
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params_m, rel=0.02)
     assert count_flops(model, (224, 224)) / 2e9 == pytest.approx(gmacs, rel=0.05)
 
@@ -291,9 +292,24 @@ def test_sincos_positions_are_distinct_and_bounded():
 
 
 def test_seg_small_is_at_most_a_quarter_of_thesis_flops():
-    small = count_flops(create_model("crossvit_seg_small"), (128, 256))
-    thesis = count_flops(create_model("thesis_seg"), (128, 256))
+    with torch.device("meta"):
+        small = count_flops(create_model("crossvit_seg_small"), (128, 256))
+        thesis = count_flops(create_model("thesis_seg"), (128, 256))
     assert small <= thesis / 4
+
+
+@pytest.mark.parametrize("name", ["crossvit_9_dagger_240", "crossvit_mtl_tiny", "thesis_seg"])
+def test_flops_on_meta_are_those_computed(name):
+    """A model built on the meta device has the same parameters and counts the same forward FLOPs
+    as the one that computes: `crossvit-mtl models` and the size tests count on meta. (Not the
+    training FLOPs: the meta device's backward takes other kernels, and bench counts on real ones.)"""
+    options = SMALL_VARIANTS.get(name, {})
+    real = create_model(name, **options)
+    with torch.device("meta"):
+        meta = create_model(name, **options)
+    assert [(n, p.shape) for n, p in meta.named_parameters()] == [(n, p.shape) for n, p in real.named_parameters()]
+    assert all(p.is_meta for p in meta.parameters())
+    assert count_flops(meta, (96, 160)) == count_flops(real, (96, 160)) > 0
 
 
 @pytest.mark.parametrize("metres", [0.5, 10.6, 19.99, 20.0, 150.0])

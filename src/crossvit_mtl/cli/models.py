@@ -7,12 +7,15 @@ from crossvit_mtl.cli.args import parse_size
 
 
 def zoo_rows(size: tuple[int, int], pattern: str = "*") -> list[dict]:
+    import torch
+
     from crossvit_mtl.models import PRESETS, create_model, list_models
     from crossvit_mtl.models.flops import count_flops
 
     rows = []
     for name in list_models(pattern):
-        model = create_model(name)
+        with torch.device("meta"):  # sizes and FLOPs from shapes alone: no weights drawn, nothing computed
+            model = create_model(name)
         preset = PRESETS[name]
         outputs = preset.get("tasks") or {"classification" if preset["arch"] == "crossvit"
                                           else "segmentation": preset["num_classes"]}

@@ -205,7 +205,7 @@ class DualBranchEncoder(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
 
         total = sum(max(s[0], s[1]) for s in stages)
-        rates = torch.linspace(0, drop_path_rate, max(total, 1)).tolist()
+        rates = torch.linspace(0, drop_path_rate, max(total, 1), device="cpu").tolist()
         self.stages = nn.ModuleList()
         offset = 0
         for depths in stages:

@@ -53,8 +53,13 @@ CUSTOM_MAPPING = {
 
 def count_flops(model: nn.Module, input_size: tuple[int, int], batch_size: int = 1,
                 backward: bool = False) -> int:
-    """FLOPs (multiply-add = 2) of one forward (and backward) pass per image."""
-    x = torch.randn(batch_size, 3, *input_size)
+    """FLOPs (multiply-add = 2) of one forward (and backward) pass per image.
+
+    A forward count depends on shapes alone: a model built on the meta device (``with
+    torch.device("meta"): create_model(...)``) gives the same figure without computing anything.
+    Not a backward count: the meta device's backward dispatches to other kernels."""
+    device = next(model.parameters(), torch.empty(0)).device
+    x = torch.randn(batch_size, 3, *input_size, device=device)
     was_training = model.training
     model.train(backward)
     counter = flop_counter.FlopCounterMode(display=False, custom_mapping=CUSTOM_MAPPING)
