@@ -1,13 +1,15 @@
 """The quick start's training loop against the bench's step for the same network and batch, side by
 side in one process.
 
-Three ways of training the quick start's network (configs/demo.yaml: crossvit_mtl_tiny with its
+Four ways of training the quick start's network (configs/demo.yaml: crossvit_mtl_tiny with its
 options, batch 8, 96x192) take turns, ``--steps`` training steps each per round:
 
 - ``bench``: the bench's step (``crossvit_mtl.bench``): one fixed batch, every task's default
   loss, the project's AdamW; what ``crossvit-mtl bench`` reports for this network;
 - ``module``: a plain loop over the demo's LightningModule without a Trainer: one fixed batch
   of real scenes, the demo's losses, weights and loss scaling, its optimiser and schedule;
+- ``fit_fixed``: ``Trainer.fit`` of the demo's config on the module loop's one fixed batch,
+  repeated (callbacks, logging, progress bar, no data loader): the demo without its loading;
 - ``demo``: ``Trainer.fit`` of the demo's config as ``make demo`` runs it (loader workers,
   logging, callbacks, progress bar), on a scene cache; the time of each batch is the wall time
   between the ends of consecutive batches, loading included.
@@ -65,8 +67,27 @@ def demo_cli(root: Path, run_dir: Path, steps: int, workers: int | None) -> Cros
         return CrossViTCLI(**cli_kwargs(), args=args, run=False)
 
 
-def time_demo(root: Path, run_dir: Path, steps: int, skip: int, workers: int | None) -> list[float]:
+class RepeatedBatch:
+    """A loader that yields one collated batch ``length`` times (a fresh dict each time: the step
+    widens its entries in place)."""
+
+    def __init__(self, batch: dict, length: int):
+        self.batch, self.length = batch, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        return (dict(self.batch) for _ in range(self.length))
+
+
+def time_demo(root: Path, run_dir: Path, steps: int, skip: int, workers: int | None,
+              fixed: dict | None = None) -> list[float]:
+    """Seconds between the ends of consecutive batches of the demo's ``Trainer.fit``, on its data
+    loader or, given ``fixed``, on that one batch repeated."""
     cli = demo_cli(root, run_dir, steps + skip, workers)
+    if fixed is not None:
+        cli.datamodule.train_dataloader = lambda: RepeatedBatch(fixed, steps + skip)
     clock = BatchClock()
     cli.trainer.callbacks.append(clock)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -114,7 +135,7 @@ def main() -> None:
             write_synth(root, train=400, val=8, test=8, height=96, width=192, workers=2)
         bench = prepare(Case(QUICK_START, (96, 192), resolve("cpu").precision, 8))
         module = ModuleLoop(root, Path(tmp) / "module")
-        rates: dict[str, list[float]] = {"bench": [], "module": [], "demo": []}
+        rates: dict[str, list[float]] = {"bench": [], "module": [], "fit_fixed": [], "demo": []}
         for i in range(args.rounds):
             bench.model.train()
             for _ in range(args.skip):
@@ -128,6 +149,8 @@ def main() -> None:
             for _ in range(args.skip):
                 module.step()
             rates["module"].append(8 / statistics.median([module.step() for _ in range(args.steps)]))
+            fixed = time_demo(root, Path(tmp) / f"fixed{i}", args.steps, args.skip, args.workers, module.batch)
+            rates["fit_fixed"].append(8 / statistics.median(fixed))
             demo = time_demo(root, Path(tmp) / f"demo{i}", args.steps, args.skip, args.workers)
             rates["demo"].append(8 / statistics.median(demo))
             print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} img/s" for k, v in rates.items()), flush=True)
