@@ -23,7 +23,7 @@ from crossvit_mtl.data.synth.base import (
 from crossvit_mtl.data.synth.draws import _Draws, _foliage, _grey, _hsv, _paint
 from crossvit_mtl.data.synth.materials import _Material
 from crossvit_mtl.data.synth.primitives import _bars, _Box, _Cylinder, _Ellipsoid, _plate, _Prim, _Quad, _YawFrame
-from crossvit_mtl.data.synth.roads import _Arc, _Straight
+from crossvit_mtl.data.synth.roads import FOOTPRINT, _Arc, _Straight
 
 
 @dataclass
@@ -59,8 +59,6 @@ CAM_S = 40.0
 #: a cue of the class outside the road geometry; ``benchmarks/synth_lights.py`` counts them.
 LIGHT_P = 0.5
 LIGHT_AHEAD = (5.0, 8.0)
-#: Sample points of a unit footprint, to test that a footprint stays off roads and sidewalks.
-_FOOTPRINT = np.stack(np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5)), -1).reshape(-1, 2)
 
 
 class _Builder:
@@ -90,9 +88,20 @@ class _Builder:
         return True
 
     def off_road(self, x, z, half_x, half_z, heading, margin) -> bool:
-        """Whether a rectangular footprint keeps ``margin`` from every road edge."""
-        wx, wz = _YawFrame(x, z, heading).to_world(_FOOTPRINT[:, 0] * half_x, _FOOTPRINT[:, 1] * half_z)
-        return all((road.project(wx + x, wz + z)[0] - road.hw).min() > margin for road in self.roads)
+        """Whether a rectangular footprint (its :data:`FOOTPRINT` points) keeps ``margin`` from every
+        road edge: settled by bounds where they can, else by the points' exact coordinates."""
+        fr = _YawFrame(x, z, heading)
+        unsettled = []
+        for road in self.roads:
+            clear = road.footprint_clear(x, z, fr.c, fr.s, half_x, half_z, margin)
+            if clear is False:
+                return False
+            if clear is None:
+                unsettled.append(road)
+        if not unsettled:
+            return True
+        wx, wz = fr.to_world(FOOTPRINT[:, 0] * half_x, FOOTPRINT[:, 1] * half_z)
+        return all((road.project(wx + x, wz + z)[0] - road.hw).min() > margin for road in unsettled)
 
     def add(self, *prims: _Prim):
         self.prims.extend(prims)
