@@ -57,7 +57,8 @@ def _tex_facade(m: np.ndarray, loc: np.ndarray, axis: np.ndarray) -> np.ndarray:
     window = ((_frac(col) < win_w) & (_frac(row) < win_h) & (y > ground) & (y < height - 0.8)
               & (axis != 1))
     out = _tex_plain(m, loc, axis)
-    out[:, window] = m[6:9, window] * (0.6 + 0.8 * _cell_noise(col[window], None, row[window], 1.0, 3.3))
+    at = np.flatnonzero(window)  # indices, not the mask: numpy gathers them several times faster
+    out[:, at] = np.take(m[6:9], at, axis=1) * (0.6 + 0.8 * _cell_noise(np.take(col, at), None, np.take(row, at), 1.0, 3.3))
     return out
 
 
@@ -67,7 +68,8 @@ def _tex_glass_band(m: np.ndarray, loc: np.ndarray, axis: np.ndarray) -> np.ndar
     u, y = _face_coords(loc, axis)
     glass = (y > y0) & (y < y1) & (_frac(u / pillar) > 0.12) & (axis != 1)
     out = _tex_plain(m, loc, axis)
-    out[:, glass] = m[6:9, glass]
+    at = np.flatnonzero(glass)
+    out[:, at] = np.take(m[6:9], at, axis=1)
     return out
 
 

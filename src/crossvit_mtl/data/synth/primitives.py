@@ -76,10 +76,12 @@ class _Box(_Prim):
         x, z, c, s, yc, _, hy, _ = g
         lx, lz = _to_local(p[0] - x, p[2] - z, c, s)
         loc = np.stack((lx, p[1] - yc, lz))
-        cam = np.stack((*_to_local(o[0] - x, o[2] - z, c, s), o[1] - yc))[[0, 2, 1]]
+        cam_x, cam_z = _to_local(o[0] - x, o[2] - z, c, s)
+        cam = np.stack((cam_x, o[1] - yc, cam_z))
         # The face the point lies on, among those facing the camera (rounding must not pick a back face).
         facing = (np.abs(cam) > g[5:8]) & (np.sign(cam) == np.sign(loc))
-        axis = np.argmax(np.where(facing, np.abs(loc) / g[5:8], -1.0), 0)
+        v0, v1, v2 = np.where(facing, np.abs(loc) / g[5:8], -1.0)
+        axis = np.where((v0 >= v1) & (v0 >= v2), 0, np.where(v1 >= v2, 1, 2))  # argmax, first of equals
         nl = np.where(np.arange(3)[:, None] == axis, np.sign(loc), 0)
         nx, nz = _to_world(nl[0], nl[2], c, s)
         loc[1] += hy  # textures measure height from the bottom

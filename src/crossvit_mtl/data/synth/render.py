@@ -36,7 +36,7 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
     label = np.empty(n_pix, np.uint8)
     normal = np.zeros((3, n_pix), F32)
     albedo = np.empty((3, n_pix), F32)
-    table = np.array([q.row for q in prims], F32).reshape(-1, 24)
+    table = np.ascontiguousarray(np.array([q.row for q in prims], F32).reshape(-1, 24).T)  # one column a primitive
     labels = np.array([q.label for q in prims], np.uint8)
     n_sky = bounds[_SKY_ID]
     albedo[:, :n_sky] = _sky(scene, d_s[:, :n_sky])
@@ -50,7 +50,7 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
             continue
         shape, kind = divmod(group - _FIRST_GROUP, len(_TEXTURES))
         pid = ids_s[sl] - _FIRST_PRIM_ID
-        rows = np.ascontiguousarray(np.take(table, pid, axis=0).T)
+        rows = np.take(table, pid, axis=1)
         normal[:, sl], loc, axis = _SHAPES[shape].surface(rows[:8], p_s[:, sl], o)
         albedo[:, sl] = _TEXTURES[kind](rows[8:], loc, axis)
         label[sl] = np.take(labels, pid)
