@@ -37,6 +37,23 @@ class _Prim:
     """
 
     shape_id: int  # position of the class in _SHAPES
+    #: whether ``hits`` can take several primitives' numbers at once (not a cut-out quad's)
+    batchable = True
+
+    def depth(self, o, d, zb):
+        t, valid = self.hits(self.ray_numbers(o), d)
+        return t, valid & (t < zb)
+
+    def ray_numbers(self, o) -> tuple:  # pragma: no cover - abstract
+        """The numbers of this primitive that ``hits`` combines with the rays, seen from ``o``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def hits(q, d):  # pragma: no cover - abstract
+        """(t, hit) of the rays ``d`` against the primitive(s) whose ``ray_numbers`` are ``q``:
+        Python floats (one primitive), or float32 arrays with a value per ray (several at once,
+        the same numbers as numpy casts a Python float to meet float32 rays)."""
+        raise NotImplementedError
 
     def __init__(self, label: int, material: _Material, bounds: tuple, geometry: tuple):
         self.label, self.bounds, self.texture = label, bounds, material.kind
@@ -44,6 +61,9 @@ class _Prim:
         self.group = _FIRST_GROUP + self.shape_id * len(_TEXTURES) + _TEXTURE_KINDS.index(material.kind)
         #: Geometry padded to 8 numbers, then the material row: one table row per primitive.
         self.row = (*geometry, *(0.0,) * (8 - len(geometry)), *material.row())
+        #: Whether it may be ray-cast with others (``hits``): its numbers are all Python floats,
+        #: which numpy casts to float32 to meet float32 rays (a numpy float64 would compute in float64).
+        self.batched = self.batchable and all(type(v) is float for v in geometry)
 
 
 class _Box(_Prim):
@@ -59,17 +79,23 @@ class _Box(_Prim):
         self.yc = (y0 + y1) / 2
         super().__init__(label, material, (x, z, ex, ez, y0, y1), (x, z, fr.c, fr.s, self.yc, *self.half))
 
-    def depth(self, o, d, zb):
+    def ray_numbers(self, o):
         fr = self.frame
         olx, olz = fr.to_local(o[0] - fr.x, o[2] - fr.z)
-        dlx, dlz = fr.to_local(d[0], d[2])
+        slabs = [(-h - ol, h - ol) for ol, h in zip((olx, o[1] - self.yc, olz), self.half)]
+        return (fr.c, fr.s, *slabs[0], *slabs[1], *slabs[2])
+
+    @staticmethod
+    def hits(q, d):
+        c, s, *slabs = q
+        dlx, dlz = _to_local(d[0], d[2], c, s)
         near = far = None
-        for ol, dl, h in zip((olx, o[1] - self.yc, olz), (dlx, d[1], dlz), self.half):
-            a, b = (-h - ol) / dl, (h - ol) / dl
+        for k, dl in enumerate((dlx, d[1], dlz)):
+            a, b = slabs[2 * k] / dl, slabs[2 * k + 1] / dl
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             near = lo if near is None else np.maximum(near, lo)
             far = hi if far is None else np.minimum(far, hi)
-        return near, (near <= far) & (near > 0) & (near < zb)
+        return near, (near <= far) & (near > 0)
 
     @staticmethod
     def surface(g, p, o):
@@ -97,21 +123,36 @@ class _Cylinder(_Prim):
         super().__init__(label, material, (x, z, radius, radius, y0, y1), (x, y0, z, radius, y1))
         self.x, self.z, self.r, self.y0, self.y1 = x, z, radius, y0, y1
 
-    def depth(self, o, d, zb):
+    def ray_numbers(self, o):
         ox, oy, oz = o[0] - self.x, o[1], o[2] - self.z
+        r2 = self.r ** 2
+        capped = not self.y0 <= oy <= self.y1  # the camera sees one cap
+        cap = ((self.y1 if oy > self.y1 else self.y0) - oy) if capped else 0.0
+        return ox, oy, oz, ox * ox + oz * oz - r2, r2, self.y0, self.y1, float(capped), cap
+
+    @staticmethod
+    def hits(q, d):
+        ox, oy, oz, c, r2, y0, y1, capped, cap = q
         dx, dy, dz = d
         a = dx * dx + dz * dz
         b = ox * dx + oz * dz
-        disc = b * b - a * (ox * ox + oz * oz - self.r ** 2)
+        disc = b * b - a * c
         t = (-b - np.sqrt(np.maximum(disc, 0))) / a
         y = oy + t * dy
-        hit = (disc > 0) & (y >= self.y0) & (y <= self.y1)
-        if not self.y0 <= oy <= self.y1:  # the camera sees one cap
-            tc = ((self.y1 if oy > self.y1 else self.y0) - oy) / dy
+        hit = (disc > 0) & (y >= y0) & (y <= y1)
+        if isinstance(capped, np.ndarray):  # several cylinders: the caps of those the camera sees one of
+            if capped.any():
+                capped = capped > 0
+                tc = cap / dy
+                cx, cz = ox + tc * dx, oz + tc * dz
+                t = np.where(hit | ~capped, t, tc)
+                hit |= capped & (cx * cx + cz * cz <= r2)
+        elif capped:
+            tc = cap / dy
             cx, cz = ox + tc * dx, oz + tc * dz
             t = np.where(hit, t, tc)
-            hit |= cx * cx + cz * cz <= self.r ** 2
-        return t, hit & (t > 0) & (t < zb)
+            hit |= cx * cx + cz * cz <= r2
+        return t, hit & (t > 0)
 
     @staticmethod
     def surface(g, p, o):
@@ -135,14 +176,19 @@ class _Ellipsoid(_Prim):
         self.inv_r = (1 / radius, 1 / radius_y, 1 / radius)
         super().__init__(label, material, (x, z, radius, radius, y - radius_y, y + radius_y), (*self.c, *self.inv_r))
 
-    def depth(self, o, d, zb):
+    def ray_numbers(self, o):
         ox, oy, oz = ((oc - cc) * ir for oc, cc, ir in zip(o, self.c, self.inv_r))
-        dx, dy, dz = (dc * ir for dc, ir in zip(d, self.inv_r))
+        return (*self.inv_r, ox, oy, oz, ox * ox + oy * oy + oz * oz - 1.0)
+
+    @staticmethod
+    def hits(q, d):
+        irx, iry, irz, ox, oy, oz, c = q
+        dx, dy, dz = d[0] * irx, d[1] * iry, d[2] * irz
         a = dx * dx + dy * dy + dz * dz
         b = ox * dx + oy * dy + oz * dz
-        disc = b * b - a * (ox * ox + oy * oy + oz * oz - 1.0)
+        disc = b * b - a * c
         t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-        return t, (disc > 0) & (t > 0) & (t < zb)
+        return t, (disc > 0) & (t > 0)
 
     @staticmethod
     def surface(g, p, o):
@@ -160,6 +206,7 @@ class _Quad(_Prim):
     """
 
     shape_id = 3
+    batchable = False
 
     def __init__(self, x, z, heading, half_w, y0, y1, label, material, keep=None):
         fr = _YawFrame(x, z, heading)

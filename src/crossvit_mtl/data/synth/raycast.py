@@ -1,6 +1,7 @@
 """The camera's rays and the z-buffer pass that finds the surface each pixel sees."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -40,7 +41,8 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
     """
     if not prims:
         return []
-    x, z, ex, ez, y0, y1 = np.array([p.bounds for p in prims], F32).T
+    x, z, ex, ez, y0, y1 = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), F32,
+                                       6 * len(prims)).reshape(-1, 6).T
     cx, cy, cz = _BOX_CORNERS.T[:, None, :]
     corners = np.stack((x[:, None] + cx * ex[:, None], y0[:, None] + cy * (y1 - y0)[:, None],
                         z[:, None] + cz * ez[:, None]), -1)
@@ -57,7 +59,44 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
     znear = np.maximum(depth.min(1), 0)
     seen = np.nonzero((depth.max(1) > 0.05) & (c1 > c0) & (r1 > r0))[0]
     seen = seen[np.argsort(znear[seen], kind="stable")]
-    return [(int(r0[i]), int(r1[i]), int(c0[i]), int(c1[i]), float(znear[i]), int(i)) for i in seen]
+    return list(zip(*(a[seen].tolist() for a in (r0, r1, c0, c1, znear, np.arange(len(prims))))))
+
+
+#: Screen boxes of at most this many pixels are ray-cast together, one pass per shape: over so
+#: few pixels numpy's cost per call, not the arithmetic, sets the pace.
+_BATCH_PIXELS = 1024
+
+
+def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -> dict[int, tuple]:
+    """(t, hit) of the primitives with a small screen box, each as its own crop, by primitive index.
+
+    Each shape's small boxes are ray-cast in one ``hits`` call over all their pixels, with every
+    number of a primitive repeated per pixel as float32: the value numpy makes of a Python float
+    that meets float32 rays, so t and hit are those of one primitive at a time, bit for bit. A
+    primitive with any number that is not a Python float (numpy would compute in float64) is left
+    to its own ``depth``.
+    """
+    groups: dict[type[_Prim], list] = {}
+    if not all(type(v) is float for v in o):
+        return {}
+    for r0, r1, c0, c1, _, i in boxes:
+        prim = prims[i]
+        if prim.batched and (r1 - r0) * (c1 - c0) <= _BATCH_PIXELS:
+            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, prim.ray_numbers(o)))
+    rays = d.reshape(3, -1)
+    found = {}
+    for shape, items in groups.items():
+        index, r0, h, c0, w, q = zip(*items)
+        sizes = np.multiply(h, w)
+        ends = np.cumsum(sizes)
+        owner = np.repeat(np.arange(len(items)), sizes)
+        row, col = np.divmod(np.arange(ends[-1]) - np.take(ends - sizes, owner), np.take(w, owner))
+        flat = (row + np.take(r0, owner)) * width + col + np.take(c0, owner)
+        numbers = np.take(np.array(q, F32).T, owner, axis=1)
+        t, hit = shape.hits(tuple(numbers), tuple(np.take(rays, flat, axis=1)))
+        for i, start, end, hk, wk in zip(index, (ends - sizes).tolist(), ends.tolist(), h, w):
+            found[i] = t[start:end].reshape(hk, wk), hit[start:end].reshape(hk, wk)
+    return found
 
 
 def _ground(scene: _Scene, x: np.ndarray, z: np.ndarray):
@@ -106,7 +145,10 @@ def _camera_rays(scene: _Scene, height: int, width: int):
     rot = _rotation(scene.yaw, scene.pitch)
     u = (np.arange(width, dtype=F32) - cx) / fx
     v = (np.arange(height, dtype=F32)[:, None] - cy) / fy
-    d = np.stack([np.broadcast_to(r[0] * u + r[1] * v + r[2], (height, width)) for r in rot])
+    d = np.empty((3, height, width), F32)
+    for dk, r in zip(d, rot):
+        np.add(r[0] * u, r[1] * v, out=dk)
+        dk += r[2]
     return d, rot
 
 
@@ -124,12 +166,17 @@ def _z_pass(scene: _Scene, height: int, width: int):
     zbuf[ground_rows] = t_row[ground_rows, None]
     ids[ground_rows] = _GROUND_ID
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for r0, r1, c0, c1, znear, i in _screen_boxes(scene.prims, np.array(o, F32), rot,
-                                                       intrinsics(height, width), height, width):
+        boxes = _screen_boxes(scene.prims, np.array(o, F32), rot, intrinsics(height, width), height, width)
+        small = _small_hits(scene.prims, boxes, o, d, width)
+        for r0, r1, c0, c1, znear, i in boxes:
             zb = zbuf[r0:r1, c0:c1]
             if znear >= zb.max():
                 continue  # hidden behind what is already drawn
-            t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), zb)
+            if i in small:
+                t, hit = small[i]
+                closer = hit & (t < zb)
+            else:
+                t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), zb)
             np.copyto(zb, t, where=closer)
             np.copyto(ids[r0:r1, c0:c1], i + _FIRST_PRIM_ID, where=closer)
     return d, rot, zbuf, ids
