@@ -2,19 +2,29 @@
 stage of ``render_sample`` (drawing the scene, checking that it shows its class, ray casting,
 shading and the other targets, the edge maps).
 
-    python benchmarks/profile_render.py [--size 128x256] [--scenes 200] [--seed 0]
+    python benchmarks/profile_render.py [--size 128x256] [--scenes 200] [--seed 0] [--against main]
 
 The rate is timed without the profiler; the shares come from a second pass under cProfile, which
 slows Python-heavy stages more than numpy-heavy ones, so read them as a ranking with sizes.
+
+``--against REV`` imports the package of git revision REV beside the working tree's (as
+``ab_revisions.py`` does) and renders every timed scene with both, one after the other, the
+order swapped every scene, so a shared machine's load weighs on both alike: it prints both rates,
+the median of the per-scene speed-ups, and checks that every sample is bit-identical (image,
+every target, the class), which a change of speed alone must keep.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import os
 import platform
 import pstats
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,15 +46,51 @@ def _stats_of(stats: pstats.Stats, name: str, caller: str | None = None) -> tupl
     return calls, seconds
 
 
+def identical(a: dict, b: dict) -> bool:
+    """Whether two samples hold the same targets with the same dtypes, shapes and bytes."""
+    return a.keys() == b.keys() and all(
+        np.asarray(a[k]).dtype == np.asarray(b[k]).dtype and np.asarray(a[k]).shape == np.asarray(b[k]).shape
+        and np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes() for k in a)
+
+
+def side_by_side(rev: str, seed: int, scenes: int, height: int, width: int) -> None:
+    """Rates of revision ``rev`` and of the working tree, each scene rendered by both in turn."""
+    from ab_revisions import import_revision  # beside this script
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = import_revision(rev, Path(tmp), "a")
+        other = importlib.import_module(f"{package.__name__}.data.synth").render_sample
+        for index in range(3):
+            other(seed, 10_000 + index, height, width)
+        mine_s, other_s, differ = [], [], []
+        for index in range(scenes):
+            turns = [(render_sample, mine_s), (other, other_s)]
+            samples = []
+            for render, times in turns if index % 2 else turns[::-1]:
+                start = time.perf_counter()
+                samples.append(render(seed, index, height, width))
+                times.append(time.perf_counter() - start)
+            if not identical(*samples):
+                differ.append(index)
+    ratios = [o / m for o, m in zip(other_s, mine_s)]
+    print(f"against {rev}, the same {scenes} scenes rendered in turn: {rev} {scenes / sum(other_s):.1f} scenes/s, "
+          f"this tree {scenes / sum(mine_s):.1f} scenes/s, {sum(other_s) / sum(mine_s):.2f}x "
+          f"(median per-scene speed-up {statistics.median(ratios):.2f}x); "
+          + (f"samples differ at indices {differ}" if differ else "every sample bit-identical") + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="128x256", help="HxW of the rendered samples")
     parser.add_argument("--scenes", type=int, default=200, help="scenes timed (and as many profiled)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--against", metavar="REV", help="git revision to time side by side and compare with")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     for index in range(3):  # warm-up: imports, numpy's first calls
         render_sample(args.seed, 10_000 + index, height, width)
+    if args.against:
+        side_by_side(args.against, args.seed, args.scenes, height, width)
 
     start = time.perf_counter()
     for index in range(args.scenes):
