@@ -31,18 +31,60 @@ def _rotation(yaw: float, pitch: float) -> np.ndarray:
 
 
 _BOX_CORNERS = np.array([(i, j, k) for i in (-1, 1) for j in (0, 1) for k in (-1, 1)], F32)
+#: The 12 edges of a box, as pairs of indices into _BOX_CORNERS (corners that differ in one coordinate).
+_BOX_EDGES = np.array([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]).T
+#: A bounding box that straddles the camera plane is cut at this depth (m) to find the pixels it can
+#: cover; farther than _NEAR_CLEAR from the camera, none of it nearer than that is in the picture.
+_NEAR_CUT, _NEAR_CLEAR, _MARGIN_PX = 0.05, 0.1, 2
+
+
+def _straddling_boxes(bounds: np.ndarray, cam, rot, k, height: int, width: int) -> np.ndarray:
+    """Pixel rectangles (r0, r1, c0, c1) (n, 4) that hold every pixel a bounding box straddling the
+    camera plane can cover: the picture of its part at least _NEAR_CUT deep, widened by
+    _MARGIN_PX, or the whole image when the box comes within _NEAR_CLEAR of the camera.
+
+    Why: such a box (a building beside the camera, the bonnet) was cast over the whole image, most
+    of the pixels cast in a pass; nearer than _NEAR_CUT no pixel can see it (a pixel's ray stays
+    within 1.4 * _NEAR_CUT of the camera there), and its float32 hits lie on it to far less than a
+    pixel, so the narrower rectangle holds every pixel it is drawn at.
+    """
+    x, z, ex, ez, y0, y1 = bounds.T
+    o = np.asarray(cam, np.float64)
+    gap = np.stack((np.maximum(np.abs(o[0] - x) - ex, 0), np.maximum(np.maximum(y0 - o[1], o[1] - y1), 0),
+                    np.maximum(np.abs(o[2] - z) - ez, 0)))
+    cx, cy, cz = _BOX_CORNERS.T.astype(np.float64)[:, None, :]
+    corners = np.stack((x[:, None] + cx * ex[:, None], y0[:, None] + cy * (y1 - y0)[:, None],
+                        z[:, None] + cz * ez[:, None]), -1)
+    pc = (corners - o) @ rot.astype(np.float64)
+    a, b = pc[:, _BOX_EDGES[0]], pc[:, _BOX_EDGES[1]]
+    za, zb = a[..., 2], b[..., 2]
+    crossing = (za - _NEAR_CUT) * (zb - _NEAR_CUT) < 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cut = a + ((_NEAR_CUT - za) / (zb - za))[..., None] * (b - a)
+        points = np.concatenate((pc, cut), 1)
+        keep = np.concatenate((pc[..., 2] >= _NEAR_CUT, crossing), 1)
+        fx, fy, px, py = k
+        u, v = fx * points[..., 0] / points[..., 2] + px, fy * points[..., 1] / points[..., 2] + py
+    whole = ~keep.any(1) | ((gap * gap).sum(0) <= _NEAR_CLEAR ** 2)
+    rect = np.stack((np.floor(np.where(keep, v, np.inf).min(1)) - _MARGIN_PX,
+                     np.floor(np.where(keep, v, -np.inf).max(1)) + 1 + _MARGIN_PX,
+                     np.floor(np.where(keep, u, np.inf).min(1)) - _MARGIN_PX,
+                     np.floor(np.where(keep, u, -np.inf).max(1)) + 1 + _MARGIN_PX), 1)
+    rect = np.where(whole[:, None], (0, height, 0, width), rect)
+    return np.clip(rect, 0, (height, height, width, width)).astype(int)
 
 
 def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
     """Pixel rectangles (r0, r1, c0, c1), nearest z and index of every primitive the camera sees.
 
     All bounding boxes are projected at once; the rectangles are conservative, and a box that
-    straddles the camera plane gets the whole image. Sorted near to far for occlusion culling.
+    straddles the camera plane gets the pixels its part in front of the camera can cover
+    (:func:`_straddling_boxes`). Sorted near to far for occlusion culling.
     """
     if not prims:
         return []
-    x, z, ex, ez, y0, y1 = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), F32,
-                                       6 * len(prims)).reshape(-1, 6).T
+    bounds = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), np.float64, 6 * len(prims))
+    x, z, ex, ez, y0, y1 = bounds.astype(F32).reshape(-1, 6).T
     cx, cy, cz = _BOX_CORNERS.T[:, None, :]
     corners = np.stack((x[:, None] + cx * ex[:, None], y0[:, None] + cy * (y1 - y0)[:, None],
                         z[:, None] + cz * ez[:, None]), -1)
@@ -57,6 +99,10 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
     r0 = np.where(straddle, 0, np.clip(np.floor(v.min(1) + 0.5), 0, height)).astype(int)
     r1 = np.where(straddle, height, np.clip(np.floor(v.max(1) + 1.5), 0, height)).astype(int)
     znear = np.maximum(depth.min(1), 0)
+    cut = np.flatnonzero(straddle & (depth.max(1) > 0.05))
+    if len(cut):
+        r0[cut], r1[cut], c0[cut], c1[cut] = _straddling_boxes(bounds.reshape(-1, 6)[cut], cam, rot, k,
+                                                               height, width).T
     seen = np.nonzero((depth.max(1) > 0.05) & (c1 > c0) & (r1 > r0))[0]
     seen = seen[np.argsort(znear[seen], kind="stable")]
     return list(zip(*(a[seen].tolist() for a in (r0, r1, c0, c1, znear, np.arange(len(prims))))))
