@@ -1,0 +1,70 @@
+"""Ray casting the scenes: the shortcuts of the z-pass give what casting each primitive alone over
+the whole image gives, bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crossvit_mtl.data.synth import scene_for
+from crossvit_mtl.data.synth.base import F32, intrinsics
+from crossvit_mtl.data.synth.raycast import _camera_rays, _screen_boxes, _small_hits
+
+SCENES = [(0, i) for i in range(12)] + [(1000003, i) for i in range(4)]
+
+
+def whole_image_hits(prim, o, d) -> tuple[np.ndarray, np.ndarray]:
+    """(t, hit) of one primitive over every pixel, on an empty z-buffer."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return prim.depth(o, tuple(d), np.full(d.shape[1:], np.inf, F32))
+
+
+def straddles(prim, cam, rot) -> bool:
+    """Whether the primitive's bounding box reaches from behind the camera plane to in front of it."""
+    x, z, ex, ez, y0, y1 = prim.bounds
+    corners = np.array([(x + i * ex, y, z + k * ez) for i in (-1, 1) for y in (y0, y1) for k in (-1, 1)])
+    depth = ((corners - cam) @ rot)[:, 2]
+    return depth.min() <= 0.05 < depth.max()
+
+
+@pytest.mark.parametrize("size", [(64, 128), (96, 192)])
+def test_screen_boxes_hold_every_pixel_a_primitive_is_hit_at(size):
+    height, width = size
+    straddling = narrowed = 0
+    for seed, index in SCENES:
+        scene, _ = scene_for(seed, index)
+        d, rot = _camera_rays(scene, height, width)
+        boxes = _screen_boxes(scene.prims, np.array(scene.cam, F32), rot, intrinsics(height, width), height, width)
+        seen = {i for *_, i in boxes}
+        for r0, r1, c0, c1, _, i in boxes:
+            _, hit = whole_image_hits(scene.prims[i], scene.cam, d)
+            inside = np.zeros_like(hit)
+            inside[r0:r1, c0:c1] = True
+            assert not (hit & ~inside).any(), (seed, index, i)
+            if straddles(scene.prims[i], scene.cam, rot) and hit.any():
+                straddling += 1
+                narrowed += (r1 - r0) * (c1 - c0) < height * width
+        for i, prim in enumerate(scene.prims):  # what is not seen is hit nowhere
+            if i not in seen:
+                assert not whole_image_hits(prim, scene.cam, d)[1].any(), (seed, index, i)
+    assert straddling > 10 and narrowed > straddling / 2  # beside the camera: cast over part of the image
+
+
+def test_small_boxes_cast_together_equal_each_cast_alone():
+    height, width = 64, 128
+    together = 0
+    for seed, index in SCENES:
+        scene, _ = scene_for(seed, index)
+        d, rot = _camera_rays(scene, height, width)
+        boxes = _screen_boxes(scene.prims, np.array(scene.cam, F32), rot, intrinsics(height, width), height, width)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            small = _small_hits(scene.prims, boxes, scene.cam, d, width)
+        for r0, r1, c0, c1, _, i in boxes:
+            if i not in small:
+                continue
+            t, hit = small[i]
+            alone_t, alone_hit = whole_image_hits(scene.prims[i], scene.cam, d)
+            assert np.array_equal(hit, alone_hit[r0:r1, c0:c1])
+            assert t.dtype == alone_t.dtype
+            assert t[hit].tobytes() == alone_t[r0:r1, c0:c1][hit].tobytes()
+            together += 1
+    assert together > 100
