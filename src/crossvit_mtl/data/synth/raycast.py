@@ -132,15 +132,18 @@ def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -
     rays = d.reshape(3, -1)
     found = {}
     for shape, items in groups.items():
-        index, r0, h, c0, w, q = zip(*items)
-        sizes = np.multiply(h, w)
+        index, r0, h, c0, w, q = (np.array(v) for v in zip(*items))
+        sizes = h * w
         ends = np.cumsum(sizes)
-        owner = np.repeat(np.arange(len(items)), sizes)
-        row, col = np.divmod(np.arange(ends[-1]) - np.take(ends - sizes, owner), np.take(w, owner))
-        flat = (row + np.take(r0, owner)) * width + col + np.take(c0, owner)
-        numbers = np.take(np.array(q, F32).T, owner, axis=1)
+        # flat image index of every pixel of every box, row after row: each row of a box is a run
+        # of consecutive indices from its first pixel
+        row_first = np.repeat(r0 * width + c0 - (np.cumsum(h) - h) * width, h) + np.arange(h.sum()) * width
+        row_len = np.repeat(w, h)
+        flat = np.arange(ends[-1]) + np.repeat(row_first - (np.cumsum(row_len) - row_len), row_len)
+        numbers = np.repeat(q.astype(F32).T, sizes, axis=1)
         t, hit = shape.hits(tuple(numbers), tuple(np.take(rays, flat, axis=1)))
-        for i, start, end, hk, wk in zip(index, (ends - sizes).tolist(), ends.tolist(), h, w):
+        for i, start, end, hk, wk in zip(index.tolist(), (ends - sizes).tolist(), ends.tolist(), h.tolist(),
+                                         w.tolist()):
             found[i] = t[start:end].reshape(hk, wk), hit[start:end].reshape(hk, wk)
     return found
 
