@@ -37,18 +37,18 @@ ROAD_BEYOND = 40.0
 def layout_cues(scene: _Scene, height: int, width: int) -> dict[str, float]:
     """Share of the picture each of :data:`CUES` covers when ``scene`` is seen at ``height`` x ``width``."""
     d, _, zbuf, ids = _z_pass(scene, height, width)
-    hit = ids != _SKY_ID
-    t, kind = zbuf[hit], ids[hit]
-    x, z = scene.cam[0] + t * d[0][hit], scene.cam[2] + t * d[2][hit]
+    hit = np.flatnonzero(ids != _SKY_ID)
+    t, kind = np.take(zbuf, hit), np.take(ids, hit)
+    x, z = scene.cam[0] + t * np.take(d[0], hit), scene.cam[2] + t * np.take(d[2], hit)
     ground = kind == _GROUND_ID
-    building = np.array([False, False, *(q.texture == "facade" for q in scene.prims)])[kind]
+    building = np.take(np.array([False, False, *(q.texture == "facade" for q in scene.prims)]), kind)
     main = scene.roads[0]
-    lat = main.coords(x, z)[0]
+    lat, along = main.coords(x, z)
     others = [r.project(x, z)[0] <= r.hw for r in scene.roads[1:]]
     side_roads = ground & np.logical_or.reduce(others) & (np.abs(lat) > main.hw + 0.5) if others \
         else np.zeros_like(ground)
     counts = {"left": (side_roads & (lat < 0)).sum(), "right": (side_roads & (lat > 0)).sum(),
-              "beyond": (ground & (main.project(x, z)[0] <= main.hw) & (t >= ROAD_BEYOND)).sum(),
+              "beyond": (ground & (main.distance(lat, along) <= main.hw) & (t >= ROAD_BEYOND)).sum(),
               "closing": (building & (np.abs(lat) <= main.hw + scene.sidewalk)).sum()}
     return {name: int(count) / (height * width) for name, count in counts.items()}
 

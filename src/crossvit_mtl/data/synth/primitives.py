@@ -63,7 +63,7 @@ class _Prim:
         self.row = (*geometry, *(0.0,) * (8 - len(geometry)), *material.row())
         #: Whether it may be ray-cast with others (``hits``): its numbers are all Python floats,
         #: which numpy casts to float32 to meet float32 rays (a numpy float64 would compute in float64).
-        self.batched = self.batchable and all(type(v) is float for v in geometry)
+        self.batched = self.batchable and set(map(type, geometry)) == {float}
 
 
 class _Box(_Prim):
@@ -105,10 +105,11 @@ class _Box(_Prim):
         cam_x, cam_z = _to_local(o[0] - x, o[2] - z, c, s)
         cam = np.stack((cam_x, o[1] - yc, cam_z))
         # The face the point lies on, among those facing the camera (rounding must not pick a back face).
-        facing = (np.abs(cam) > g[5:8]) & (np.sign(cam) == np.sign(loc))
+        side = np.sign(loc)
+        facing = (np.abs(cam) > g[5:8]) & (np.sign(cam) == side)
         v0, v1, v2 = np.where(facing, np.abs(loc) / g[5:8], -1.0)
         axis = np.where((v0 >= v1) & (v0 >= v2), 0, np.where(v1 >= v2, 1, 2))  # argmax, first of equals
-        nl = np.where(np.arange(3)[:, None] == axis, np.sign(loc), 0)
+        nl = np.where(np.arange(3)[:, None] == axis, side, 0)
         nx, nz = _to_world(nl[0], nl[2], c, s)
         loc[1] += hy  # textures measure height from the bottom
         return np.stack((nx, nl[1], nz)), loc, axis

@@ -27,7 +27,11 @@ class _Road:
     def project(self, x, z):
         """Distance to the centreline (inf beyond the ends), signed lateral offset (+ = right), arc length."""
         lat, s = self.coords(x, z)
-        return np.where((s >= 0) & (s <= self.length), np.abs(lat), np.inf), lat, s
+        return self.distance(lat, s), lat, s
+
+    def distance(self, lat, s):
+        """Distance to the centreline (inf beyond the ends) of points with these ``coords``."""
+        return np.where((s >= 0) & (s <= self.length), np.abs(lat), np.inf)
 
     def edge(self, x: float, z: float) -> float:
         """Scalar distance of a point to the road edge (negative on the road): for placing objects."""

@@ -69,6 +69,7 @@ class _Builder:
         self.prims: list[_Prim] = []
         self.lights: list[int] = []
         self.taken = [(cam[0], cam[2], 3.0)]  # (x, z, radius) of placed objects; the ego vehicle first
+        self.blocking = list(roads)  # the roads in the order footprints are tested against them
 
     # -- placement checks
     def kerb_distance(self, x: float, z: float) -> float:
@@ -82,25 +83,29 @@ class _Builder:
 
     def claim(self, x, z, radius) -> bool:
         """Reserve a disc of ground for an object unless it overlaps one already placed."""
-        if any((tx - x) ** 2 + (tz - z) ** 2 < (tr + radius) ** 2 for tx, tz, tr in self.taken):
-            return False
+        for tx, tz, tr in self.taken:
+            if (tx - x) ** 2 + (tz - z) ** 2 < (tr + radius) ** 2:
+                return False
         self.taken.append((x, z, radius))
         return True
 
     def off_road(self, x, z, half_x, half_z, heading, margin) -> bool:
         """Whether a rectangular footprint (its :data:`FOOTPRINT` points) keeps ``margin`` from every
         road edge: settled by bounds where they can, else by the points' exact coordinates."""
-        fr = _YawFrame(x, z, heading)
+        c, s = math.cos(heading), math.sin(heading)  # _YawFrame's
         unsettled = []
-        for road in self.roads:
-            clear = road.footprint_clear(x, z, fr.c, fr.s, half_x, half_z, margin)
+        for road in self.blocking:
+            clear = road.footprint_clear(x, z, c, s, half_x, half_z, margin)
             if clear is False:
+                if road is not self.blocking[0]:  # the road that blocked last is tried first next time
+                    self.blocking.remove(road)
+                    self.blocking.insert(0, road)
                 return False
             if clear is None:
                 unsettled.append(road)
         if not unsettled:
             return True
-        wx, wz = fr.to_world(FOOTPRINT[:, 0] * half_x, FOOTPRINT[:, 1] * half_z)
+        wx, wz = _YawFrame(x, z, heading).to_world(FOOTPRINT[:, 0] * half_x, FOOTPRINT[:, 1] * half_z)
         return all((road.project(wx + x, wz + z)[0] - road.hw).min() > margin for road in unsettled)
 
     def add(self, *prims: _Prim):
