@@ -74,5 +74,7 @@ def _tex_glass_band(m: np.ndarray, loc: np.ndarray, axis: np.ndarray) -> np.ndar
 
 
 _TEXTURES = (_tex_plain, _tex_leaves, _tex_facade, _tex_glass_band)  # in _TEXTURE_KINDS order
+#: How many numbers of a material's row each texture reads (the shading pass gathers no more).
+_TEXTURE_ROWS = (5, 4, 16, 12)
 
 

@@ -37,6 +37,7 @@ class _Prim:
     """
 
     shape_id: int  # position of the class in _SHAPES
+    geometry_rows: int  # how many of the first 8 numbers of ``row`` its ``surface`` reads
     #: whether ``hits`` can take several primitives' numbers at once (not a cut-out quad's)
     batchable = True
 
@@ -70,6 +71,7 @@ class _Box(_Prim):
     """Box standing on its footprint, rotated by ``heading`` about the vertical axis (slab test)."""
 
     shape_id = 0
+    geometry_rows = 8  # of ``row`` that ``surface`` reads
 
     def __init__(self, x, z, heading, half_x, half_z, y0, y1, label, material):
         fr = _YawFrame(x, z, heading)
@@ -119,6 +121,7 @@ class _Cylinder(_Prim):
     """Vertical cylinder with flat caps: poles, trunks, sign posts."""
 
     shape_id = 1
+    geometry_rows = 5  # of ``row`` that ``surface`` reads
 
     def __init__(self, x, z, radius, y0, y1, label, material):
         super().__init__(label, material, (x, z, radius, radius, y0, y1), (x, y0, z, radius, y1))
@@ -171,6 +174,7 @@ class _Ellipsoid(_Prim):
     """Ellipsoid with a vertical axis (radii r, ry, r): tree crowns, heads, the ego bonnet."""
 
     shape_id = 2
+    geometry_rows = 6  # of ``row`` that ``surface`` reads
 
     def __init__(self, x, y, z, radius, radius_y, label, material):
         self.c = (x, y, z)
@@ -207,6 +211,7 @@ class _Quad(_Prim):
     """
 
     shape_id = 3
+    geometry_rows = 5  # of ``row`` that ``surface`` reads
     batchable = False
 
     def __init__(self, x, z, heading, half_w, y0, y1, label, material, keep=None):

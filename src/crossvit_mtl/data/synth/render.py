@@ -1,6 +1,7 @@
 """Rendering one sample: shading, fog, sensor noise, and every task's ground truth."""
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from crossvit_mtl.data.synth.base import _FIRST_GROUP, _FIRST_PRIM_ID, _GROUND_ID, _SKY_ID, F32, SKY
 from crossvit_mtl.data.synth.cues import scene_for
-from crossvit_mtl.data.synth.materials import _TEXTURES
+from crossvit_mtl.data.synth.materials import _TEXTURE_ROWS, _TEXTURES
 from crossvit_mtl.data.synth.primitives import _SHAPES
 from crossvit_mtl.data.synth.raycast import _ground, _sky, _z_pass
 from crossvit_mtl.tasks.edge_eval import seg2bmap, thin_binary
@@ -36,7 +37,8 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
     label = np.empty(n_pix, np.uint8)
     normal = np.zeros((3, n_pix), F32)
     albedo = np.empty((3, n_pix), F32)
-    table = np.ascontiguousarray(np.array([q.row for q in prims], F32).reshape(-1, 24).T)  # one column a primitive
+    table = np.fromiter(itertools.chain.from_iterable(q.row for q in prims), F32, 24 * len(prims))
+    table = np.ascontiguousarray(table.reshape(-1, 24).T)  # one column a primitive
     labels = np.array([q.label for q in prims], np.uint8)
     n_sky = bounds[_SKY_ID]
     albedo[:, :n_sky] = _sky(scene, d_s[:, :n_sky])
@@ -50,9 +52,9 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
             continue
         shape, kind = divmod(group - _FIRST_GROUP, len(_TEXTURES))
         pid = ids_s[sl] - _FIRST_PRIM_ID
-        rows = np.take(table, pid, axis=1)
-        normal[:, sl], loc, axis = _SHAPES[shape].surface(rows[:8], p_s[:, sl], o)
-        albedo[:, sl] = _TEXTURES[kind](rows[8:], loc, axis)
+        geometry = np.take(table[:_SHAPES[shape].geometry_rows], pid, axis=1)
+        normal[:, sl], loc, axis = _SHAPES[shape].surface(geometry, p_s[:, sl], o)
+        albedo[:, sl] = _TEXTURES[kind](np.take(table[8:8 + _TEXTURE_ROWS[kind]], pid, axis=1), loc, axis)
         label[sl] = np.take(labels, pid)
 
     shade = scene.ambient + scene.sun_gain * np.maximum(scene.sun @ normal, 0)
