@@ -32,16 +32,20 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
     order = np.argsort(key, kind="stable")
     bounds = np.cumsum(np.bincount(key, minlength=_FIRST_GROUP + len(_SHAPES) * len(_TEXTURES)))
     ids_s, d_s = np.take(flat_ids, order), np.take(d.reshape(3, n_pix), order, axis=1)
-    z_s = np.take(np.where(flat_ids == _SKY_ID, F32(0), z), order)
-    p_s = cam + z_s * d_s
+    del d  # what the pass holds at once is what it takes fresh from the system each sample
+    z_s = np.take(z, order)
+    n_sky = bounds[_SKY_ID]
+    z_s[:n_sky] = 0  # the sky sorts first
+    p_s = z_s * d_s
+    p_s += cam
     label = np.empty(n_pix, np.uint8)
     normal = np.zeros((3, n_pix), F32)
     albedo = np.empty((3, n_pix), F32)
     table = np.fromiter(itertools.chain.from_iterable(q.row for q in prims), F32, 24 * len(prims))
     table = np.ascontiguousarray(table.reshape(-1, 24).T)  # one column a primitive
     labels = np.array([q.label for q in prims], np.uint8)
-    n_sky = bounds[_SKY_ID]
     albedo[:, :n_sky] = _sky(scene, d_s[:, :n_sky])
+    del d_s
     label[:n_sky] = SKY
     ground = slice(n_sky, bounds[_GROUND_ID])
     label[ground], albedo[:, ground] = _ground(scene, p_s[0, ground], p_s[2, ground])
@@ -57,13 +61,28 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
         albedo[:, sl] = _TEXTURES[kind](np.take(table[8:8 + _TEXTURE_ROWS[kind]], pid, axis=1), loc, axis)
         label[sl] = np.take(labels, pid)
 
-    shade = scene.ambient + scene.sun_gain * np.maximum(scene.sun @ normal, 0)
-    fog = np.exp(z_s * F32(-1.0 / scene.fog))
-    rgb = albedo * (shade * fog) * scene.tint[:, None] + scene.sky[0][:, None] * (1 - fog)
-    rgb[:, :n_sky] = albedo[:, :n_sky]
-    # Sensor noise: uniform, std scene.noise (in 0..255 units), from its own stream.
+    del p_s, ids_s
+    # albedo * (shade * fog) * tint + horizon * (1 - fog), the sky its albedo, then the sensor noise
+    # (uniform, std scene.noise in 0..255 units, from its own stream): in place where numpy would
+    # make a temporary (a * b is b * a and a + b is b + a, bit for bit).
+    shade = np.maximum(scene.sun @ normal, 0)
+    shade *= scene.sun_gain
+    shade += scene.ambient
+    fog = z_s * F32(-1.0 / scene.fog)
+    np.exp(fog, out=fog)
+    shade *= fog
+    sky = albedo[:, :n_sky].copy()
+    albedo *= shade
+    albedo *= scene.tint[:, None]
+    np.subtract(1, fog, out=fog)
+    rgb = scene.sky[0][:, None] * fog
+    rgb += albedo
+    rgb[:, :n_sky] = sky
+    rgb *= 255
     noise = np.frombuffer(np.random.default_rng([seed, index, 1]).bytes(3 * n_pix), np.uint8).reshape(3, n_pix)
-    rgb = rgb * 255 + (noise - F32(127.5)) * F32(scene.noise * math.sqrt(12) / 256)
+    grain = np.subtract(noise, F32(127.5), out=albedo)
+    grain *= F32(scene.noise * math.sqrt(12) / 256)
+    rgb += grain
     rgb = np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
     unsort = np.empty_like(order)
     unsort[order] = np.arange(n_pix)
