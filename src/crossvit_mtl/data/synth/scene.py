@@ -123,8 +123,9 @@ class _Builder:
         depth, height = rng.uniform(8, 16), rng.pick((rng.uniform(6, 12), rng.uniform(10, 28)))
         lateral = side * (road.hw + self.sw + setback + depth / 2)
         front = side * (road.hw + self.sw + setback)
+        stretch = road.stretch(front)
         for lot in (width, 0.6 * width, 0.35 * width, 2.5):
-            step = lot * road.stretch(front)
+            step = lot * stretch
             x, z, heading = road.frame(s + step / 2, lateral)
             if self.off_road(x, z, lot / 2, depth / 2, heading, self.sw):
                 break
