@@ -2,12 +2,17 @@
 the whole image gives, bit for bit."""
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 
 from crossvit_mtl.data.synth import scene_for
 from crossvit_mtl.data.synth.base import F32, intrinsics
-from crossvit_mtl.data.synth.raycast import _camera_rays, _screen_boxes, _small_hits
+from crossvit_mtl.data.synth.materials import _Material
+from crossvit_mtl.data.synth.primitives import _Box
+from crossvit_mtl.data.synth.raycast import _camera_rays, _screen_boxes, _small_hits, _z_pass
 
 SCENES = [(0, i) for i in range(12)] + [(1000003, i) for i in range(4)]
 
@@ -68,3 +73,43 @@ def test_small_boxes_cast_together_equal_each_cast_alone():
             assert t[hit].tobytes() == alone_t[r0:r1, c0:c1][hit].tobytes()
             together += 1
     assert together > 100
+
+
+def sequential_z_pass(scene, height: int, width: int):
+    """The z-pass as one loop: each primitive near to far cast alone over its screen box."""
+    d, rot = _camera_rays(scene, height, width)
+    zbuf = np.full((height, width), np.inf, F32)
+    ids = np.full((height, width), 0, np.int16)
+    t_row = np.where(d[1][:, 0] < 0, -scene.cam[1] / np.minimum(d[1][:, 0], -1e-9), np.inf)
+    rows = t_row < 150.0
+    zbuf[rows], ids[rows] = t_row[rows, None], 1
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for r0, r1, c0, c1, znear, i in _screen_boxes(scene.prims, np.array(scene.cam, F32), rot,
+                                                      intrinsics(height, width), height, width):
+            zb = zbuf[r0:r1, c0:c1]
+            if znear >= zb.max():
+                continue
+            t, closer = scene.prims[i].depth(scene.cam, tuple(d[:, r0:r1, c0:c1]), zb)
+            np.copyto(zb, t, where=closer)
+            np.copyto(ids[r0:r1, c0:c1], i + 2, where=closer)
+    return zbuf, ids
+
+
+def test_z_pass_equals_casting_one_primitive_at_a_time():
+    """Including a primitive whose numbers are numpy float64 (numpy then computes in float64), which
+    is cast alone, as it always was."""
+    scene, _ = scene_for(0, 6)
+    counts = np.bincount(_z_pass(scene, 64, 128)[3].ravel(), minlength=len(scene.prims) + 2)[2:]  # pixels each
+    box = max((i for i, p in enumerate(scene.prims) if isinstance(p, _Box)), key=lambda i: counts[i])
+    old = scene.prims[box]
+    x, z, _, _, y0, y1 = old.bounds
+    wide = _Box(np.float64(x), z, math.atan2(old.frame.s, old.frame.c), np.float64(old.half[0]), old.half[2],
+                y0, y1, old.label, _Material((0.5, 0.5, 0.5)))
+    assert old.batched and not wide.batched
+    for prims in (scene.prims, [*scene.prims[:box], wide, *scene.prims[box + 1:]]):
+        trial = dataclasses.replace(scene, prims=prims)
+        for height, width in ((64, 128), (48, 80)):
+            _, _, zbuf, ids = _z_pass(trial, height, width)
+            ref_zbuf, ref_ids = sequential_z_pass(trial, height, width)
+            assert zbuf.tobytes() == ref_zbuf.tobytes() and np.array_equal(ids, ref_ids)
+    assert (ids == box + 2).any()  # the float64 box is in the picture
