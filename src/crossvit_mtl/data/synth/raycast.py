@@ -92,20 +92,20 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
     depth = pc[..., 2]
     fx, fy, px, py = k
     with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = fx * pc[..., 0] / depth + px, fy * pc[..., 1] / depth + py
+        v, u = (fy * pc[..., 1] / depth + py, fx * pc[..., 0] / depth + px)
+        # (r0, r1, c0, c1): the pixels whose centres the corners' picture spans, half a pixel wider
+        rect = np.stack((v.min(1) + 0.5, v.max(1) + 1.5, u.min(1) + 0.5, u.max(1) + 1.5), 1)
+        rect = np.clip(np.floor(rect), 0, (height, height, width, width))
     straddle = depth.min(1) <= 0.05
-    c0 = np.where(straddle, 0, np.clip(np.floor(u.min(1) + 0.5), 0, width)).astype(int)
-    c1 = np.where(straddle, width, np.clip(np.floor(u.max(1) + 1.5), 0, width)).astype(int)
-    r0 = np.where(straddle, 0, np.clip(np.floor(v.min(1) + 0.5), 0, height)).astype(int)
-    r1 = np.where(straddle, height, np.clip(np.floor(v.max(1) + 1.5), 0, height)).astype(int)
+    rect = np.where(straddle[:, None], (0, height, 0, width), rect).astype(int)
     znear = np.maximum(depth.min(1), 0)
-    cut = np.flatnonzero(straddle & (depth.max(1) > 0.05))
+    front = depth.max(1) > 0.05
+    cut = np.flatnonzero(straddle & front)
     if len(cut):
-        r0[cut], r1[cut], c0[cut], c1[cut] = _straddling_boxes(bounds.reshape(-1, 6)[cut], cam, rot, k,
-                                                               height, width).T
-    seen = np.nonzero((depth.max(1) > 0.05) & (c1 > c0) & (r1 > r0))[0]
+        rect[cut] = _straddling_boxes(bounds.reshape(-1, 6)[cut], cam, rot, k, height, width)
+    seen = np.flatnonzero(front & (rect[:, 1] > rect[:, 0]) & (rect[:, 3] > rect[:, 2]))
     seen = seen[np.argsort(znear[seen], kind="stable")]
-    return list(zip(*(a[seen].tolist() for a in (r0, r1, c0, c1, znear, np.arange(len(prims))))))
+    return [(*r, z, i) for r, z, i in zip(rect[seen].tolist(), znear[seen].tolist(), seen.tolist())]
 
 
 #: Screen boxes of at most this many pixels are ray-cast together, one pass per shape: over so
