@@ -4,8 +4,9 @@ shading and the other targets, the edge maps).
 
     python benchmarks/profile_render.py [--size 128x256] [--scenes 200] [--seed 0] [--against main]
 
-The rate is timed without the profiler; the shares come from a second pass under cProfile, which
-slows Python-heavy stages more than numpy-heavy ones, so read them as a ranking with sizes.
+The rate is timed without the profiler. The shares come from two more passes over the same
+scenes: one with a clock around each stage's function (wall-clock shares), one under cProfile,
+which slows Python-heavy stages (the drawing) more than numpy-heavy ones.
 
 ``--against REV`` imports the package of git revision REV beside the working tree's (as
 ``ab_revisions.py`` does) and renders every timed scene with both, one after the other, the
@@ -79,6 +80,38 @@ def side_by_side(rev: str, seed: int, scenes: int, height: int, width: int) -> N
           + (f"samples differ at indices {differ}" if differ else "every sample bit-identical") + "\n")
 
 
+def wall_clock(seed: int, indices: range, height: int, width: int) -> dict[str, float]:
+    """Seconds each stage of ``render_sample`` took over ``indices``: a clock around the stage's
+    function (the drawing and the class check in ``cues``, the z-pass and the edge maps in ``render``)."""
+    cues = importlib.import_module("crossvit_mtl.data.synth.cues")
+    render = importlib.import_module("crossvit_mtl.data.synth.render")
+    stages = [(cues, "_build_scene"), (cues, "layout_cues"), (render, "scene_for"), (render, "_z_pass"),
+              (render, "semantic_boundaries")]
+    spent = dict.fromkeys((name for _, name in stages), 0.0)
+    originals = [(module, name, getattr(module, name)) for module, name in stages]
+
+    def clocked(function, name):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+        return call
+
+    for module, name, function in originals:
+        setattr(module, name, clocked(function, name))
+    try:
+        start = time.perf_counter()
+        for index in indices:
+            render_sample(seed, index, height, width)
+        spent["render_sample"] = time.perf_counter() - start
+    finally:
+        for module, name, function in originals:
+            setattr(module, name, function)
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="128x256", help="HxW of the rendered samples")
@@ -97,33 +130,40 @@ def main() -> None:
         render_sample(args.seed, index, height, width)
     seconds = time.perf_counter() - start
 
+    indices = range(args.scenes, 2 * args.scenes)
+    clock = wall_clock(args.seed, indices, height, width)
     profile = cProfile.Profile()
     profile.enable()
-    for index in range(args.scenes, 2 * args.scenes):
+    for index in indices:
         render_sample(args.seed, index, height, width)
     profile.disable()
     stats = pstats.Stats(profile)
-    _, total = _stats_of(stats, "render_sample")
-    draws, build = _stats_of(stats, "_build_scene")
-    _, check = _stats_of(stats, "layout_cues")
-    _, cast = _stats_of(stats, "_z_pass", caller="render_sample")
-    _, edges = _stats_of(stats, "semantic_boundaries")
-    _, choose = _stats_of(stats, "scene_for")
-    stages = [
-        ("drawing the scene (objects placed in Python, each draw of a sample)", build),
-        (f"checking that it shows its class (a z-pass at {CUE_SIZE[0]}x{CUE_SIZE[1]} per draw)", check),
-        ("ray casting at the output size (z-pass)", cast),
-        ("edge maps (boundaries of the labels, thinned)", edges),
-        ("shading, fog, noise and the other targets", total - choose - cast - edges),
-    ]
+    profiled = {name: _stats_of(stats, name)[1] for name in clock}
+    profiled["_z_pass"] = _stats_of(stats, "_z_pass", caller="render_sample")[1]
+    draws = _stats_of(stats, "_build_scene")[0]
     print(f"{args.scenes} scenes at {height}x{width}, one process, seed {args.seed}: "
           f"{args.scenes / seconds:.1f} scenes/s ({1e3 * seconds / args.scenes:.1f} ms a scene); "
           f"{draws / args.scenes:.2f} draws a scene; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, numpy {np.__version__}\n")
-    print("| stage | share of render_sample (cProfile) |")
-    print("|---|---:|")
-    for name, value in stages:
-        print(f"| {name} | {100 * value / total:.0f} % |")
+    print("| stage | ms a scene (clocked) | share (clocked) | share (cProfile) |")
+    print("|---|---:|---:|---:|")
+    profiled_stages = stage_seconds(profiled)
+    for label, spent in stage_seconds(clock).items():
+        print(f"| {label} | {1e3 * spent / args.scenes:.2f} | {100 * spent / clock['render_sample']:.0f} % "
+              f"| {100 * profiled_stages[label] / profiled['render_sample']:.0f} % |")
+
+
+def stage_seconds(seconds: dict[str, float]) -> dict[str, float]:
+    """The stages of a sample from the seconds spent in their functions."""
+    return {
+        "drawing the scene (objects placed in Python, each draw of a sample)": seconds["_build_scene"],
+        f"checking that it shows its class (a z-pass at {CUE_SIZE[0]}x{CUE_SIZE[1]} per draw)":
+            seconds["layout_cues"],
+        "ray casting at the output size (z-pass)": seconds["_z_pass"],
+        "edge maps (boundaries of the labels, thinned)": seconds["semantic_boundaries"],
+        "shading, fog, noise and the other targets":
+            seconds["render_sample"] - seconds["scene_for"] - seconds["_z_pass"] - seconds["semantic_boundaries"],
+    }
 
 
 if __name__ == "__main__":
