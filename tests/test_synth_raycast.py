@@ -56,23 +56,28 @@ def test_screen_boxes_hold_every_pixel_a_primitive_is_hit_at(size):
 
 def test_small_boxes_cast_together_equal_each_cast_alone():
     height, width = 64, 128
-    together = 0
+    together = missed = 0
     for seed, index in SCENES:
         scene, _ = scene_for(seed, index)
         d, rot = _camera_rays(scene, height, width)
         boxes = _screen_boxes(scene.prims, np.array(scene.cam, F32), rot, intrinsics(height, width), height, width)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             small = _small_hits(scene.prims, boxes, scene.cam, d, width)
-        for r0, r1, c0, c1, _, i in boxes:
+        for r0, r1, c0, c1, znear, i in boxes:
             if i not in small:
                 continue
-            t, hit = small[i]
-            alone_t, alone_hit = whole_image_hits(scene.prims[i], scene.cam, d)
-            assert np.array_equal(hit, alone_hit[r0:r1, c0:c1])
+            alone_t, alone_hit = (a[r0:r1, c0:c1] for a in whole_image_hits(scene.prims[i], scene.cam, d))
+            if small[i] is None:  # no ray of its box hits it
+                assert not alone_hit.any()
+                missed += 1
+                continue
+            t, hit, safe = small[i]
+            assert np.array_equal(hit, alone_hit)
             assert t.dtype == alone_t.dtype
-            assert t[hit].tobytes() == alone_t[r0:r1, c0:c1][hit].tobytes()
+            assert t[hit].tobytes() == alone_t[hit].tobytes()
+            assert safe == (alone_t[alone_hit] >= znear).all()  # nowhere nearer than its box's nearest z
             together += 1
-    assert together > 100
+    assert together > 100 and missed > 0
 
 
 def sequential_z_pass(scene, height: int, width: int):

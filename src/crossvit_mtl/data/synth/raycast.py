@@ -113,26 +113,26 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
 _BATCH_PIXELS = 1024
 
 
-def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -> dict[int, tuple]:
-    """(t, hit) of the primitives with a small screen box, each as its own crop, by primitive index.
+def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -> dict[int, tuple | None]:
+    """(t, hit, whether no hit is nearer than the box's nearest z) of the primitives with a small
+    screen box, each as its own crop, or None where no ray hits it, by primitive index.
 
     Each shape's small boxes are ray-cast in one ``hits`` call over all their pixels, with every
     number of a primitive repeated per pixel as float32: the value numpy makes of a Python float
     that meets float32 rays, so t and hit are those of one primitive at a time, bit for bit. A
-    primitive with any number that is not a Python float (numpy would compute in float64) is left
-    to its own ``depth``.
+    primitive with a number that is not a Python float (``_Prim.batched``) is left to its own ``depth``.
     """
     groups: dict[type[_Prim], list] = {}
     if not all(type(v) is float for v in o):
         return {}
-    for r0, r1, c0, c1, _, i in boxes:
+    for r0, r1, c0, c1, znear, i in boxes:
         prim = prims[i]
         if prim.batched and (r1 - r0) * (c1 - c0) <= _BATCH_PIXELS:
-            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, prim.ray_numbers(o)))
+            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
     rays = d.reshape(3, -1)
-    found = {}
+    found: dict[int, tuple | None] = {}
     for shape, items in groups.items():
-        index, r0, h, c0, w, q = (np.array(v) for v in zip(*items))
+        index, r0, h, c0, w, znear, q = (np.array(v) for v in zip(*items))
         sizes = h * w
         ends = np.cumsum(sizes)
         # flat image index of every pixel of every box, row after row: each row of a box is a run
@@ -142,9 +142,12 @@ def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -
         flat = np.arange(ends[-1]) + np.repeat(row_first - (np.cumsum(row_len) - row_len), row_len)
         numbers = np.repeat(q.astype(F32).T, sizes, axis=1)
         t, hit = shape.hits(tuple(numbers), tuple(np.take(rays, flat, axis=1)))
-        for i, start, end, hk, wk in zip(index.tolist(), (ends - sizes).tolist(), ends.tolist(), h.tolist(),
-                                         w.tolist()):
-            found[i] = t[start:end].reshape(hk, wk), hit[start:end].reshape(hk, wk)
+        starts = ends - sizes
+        drawn = np.logical_or.reduceat(hit, starts)
+        nearer = np.logical_or.reduceat(hit & (t < np.repeat(znear.astype(F32), sizes)), starts)
+        for i, start, end, hk, wk, any_hit, safe in zip(index.tolist(), starts.tolist(), ends.tolist(), h.tolist(),
+                                                        w.tolist(), drawn.tolist(), (~nearer).tolist()):
+            found[i] = (t[start:end].reshape(hk, wk), hit[start:end].reshape(hk, wk), safe) if any_hit else None
     return found
 
 
@@ -219,12 +222,19 @@ def _z_pass(scene: _Scene, height: int, width: int):
         small = _small_hits(scene.prims, boxes, o, d, width)
         for r0, r1, c0, c1, znear, i in boxes:
             zb = zbuf[r0:r1, c0:c1]
-            if znear >= zb.max():
-                continue  # hidden behind what is already drawn
             if i in small:
-                t, hit = small[i]
+                # Cast already. One that no ray hits draws nothing; one hit nowhere nearer than its
+                # box's nearest z draws nothing where that is hidden, so it needs no test for it.
+                cast = small[i]
+                if cast is None:
+                    continue
+                t, hit, safe = cast
+                if not safe and znear >= zb.max():
+                    continue
                 closer = hit & (t < zb)
             else:
+                if znear >= zb.max():
+                    continue  # hidden behind what is already drawn
                 t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), zb)
             np.copyto(zb, t, where=closer)
             np.copyto(ids[r0:r1, c0:c1], i + _FIRST_PRIM_ID, where=closer)
