@@ -12,7 +12,8 @@ which slows Python-heavy stages (the drawing) more than numpy-heavy ones.
 ``ab_revisions.py`` does) and renders every timed scene with both, one after the other, the
 order swapped every scene, so a shared machine's load weighs on both alike: it prints both rates,
 the median of the per-scene speed-ups, and checks that every sample is bit-identical (image,
-every target, the class), which a change of speed alone must keep.
+every target, the class), which a change of speed alone must keep; the stage table then also
+gives REV's clocked milliseconds, from a pass of its own right after the working tree's.
 """
 from __future__ import annotations
 
@@ -54,25 +55,21 @@ def identical(a: dict, b: dict) -> bool:
         and np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes() for k in a)
 
 
-def side_by_side(rev: str, seed: int, scenes: int, height: int, width: int) -> None:
-    """Rates of revision ``rev`` and of the working tree, each scene rendered by both in turn."""
-    from ab_revisions import import_revision  # beside this script
-
-    with tempfile.TemporaryDirectory() as tmp:
-        package = import_revision(rev, Path(tmp), "a")
-        other = importlib.import_module(f"{package.__name__}.data.synth").render_sample
-        for index in range(3):
-            other(seed, 10_000 + index, height, width)
-        mine_s, other_s, differ = [], [], []
-        for index in range(scenes):
-            turns = [(render_sample, mine_s), (other, other_s)]
-            samples = []
-            for render, times in turns if index % 2 else turns[::-1]:
-                start = time.perf_counter()
-                samples.append(render(seed, index, height, width))
-                times.append(time.perf_counter() - start)
-            if not identical(*samples):
-                differ.append(index)
+def side_by_side(rev: str, other, seed: int, scenes: int, height: int, width: int) -> None:
+    """Rates of revision ``rev`` (its ``render_sample``, ``other``) and of the working tree, each
+    scene rendered by both in turn."""
+    mine_s: list[float] = []
+    other_s: list[float] = []
+    differ = []
+    for index in range(scenes):
+        turns = [(render_sample, mine_s), (other, other_s)]
+        samples = []
+        for render, times in turns if index % 2 else turns[::-1]:
+            start = time.perf_counter()
+            samples.append(render(seed, index, height, width))
+            times.append(time.perf_counter() - start)
+        if not identical(*samples):
+            differ.append(index)
     ratios = [o / m for o, m in zip(other_s, mine_s)]
     print(f"against {rev}, the same {scenes} scenes rendered in turn: {rev} {scenes / sum(other_s):.1f} scenes/s, "
           f"this tree {scenes / sum(mine_s):.1f} scenes/s, {sum(other_s) / sum(mine_s):.2f}x "
@@ -80,11 +77,12 @@ def side_by_side(rev: str, seed: int, scenes: int, height: int, width: int) -> N
           + (f"samples differ at indices {differ}" if differ else "every sample bit-identical") + "\n")
 
 
-def wall_clock(seed: int, indices: range, height: int, width: int) -> dict[str, float]:
-    """Seconds each stage of ``render_sample`` took over ``indices``: a clock around the stage's
-    function (the drawing and the class check in ``cues``, the z-pass and the edge maps in ``render``)."""
-    cues = importlib.import_module("crossvit_mtl.data.synth.cues")
-    render = importlib.import_module("crossvit_mtl.data.synth.render")
+def wall_clock(package: str, seed: int, indices: range, height: int, width: int) -> dict[str, float]:
+    """Seconds each stage of ``package``'s ``render_sample`` took over ``indices``: a clock around the
+    stage's function (the drawing and the class check in ``cues``, the z-pass and the edge maps in
+    ``render``)."""
+    cues = importlib.import_module(f"{package}.data.synth.cues")
+    render = importlib.import_module(f"{package}.data.synth.render")
     stages = [(cues, "_build_scene"), (cues, "layout_cues"), (render, "scene_for"), (render, "_z_pass"),
               (render, "semantic_boundaries")]
     spent = dict.fromkeys((name for _, name in stages), 0.0)
@@ -104,7 +102,7 @@ def wall_clock(seed: int, indices: range, height: int, width: int) -> dict[str, 
     try:
         start = time.perf_counter()
         for index in indices:
-            render_sample(seed, index, height, width)
+            render.render_sample(seed, index, height, width)
         spent["render_sample"] = time.perf_counter() - start
     finally:
         for module, name, function in originals:
@@ -120,23 +118,33 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="git revision to time side by side and compare with")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
-    for index in range(3):  # warm-up: imports, numpy's first calls
-        render_sample(args.seed, 10_000 + index, height, width)
-    if args.against:
-        side_by_side(args.against, args.seed, args.scenes, height, width)
+    with tempfile.TemporaryDirectory() as tmp:
+        other = None
+        if args.against:
+            from ab_revisions import import_revision  # beside this script
 
-    start = time.perf_counter()
-    for index in range(args.scenes):
-        render_sample(args.seed, index, height, width)
-    seconds = time.perf_counter() - start
+            other = import_revision(args.against, Path(tmp), "a").__name__
+        for package in ("crossvit_mtl", other) if other else ("crossvit_mtl",):
+            for index in range(3):  # warm-up: imports, numpy's first calls
+                importlib.import_module(f"{package}.data.synth").render_sample(args.seed, 10_000 + index, height,
+                                                                               width)
+        if other:
+            side_by_side(args.against, importlib.import_module(f"{other}.data.synth").render_sample, args.seed,
+                         args.scenes, height, width)
 
-    indices = range(args.scenes, 2 * args.scenes)
-    clock = wall_clock(args.seed, indices, height, width)
-    profile = cProfile.Profile()
-    profile.enable()
-    for index in indices:
-        render_sample(args.seed, index, height, width)
-    profile.disable()
+        start = time.perf_counter()
+        for index in range(args.scenes):
+            render_sample(args.seed, index, height, width)
+        seconds = time.perf_counter() - start
+
+        indices = range(args.scenes, 2 * args.scenes)
+        clock = wall_clock("crossvit_mtl", args.seed, indices, height, width)
+        before = wall_clock(other, args.seed, indices, height, width) if other else None
+        profile = cProfile.Profile()
+        profile.enable()
+        for index in indices:
+            render_sample(args.seed, index, height, width)
+        profile.disable()
     stats = pstats.Stats(profile)
     profiled = {name: _stats_of(stats, name)[1] for name in clock}
     profiled["_z_pass"] = _stats_of(stats, "_z_pass", caller="render_sample")[1]
@@ -145,12 +153,18 @@ def main() -> None:
           f"{args.scenes / seconds:.1f} scenes/s ({1e3 * seconds / args.scenes:.1f} ms a scene); "
           f"{draws / args.scenes:.2f} draws a scene; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, numpy {np.__version__}\n")
-    print("| stage | ms a scene (clocked) | share (clocked) | share (cProfile) |")
-    print("|---|---:|---:|---:|")
+    print("| stage | ms a scene (clocked) | share (clocked) | share (cProfile) |"
+          + (f" ms a scene, {args.against} (clocked) |" if before else ""))
+    print("|---|---:|---:|---:|" + ("---:|" if before else ""))
     profiled_stages = stage_seconds(profiled)
+    before_stages = stage_seconds(before) if before else {}
     for label, spent in stage_seconds(clock).items():
         print(f"| {label} | {1e3 * spent / args.scenes:.2f} | {100 * spent / clock['render_sample']:.0f} % "
-              f"| {100 * profiled_stages[label] / profiled['render_sample']:.0f} % |")
+              f"| {100 * profiled_stages[label] / profiled['render_sample']:.0f} % |"
+              + (f" {1e3 * before_stages[label] / args.scenes:.2f} |" if before else ""))
+    if before:
+        print(f"| all of render_sample | {1e3 * clock['render_sample'] / args.scenes:.2f} | | | "
+              f"{1e3 * before['render_sample'] / args.scenes:.2f} |")
 
 
 def stage_seconds(seconds: dict[str, float]) -> dict[str, float]:
