@@ -32,7 +32,7 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
     order = np.argsort(key, kind="stable")
     bounds = np.cumsum(np.bincount(key, minlength=_FIRST_GROUP + len(_SHAPES) * len(_TEXTURES)))
     ids_s, d_s = np.take(flat_ids, order), np.take(d.reshape(3, n_pix), order, axis=1)
-    del d  # what the pass holds at once is what it takes fresh from the system each sample
+    del d  # freed once used: the less a sample holds at once, the fewer fresh pages it faults in
     z_s = np.take(z, order)
     n_sky = bounds[_SKY_ID]
     z_s[:n_sky] = 0  # the sky sorts first
