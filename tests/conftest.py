@@ -7,6 +7,7 @@
   report's samples drawn) fitted and tested once. Read-only: a test that changes a run copies it
   first (``shutil.copytree``).
 - ``tiny_config``: ``fixtures_run.tiny_config``, for tests that take their helpers as fixtures.
+- every test starts from the same global random state (``same_draws_in_any_order``).
 
 A new test that trains a model starts from ``tiny_config`` and changes only what it is about.
 """
@@ -42,6 +43,21 @@ def pytest_collection_modifyitems(config, items) -> None:
     tests after them even out the end instead of one worker finishing a long test alone."""
     if _workers() > 1:
         items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
+@pytest.fixture(autouse=True)
+def same_draws_in_any_order():
+    """Every test starts from the same global random state (torch, numpy, random), so what it draws
+    does not depend on which tests ran before it in its worker: a failure comes back when the test
+    runs alone."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 #: the cache's scenes per split
