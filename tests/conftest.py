@@ -28,12 +28,17 @@ def _workers() -> int:
 
 def pytest_configure(config) -> None:
     """Under pytest-xdist, cores / workers threads per worker and per process it starts: OpenMP
-    threads that outnumber the cores spin against each other."""
+    threads that outnumber the cores spin against each other, and so do the compiler processes
+    torch.compile starts (one per core by default)."""
     if _workers() > 1:
         import torch
 
         threads = max(1, (os.cpu_count() or 1) // _workers())
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = str(threads)  # the processes a test starts
+        import torch._inductor.config  # read its environment at import, maybe already done
+
+        torch._inductor.config.compile_threads = threads
         torch.set_num_threads(threads)
 
 
