@@ -38,6 +38,16 @@ _BOX_EDGES = np.array([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(
 _NEAR_CUT, _NEAR_CLEAR, _MARGIN_PX = 0.05, 0.1, 2
 
 
+def _camera_corners(bounds: np.ndarray, cam, rot: np.ndarray) -> np.ndarray:
+    """The 8 corners (n, 8, 3) of bounding boxes (rows x, z, ex, ez, y0, y1) in camera coordinates
+    (rot is orthonormal), computed in the boxes' dtype."""
+    x, z, ex, ez, y0, y1 = bounds.T
+    cx, cy, cz = _BOX_CORNERS.T.astype(bounds.dtype)[:, None, :]
+    corners = np.stack((x[:, None] + cx * ex[:, None], y0[:, None] + cy * (y1 - y0)[:, None],
+                        z[:, None] + cz * ez[:, None]), -1)
+    return (corners - cam) @ rot
+
+
 def _straddling_boxes(bounds: np.ndarray, cam, rot, k, height: int, width: int) -> np.ndarray:
     """Pixel rectangles (r0, r1, c0, c1) (n, 4) that hold every pixel a bounding box straddling the
     camera plane can cover: the picture of its part at least _NEAR_CUT deep, widened by
@@ -52,10 +62,7 @@ def _straddling_boxes(bounds: np.ndarray, cam, rot, k, height: int, width: int) 
     o = np.asarray(cam, np.float64)
     gap = np.stack((np.maximum(np.abs(o[0] - x) - ex, 0), np.maximum(np.maximum(y0 - o[1], o[1] - y1), 0),
                     np.maximum(np.abs(o[2] - z) - ez, 0)))
-    cx, cy, cz = _BOX_CORNERS.T.astype(np.float64)[:, None, :]
-    corners = np.stack((x[:, None] + cx * ex[:, None], y0[:, None] + cy * (y1 - y0)[:, None],
-                        z[:, None] + cz * ez[:, None]), -1)
-    pc = (corners - o) @ rot.astype(np.float64)
+    pc = _camera_corners(bounds, o, rot.astype(np.float64))
     a, b = pc[:, _BOX_EDGES[0]], pc[:, _BOX_EDGES[1]]
     za, zb = a[..., 2], b[..., 2]
     crossing = (za - _NEAR_CUT) * (zb - _NEAR_CUT) < 0
@@ -84,11 +91,7 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
     if not prims:
         return []
     bounds = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), np.float64, 6 * len(prims))
-    x, z, ex, ez, y0, y1 = bounds.astype(F32).reshape(-1, 6).T
-    cx, cy, cz = _BOX_CORNERS.T[:, None, :]
-    corners = np.stack((x[:, None] + cx * ex[:, None], y0[:, None] + cy * (y1 - y0)[:, None],
-                        z[:, None] + cz * ez[:, None]), -1)
-    pc = (corners - cam) @ rot  # world -> camera (rot is orthonormal)
+    pc = _camera_corners(bounds.astype(F32).reshape(-1, 6), cam, rot)
     depth = pc[..., 2]
     fx, fy, px, py = k
     with np.errstate(divide="ignore", invalid="ignore"):
