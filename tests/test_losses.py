@@ -46,6 +46,32 @@ def test_dice_ignores_the_ignored_pixel_and_survives_empty():
     assert loss.item() == 0 and torch.isfinite(logits.grad).all()
 
 
+def one_hot_dice(logits, target, smooth=1.0):
+    """The per-pixel formula in float64: one-hot targets, masked probabilities."""
+    valid = target != IGNORE_INDEX
+    probs = logits.double().softmax(1) * valid.unsqueeze(1)
+    onehot = F.one_hot(torch.where(valid, target, 0), logits.shape[1]).movedim(-1, 1) * valid.unsqueeze(1)
+    dims = [0, *range(2, logits.dim())]
+    inter, card = (probs * onehot).sum(dims), probs.sum(dims) + onehot.sum(dims)
+    return 1 - ((2 * inter + smooth) / (card + smooth)).mean()
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 4, 11)])
+def test_dice_equals_the_one_hot_formula_value_and_gradient(shape):
+    g = torch.Generator().manual_seed(3)
+    logits = (3 * torch.randn(*shape, generator=g)).requires_grad_()
+    target = torch.randint(0, shape[1] - 1, (shape[0], *shape[2:]), generator=g)  # one class absent
+    target[0, :2] = IGNORE_INDEX
+    loss = DiceLoss(smooth=0.5)(logits, target)
+    (grad,) = torch.autograd.grad(loss, logits)
+    reference = logits.detach().double().requires_grad_()
+    expected = one_hot_dice(reference, target, smooth=0.5)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(grad.double(), reference.grad, rtol=1e-5, atol=1e-9)
+    assert grad[0, :, :2].abs().max() == 0  # ignored pixels get no gradient
+
+
 def test_cross_entropy_matches_torch_and_handles_all_ignored():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 4, 5, 6, generator=g)

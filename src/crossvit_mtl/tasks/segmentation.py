@@ -148,13 +148,17 @@ class DiceLoss(nn.Module):
         num_classes = logits.shape[1]
         check_class_targets(target, num_classes, self.ignore_index)
         valid = target != self.ignore_index
-        probs = logits.softmax(dim=1) * valid.unsqueeze(1)
-        onehot = F.one_hot(torch.where(valid, target, 0), num_classes).movedim(-1, 1)
-        onehot = onehot * valid.unsqueeze(1)
-        dims = [0] + list(range(2, logits.dim()))
-        inter = (probs * onehot).sum(dims)
-        card = probs.sum(dims) + onehot.sum(dims)
-        dice = (2 * inter + self.smooth) / (card + self.smooth).clamp_min(torch.finfo(torch.float32).tiny)
+        # per class, sums over valid pixels without a one-hot map or masked copies of the
+        # probabilities (the big temporaries of a per-pixel formula): a product with the mask for
+        # sum(p), the probability of each pixel's own class added into its class for sum(p y)
+        probs = logits.softmax(dim=1).flatten(2)  # (N, C, P)
+        mask = valid.flatten(1).to(probs.dtype)  # (N, P)
+        classes = torch.where(valid, target, 0).flatten()
+        mass = torch.bmm(probs, mask.unsqueeze(-1)).sum((0, 2))
+        own = probs.gather(1, classes.view(mask.shape).unsqueeze(1)).flatten() * mask.flatten()
+        inter = probs.new_zeros(num_classes).index_add(0, classes, own)
+        count = probs.new_zeros(num_classes).index_add_(0, classes, mask.flatten())
+        dice = (2 * inter + self.smooth) / (mass + count + self.smooth).clamp_min(torch.finfo(torch.float32).tiny)
         return 1 - dice.mean()
 
 
@@ -169,6 +173,7 @@ class CEDiceLoss(nn.Module):
         self.dice = DiceLoss(ignore_index=ignore_index, smooth=smooth)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits = logits.float()  # once for both (a bf16 map would be cast twice, forward and backward)
         return self.ce_weight * self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
 
 
