@@ -369,6 +369,32 @@ def test_a_trainer_built_by_hand_gets_the_runs_callbacks(tmp_path, synth_cache):
     assert rates and all(rate > 0 for rate in rates)
 
 
+def test_task_losses_are_logged_each_epoch_and_weights_on_the_logged_steps(tmp_path, synth_cache):
+    """Each task's training loss is logged once an epoch, the average the weighting is handed; the
+    task weights only on the steps the loggers write (every log_every_n_steps)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from crossvit_mtl.viz.plots import read_metrics_csv
+
+    dm = DenseDataModule(**{**MTL_DATA, "root": str(synth_cache), "options": None})
+    module = DenseTaskModule("crossvit_mtl_tiny", TINY_OPTIONS, dataset_meta=dm.meta, scheduler="none",
+                             weighting="dwa")
+    handed = []
+    on_epoch_end = module.weighting.on_epoch_end
+    module.weighting.on_epoch_end = lambda averages: (handed.append(dict(averages)), on_epoch_end(averages))
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=0, log_every_n_steps=3,
+                         logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, precision="32-true")
+    trainer.fit(module, datamodule=dm)
+    series = read_metrics_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    assert len(handed) == 2
+    for task in module.tasks:
+        logged = [value for _, value in series[f"train/loss_{task}"]]
+        assert logged == pytest.approx([epoch[task] for epoch in handed], rel=1e-6)
+        assert [step for step, _ in series[f"train/weight_{task}"]] == [2, 5]  # steps 3 and 6 of 8
+
+
 def test_model_options_type_every_option_of_every_architecture():
     """model.model_options is typed with every preset option (a new one without its type fails
     here); which architecture takes which stays the zoo's to say."""

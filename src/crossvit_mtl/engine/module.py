@@ -224,10 +224,10 @@ class DenseTaskModule(pl.LightningModule):
         self._step = losses, network
         bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        if len(self.tasks) > 1:
-            for task, value in losses.items():
-                self.log(f"train/loss_{task}", value, on_step=False, on_epoch=True, batch_size=bs)
-        # the epoch's averages count the batches whose losses are finite (a skipped step's too)
+        # each task's loss is logged once an epoch, from these sums (on_train_batch_end): every
+        # `self.log` costs about a millisecond of Lightning's bookkeeping, a few per cent of a step
+        # of the quick start's network. The averages count the batches whose losses are finite
+        # (a skipped step's too)
         stacked = torch.stack([losses[t].detach() for t in self.tasks])
         finite = torch.isfinite(stacked).all()
         self._epoch_sums = self._epoch_sums.to(stacked.device) + torch.where(finite, stacked, 0.0)
@@ -242,9 +242,14 @@ class DenseTaskModule(pl.LightningModule):
         losses, network = self._step
         self._step = None
         weights = self.weighting.backward(loss, losses, network)
-        if len(self.tasks) > 1:
+        if len(self.tasks) > 1 and self._logs_this_step():
             for task, value in weights.items():
                 self.log(f"train/weight_{task}", value, on_step=True, on_epoch=False, batch_size=1)
+
+    def _logs_this_step(self) -> bool:
+        """Whether the loggers get this training step's values (every ``log_every_n_steps``):
+        Lightning drops an on-step value logged on any other step, after its bookkeeping."""
+        return self._trainer is None or self.trainer._logger_connector.should_update_logs
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         batch = self.widen(batch)
@@ -287,7 +292,8 @@ class DenseTaskModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """After an epoch's last batch, hands the weighting each task's average training loss (mean
-        over devices). Done here, before validation, so the end-of-epoch checkpoint holds it."""
+        over its finite batches and over devices) and logs it (``train/loss_<task>``). Done here,
+        before validation, so the end-of-epoch checkpoint holds it."""
         if not self.trainer.is_last_batch:
             return
         batches = int(self._epoch_batches)
@@ -295,6 +301,9 @@ class DenseTaskModule(pl.LightningModule):
             averages = {t: float(self.trainer.strategy.reduce(total / batches, reduce_op="mean"))
                         for t, total in zip(self.tasks, self._epoch_sums)}
             self.weighting.on_epoch_end(averages)
+            if len(self.tasks) > 1:
+                for task, value in averages.items():
+                    self.log(f"train/loss_{task}", value, on_step=False, on_epoch=True, batch_size=1)
         self._epoch_sums, self._epoch_batches = torch.zeros_like(self._epoch_sums), torch.zeros_like(self._epoch_batches)
 
     # ------------------------------------------------------------- resuming
