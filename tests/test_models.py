@@ -420,3 +420,19 @@ def test_the_engines_interface_splits_every_dense_network_into_trunk_and_heads(o
         model.set_output_bias("classification", 0.0)
     assert not isinstance(create_model("crossvit_tiny_240", num_classes=3), MultiTaskNetwork)
     assert not isinstance(create_model("thesis_seg", embed_dim=32, num_heads=2, decoder_channels=8), MultiTaskNetwork)
+
+
+def test_a_dense_heads_upsampled_output_is_float32_under_bf16_autocast():
+    """The losses and metrics read float32: the head upsamples its bf16 map in float32 rather than
+    writing a bf16 map at the input size for the loss to cast again."""
+    from crossvit_mtl.models.heads import DenseHead
+
+    torch.manual_seed(0)
+    head = DenseHead("segmentation", 8, 5).eval()
+    x = torch.randn(2, 8, 8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        small = head.conv(x)
+        out = head(x, (32, 64))
+    assert small.dtype == torch.bfloat16 and out.dtype == torch.float32 and out.shape == (2, 5, 32, 64)
+    expected = F.interpolate(small.float(), size=(32, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -60,7 +60,10 @@ class DenseHead(nn.Module):
             out = F.interpolate(out, size=detail.shape[-2:], mode="bilinear", align_corners=False)
             out = out + self.refine(torch.cat([out, detail.to(out.dtype)], dim=1))
         if out.shape[-2:] != size:
-            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            # upsampled in float32, which the losses and metrics read anyway: on CPU bilinear
+            # resampling of a bf16 map runs at half the float32 rate, and a bf16 map at the input
+            # size would be cast again by the loss
+            out = F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
         return self.finalize(out)
 
 
