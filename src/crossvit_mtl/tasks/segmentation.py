@@ -150,12 +150,18 @@ class DiceLoss(nn.Module):
         valid = target != self.ignore_index
         # per class, sums over valid pixels without a one-hot map or masked copies of the
         # probabilities (the big temporaries of a per-pixel formula): a product with the mask for
-        # sum(p), the probability of each pixel's own class added into its class for sum(p y)
+        # sum(p), the probability of each pixel's own class added into its class for sum(p y).
+        # The own-class probabilities are gathered from the flat map: a 1-D gather and index_add
+        # have deterministic CUDA kernels (torch.use_deterministic_algorithms)
         probs = logits.softmax(dim=1).flatten(2)  # (N, C, P)
+        n, _, pixels = probs.shape
         mask = valid.flatten(1).to(probs.dtype)  # (N, P)
-        classes = torch.where(valid, target, 0).flatten()
+        classes = torch.where(valid, target, 0).flatten(1)
+        rows = torch.arange(n, device=probs.device).unsqueeze(1) * num_classes + classes
+        flat = (rows * pixels + torch.arange(pixels, device=probs.device)).flatten()
         mass = torch.bmm(probs, mask.unsqueeze(-1)).sum((0, 2))
-        own = probs.gather(1, classes.view(mask.shape).unsqueeze(1)).flatten() * mask.flatten()
+        own = probs.flatten().gather(0, flat) * mask.flatten()
+        classes = classes.flatten()
         inter = probs.new_zeros(num_classes).index_add(0, classes, own)
         count = probs.new_zeros(num_classes).index_add_(0, classes, mask.flatten())
         dice = (2 * inter + self.smooth) / (mass + count + self.smooth).clamp_min(torch.finfo(torch.float32).tiny)
