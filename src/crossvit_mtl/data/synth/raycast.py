@@ -48,16 +48,10 @@ def _camera_corners(bounds: np.ndarray, cam, rot: np.ndarray) -> np.ndarray:
     return (corners - cam) @ rot
 
 
-def _straddling_boxes(bounds: np.ndarray, cam, rot, k, height: int, width: int) -> np.ndarray:
-    """Pixel rectangles (r0, r1, c0, c1) (n, 4) that hold every pixel a bounding box straddling the
-    camera plane can cover: the picture of its part at least _NEAR_CUT deep, widened by
-    _MARGIN_PX, or the whole image when the box comes within _NEAR_CLEAR of the camera.
-
-    Why: such a box (a building beside the camera, the bonnet) was cast over the whole image, most
-    of the pixels cast in a pass; nearer than _NEAR_CUT no pixel can see it (a pixel's ray stays
-    within 1.4 * _NEAR_CUT of the camera there), and its float32 hits lie on it to far less than a
-    pixel, so the narrower rectangle holds every pixel it is drawn at.
-    """
+def _near_parts(bounds: np.ndarray, cam, rot) -> tuple:
+    """What of bounding boxes straddling the camera plane does not depend on the image size: their
+    corners and the points where their edges cross the _NEAR_CUT plane, in camera coordinates,
+    which of those are kept, and whether a box comes within _NEAR_CLEAR of the camera."""
     x, z, ex, ez, y0, y1 = bounds.T
     o = np.asarray(cam, np.float64)
     gap = np.stack((np.maximum(np.abs(o[0] - x) - ex, 0), np.maximum(np.maximum(y0 - o[1], o[1] - y1), 0),
@@ -69,10 +63,25 @@ def _straddling_boxes(bounds: np.ndarray, cam, rot, k, height: int, width: int) 
     with np.errstate(divide="ignore", invalid="ignore"):
         cut = a + ((_NEAR_CUT - za) / (zb - za))[..., None] * (b - a)
         points = np.concatenate((pc, cut), 1)
-        keep = np.concatenate((pc[..., 2] >= _NEAR_CUT, crossing), 1)
-        fx, fy, px, py = k
+    keep = np.concatenate((pc[..., 2] >= _NEAR_CUT, crossing), 1)
+    return points, keep, ~keep.any(1) | ((gap * gap).sum(0) <= _NEAR_CLEAR ** 2)
+
+
+def _straddling_rects(near: tuple, k, height: int, width: int) -> np.ndarray:
+    """Pixel rectangles (r0, r1, c0, c1) (n, 4) that hold every pixel a bounding box straddling the
+    camera plane can cover (from its :func:`_near_parts`): the picture of its part at least
+    _NEAR_CUT deep, widened by _MARGIN_PX, or the whole image when the box comes within
+    _NEAR_CLEAR of the camera.
+
+    Why: such a box (a building beside the camera, the bonnet) was cast over the whole image, most
+    of the pixels cast in a pass; nearer than _NEAR_CUT no pixel can see it (a pixel's ray stays
+    within 1.4 * _NEAR_CUT of the camera there), and its float32 hits lie on it to far less than a
+    pixel, so the narrower rectangle holds every pixel it is drawn at.
+    """
+    points, keep, whole = near
+    fx, fy, px, py = k
+    with np.errstate(divide="ignore", invalid="ignore"):
         u, v = fx * points[..., 0] / points[..., 2] + px, fy * points[..., 1] / points[..., 2] + py
-    whole = ~keep.any(1) | ((gap * gap).sum(0) <= _NEAR_CLEAR ** 2)
     rect = np.stack((np.floor(np.where(keep, v, np.inf).min(1)) - _MARGIN_PX,
                      np.floor(np.where(keep, v, -np.inf).max(1)) + 1 + _MARGIN_PX,
                      np.floor(np.where(keep, u, np.inf).min(1)) - _MARGIN_PX,
@@ -81,17 +90,32 @@ def _straddling_boxes(bounds: np.ndarray, cam, rot, k, height: int, width: int) 
     return np.clip(rect, 0, (height, height, width, width)).astype(int)
 
 
-def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
+def _box_corners(prims: list[_Prim], cam, rot) -> tuple:
+    """What :func:`_screen_boxes` needs that does not depend on the image size: the bounding boxes'
+    corners in camera coordinates, their nearest z, which lie in front of the camera plane and
+    which straddle it, with their :func:`_near_parts`. A scene's accepted draw is cast at two sizes."""
+    bounds = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), np.float64, 6 * len(prims))
+    pc = _camera_corners(bounds.astype(F32).reshape(-1, 6), cam, rot)
+    depth = pc[..., 2]
+    straddle = depth.min(1) <= 0.05
+    znear = np.maximum(depth.min(1), 0)
+    front = depth.max(1) > 0.05
+    cut = np.flatnonzero(straddle & front)
+    near = _near_parts(bounds.reshape(-1, 6)[cut], cam, rot) if len(cut) else None
+    return pc, straddle, znear, front, cut, near
+
+
+def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width, corners: tuple | None = None):
     """Pixel rectangles (r0, r1, c0, c1), nearest z and index of every primitive the camera sees.
 
     All bounding boxes are projected at once; the rectangles are conservative, and a box that
     straddles the camera plane gets the pixels its part in front of the camera can cover
-    (:func:`_straddling_boxes`). Sorted near to far for occlusion culling.
+    (:func:`_straddling_boxes`). Sorted near to far for occlusion culling. ``corners``: the
+    primitives' :func:`_box_corners` seen from ``cam`` with ``rot``, when known.
     """
     if not prims:
         return []
-    bounds = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), np.float64, 6 * len(prims))
-    pc = _camera_corners(bounds.astype(F32).reshape(-1, 6), cam, rot)
+    pc, straddle, znear, front, cut, near = _box_corners(prims, cam, rot) if corners is None else corners
     depth = pc[..., 2]
     fx, fy, px, py = k
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -99,13 +123,9 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width):
         # (r0, r1, c0, c1): the pixels whose centres the corners' picture spans, half a pixel wider
         rect = np.stack((v.min(1) + 0.5, v.max(1) + 1.5, u.min(1) + 0.5, u.max(1) + 1.5), 1)
         rect = np.clip(np.floor(rect), 0, (height, height, width, width))
-    straddle = depth.min(1) <= 0.05
     rect = np.where(straddle[:, None], (0, height, 0, width), rect).astype(int)
-    znear = np.maximum(depth.min(1), 0)
-    front = depth.max(1) > 0.05
-    cut = np.flatnonzero(straddle & front)
-    if len(cut):
-        rect[cut] = _straddling_boxes(bounds.reshape(-1, 6)[cut], cam, rot, k, height, width)
+    if near is not None:
+        rect[cut] = _straddling_rects(near, k, height, width)
     seen = np.flatnonzero(front & (rect[:, 1] > rect[:, 0]) & (rect[:, 3] > rect[:, 2]))
     seen = seen[np.argsort(znear[seen], kind="stable")]
     return [(*r, z, i) for r, z, i in zip(rect[seen].tolist(), znear[seen].tolist(), seen.tolist())]
@@ -131,7 +151,7 @@ def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -
     for r0, r1, c0, c1, znear, i in boxes:
         prim = prims[i]
         if prim.batched and (r1 - r0) * (c1 - c0) <= _BATCH_PIXELS:
-            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
+            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, znear, prim.numbers_from(o)))
     rays = d.reshape(3, -1)
     found: dict[int, tuple | None] = {}
     for shape, items in groups.items():
@@ -194,10 +214,11 @@ def _sky(scene: _Scene, d: np.ndarray) -> np.ndarray:
     return col + (1.0 - col) * (0.7 * cloud)
 
 
-def _camera_rays(scene: _Scene, height: int, width: int):
-    """World ray directions (3, height, width), scaled so the ray parameter is z-depth, and the rotation."""
+def _camera_rays(scene: _Scene, height: int, width: int, rot: np.ndarray | None = None):
+    """World ray directions (3, height, width), scaled so the ray parameter is z-depth, and the
+    rotation (``rot``, the scene's :func:`_rotation`, when known)."""
     fx, fy, cx, cy = intrinsics(height, width)
-    rot = _rotation(scene.yaw, scene.pitch)
+    rot = _rotation(scene.yaw, scene.pitch) if rot is None else rot
     u = (np.arange(width, dtype=F32) - cx) / fx
     v = (np.arange(height, dtype=F32)[:, None] - cy) / fy
     d = np.empty((3, height, width), F32)
@@ -210,9 +231,20 @@ def _camera_rays(scene: _Scene, height: int, width: int):
 def _z_pass(scene: _Scene, height: int, width: int):
     """Ray directions (3, H, W), the camera rotation, the z-buffer and the id of the surface each
     pixel sees (sky, ground, or a primitive)."""
-    d, rot = _camera_rays(scene, height, width)
-    dx, dy, dz = d
     o = scene.cam
+    cam = np.array(o, F32)
+    # What does not depend on the size (the camera's rotation, the bounding boxes' corners) is kept
+    # for the next pass while the scene's camera and primitives stay the same objects: a scene's
+    # accepted draw is cast for its class check and at the output size.
+    key = (o, scene.yaw, scene.pitch, tuple(scene.prims))
+    view = scene.memo.get("view")
+    if view is None or view[0] != key:
+        rot = _rotation(scene.yaw, scene.pitch)
+        rot.flags.writeable = False
+        view = scene.memo["view"] = (key, rot, _box_corners(scene.prims, cam, rot) if scene.prims else None)
+    _, rot, corners = view
+    d, rot = _camera_rays(scene, height, width, rot)
+    dx, dy, dz = d
     # Without roll each row has one ground depth, so the ground is a block of rows.
     zbuf = np.full((height, width), np.inf, F32)
     ids = np.full((height, width), _SKY_ID, np.int16)
@@ -221,7 +253,7 @@ def _z_pass(scene: _Scene, height: int, width: int):
     zbuf[ground_rows] = t_row[ground_rows, None]
     ids[ground_rows] = _GROUND_ID
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        boxes = _screen_boxes(scene.prims, np.array(o, F32), rot, intrinsics(height, width), height, width)
+        boxes = _screen_boxes(scene.prims, cam, rot, intrinsics(height, width), height, width, corners)
         small = _small_hits(scene.prims, boxes, o, d, width)
         for r0, r1, c0, c1, znear, i in boxes:
             zb = zbuf[r0:r1, c0:c1]

@@ -3,7 +3,7 @@ the ground's look and the lighting."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,8 @@ class _Scene:
     noise: float
     #: indices in ``prims`` of the traffic lights' housings (what ``benchmarks/synth_lights.py`` counts)
     lights: tuple[int, ...] = ()
+    #: what one ray-casting pass leaves for the next (``raycast._z_pass``), with what it was computed from
+    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 #: Arc length of the camera along the main road, which starts behind it.
