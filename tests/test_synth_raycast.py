@@ -118,3 +118,23 @@ def test_z_pass_equals_casting_one_primitive_at_a_time():
             ref_zbuf, ref_ids = sequential_z_pass(trial, height, width)
             assert zbuf.tobytes() == ref_zbuf.tobytes() and np.array_equal(ids, ref_ids)
     assert (ids == box + 2).any()  # the float64 box is in the picture
+
+
+def test_what_a_pass_keeps_for_the_next_follows_the_scene():
+    """A z-pass keeps the camera's rotation and the boxes' corners on the scene for the next pass (a
+    scene is cast for its class check, then at the output size): a later pass at another size gives
+    what casting each primitive alone gives, and so does one after the scene's primitives or camera
+    changed in place (nothing kept is reused then)."""
+    scene, _ = scene_for(0, 9)
+    _z_pass(scene, 64, 128)
+    kept = scene.memo["view"]
+    moved = _Box(scene.cam[0], scene.cam[2] + 12.0, 0.3, 1.5, 1.0, 0.0, 3.0, 0, _Material((0.5, 0.5, 0.5)))
+    changes = [lambda: None, lambda: scene.prims.append(moved), lambda: setattr(scene, "yaw", scene.yaw + 0.2)]
+    for change, size in zip(changes, ((96, 192), (64, 128), (33, 70))):
+        change()
+        _, rot, zbuf, ids = _z_pass(scene, *size)
+        ref_zbuf, ref_ids = sequential_z_pass(scene, *size)
+        assert zbuf.tobytes() == ref_zbuf.tobytes() and np.array_equal(ids, ref_ids)
+        assert np.array_equal(rot, _camera_rays(scene, 8, 16)[1])
+    assert (ids == len(scene.prims) + 1).any()  # the added box is in the picture
+    assert scene.memo["view"] is not kept
