@@ -40,19 +40,10 @@ class _Prim:
     geometry_rows: int  # how many of the first 8 numbers of ``row`` its ``surface`` reads
     #: whether ``hits`` can take several primitives' numbers at once (not a cut-out quad's)
     batchable = True
-    _seen_from: tuple | None = None  # the camera ``_numbers`` (its ``ray_numbers``) are seen from
-    _numbers: tuple = ()
 
     def depth(self, o, d, zb):
         t, valid = self.hits(self.ray_numbers(o), d)
         return t, valid & (t < zb)
-
-    def numbers_from(self, o) -> tuple:
-        """``ray_numbers(o)``, kept for the last camera ``o`` (the same tuple): a scene's accepted
-        draw is cast twice from it, for its class check and at the output size."""
-        if self._seen_from is not o:
-            self._seen_from, self._numbers = o, self.ray_numbers(o)
-        return self._numbers
 
     def ray_numbers(self, o) -> tuple:  # pragma: no cover - abstract
         """The numbers of this primitive that ``hits`` combines with the rays, seen from ``o``."""

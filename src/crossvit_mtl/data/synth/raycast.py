@@ -151,7 +151,7 @@ def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -
     for r0, r1, c0, c1, znear, i in boxes:
         prim = prims[i]
         if prim.batched and (r1 - r0) * (c1 - c0) <= _BATCH_PIXELS:
-            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, znear, prim.numbers_from(o)))
+            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
     rays = d.reshape(3, -1)
     found: dict[int, tuple | None] = {}
     for shape, items in groups.items():
