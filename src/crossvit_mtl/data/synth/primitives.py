@@ -82,10 +82,12 @@ class _Box(_Prim):
         super().__init__(label, material, (x, z, ex, ez, y0, y1), (x, z, fr.c, fr.s, self.yc, *self.half))
 
     def ray_numbers(self, o):
+        # _YawFrame.to_local and the slabs written out: a pass asks every small box for these
         fr = self.frame
-        olx, olz = fr.to_local(o[0] - fr.x, o[2] - fr.z)
-        slabs = [(-h - ol, h - ol) for ol, h in zip((olx, o[1] - self.yc, olz), self.half)]
-        return (fr.c, fr.s, *slabs[0], *slabs[1], *slabs[2])
+        c, s, vx, vz = fr.c, fr.s, o[0] - fr.x, o[2] - fr.z
+        olx, oly, olz = vx * c - vz * s, o[1] - self.yc, vx * s + vz * c
+        hx, hy, hz = self.half
+        return c, s, -hx - olx, hx - olx, -hy - oly, hy - oly, -hz - olz, hz - olz
 
     @staticmethod
     def hits(q, d):
@@ -182,8 +184,9 @@ class _Ellipsoid(_Prim):
         super().__init__(label, material, (x, z, radius, radius, y - radius_y, y + radius_y), (*self.c, *self.inv_r))
 
     def ray_numbers(self, o):
-        ox, oy, oz = ((oc - cc) * ir for oc, cc, ir in zip(o, self.c, self.inv_r))
-        return (*self.inv_r, ox, oy, oz, ox * ox + oy * oy + oz * oz - 1.0)
+        (cx, cy, cz), (irx, iry, irz) = self.c, self.inv_r
+        ox, oy, oz = (o[0] - cx) * irx, (o[1] - cy) * iry, (o[2] - cz) * irz
+        return irx, iry, irz, ox, oy, oz, ox * ox + oy * oy + oz * oz - 1.0
 
     @staticmethod
     def hits(q, d):
