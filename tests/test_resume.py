@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from crossvit_mtl.data.base import to_tensors
 from crossvit_mtl.data.synth import SynthScenes
 from crossvit_mtl.data.transforms import build_transforms
 from crossvit_mtl.engine.sampling import ResumableSampler, capture_rng_states, restore_rng_states
@@ -144,6 +145,9 @@ def test_seeded_sample_ignores_and_keeps_the_global_rng():
     assert torch.equal(torch.get_rng_state(), state)  # untouched by the sample's own draws
     c = dataset[(1, 999)]
     assert not torch.equal(a["image"], c["image"])
+    torch.manual_seed(1234)  # the sample's draws are the CPU generator's stream from its seed
+    expected = dataset.transform(to_tensors(dataset.load(1)))
+    assert all(torch.equal(a[k], expected[k]) for k in a)
 
 
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
