@@ -17,7 +17,7 @@ options, batch 8, 96x192) take turns, ``--steps`` training steps each per round:
 The first ``--skip`` batches of each are not counted (start-up, loader workers). Ratios are
 medians of the per-round ratios to ``bench``.
 
-    python benchmarks/loop_speed.py [--root data/synth96] [--steps 40] [--rounds 3] [--workers 2]
+    python benchmarks/loop_speed.py [--root data/synth96] [--steps 40] [--rounds 3] [--workers 2 0]
 
 Without ``--root`` a small cache of 96x192 scenes (400 train) is written to a temporary folder.
 """
@@ -27,9 +27,11 @@ import argparse
 import contextlib
 import io
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import lightning.pytorch as pl
 import torch
@@ -63,7 +65,8 @@ def demo_cli(root: Path, run_dir: Path, steps: int, workers: int | None) -> Cros
             "--trainer.num_sanity_val_steps", "0", "--report_samples", "0"]
     if workers is not None:
         args += ["--data.num_workers", str(workers)]
-    with contextlib.redirect_stdout(io.StringIO()):
+    # the script's own arguments hidden from LightningCLI, which warns when it sees any beside args=
+    with contextlib.redirect_stdout(io.StringIO()), mock.patch.object(sys, "argv", sys.argv[:1]):
         return CrossViTCLI(**cli_kwargs(), args=args, run=False)
 
 
@@ -126,7 +129,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="counted training steps per way per round")
     parser.add_argument("--skip", type=int, default=5, help="first steps of each way not counted")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None, help="loader workers of the demo (default: its config's)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[None],
+                        help="loader workers of the demo, one demo way per value, side by side (default: its config's)")
     args = parser.parse_args()
     keep_host_memory()  # as fit and the demo do
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +139,8 @@ def main() -> None:
             write_synth(root, train=400, val=8, test=8, height=96, width=192, workers=2)
         bench = prepare(Case(QUICK_START, (96, 192), resolve("cpu").precision, 8))
         module = ModuleLoop(root, Path(tmp) / "module")
-        rates: dict[str, list[float]] = {"bench": [], "module": [], "fit_fixed": [], "demo": []}
+        demos = {w: "demo" if len(args.workers) == 1 else f"demo ({w} workers)" for w in args.workers}
+        rates: dict[str, list[float]] = {"bench": [], "module": [], "fit_fixed": [], **{d: [] for d in demos.values()}}
         for i in range(args.rounds):
             bench.model.train()
             for _ in range(args.skip):
@@ -149,10 +154,12 @@ def main() -> None:
             for _ in range(args.skip):
                 module.step()
             rates["module"].append(8 / statistics.median([module.step() for _ in range(args.steps)]))
-            fixed = time_demo(root, Path(tmp) / f"fixed{i}", args.steps, args.skip, args.workers, module.batch)
+            fixed = time_demo(root, Path(tmp) / f"fixed{i}", args.steps, args.skip, 0, module.batch)
             rates["fit_fixed"].append(8 / statistics.median(fixed))
-            demo = time_demo(root, Path(tmp) / f"demo{i}", args.steps, args.skip, args.workers)
-            rates["demo"].append(8 / statistics.median(demo))
+            order = list(demos.items())
+            for workers, way in order[i % len(order):] + order[:i % len(order)]:  # rotated each round
+                demo = time_demo(root, Path(tmp) / f"demo{i}_{workers}", args.steps, args.skip, workers)
+                rates[way].append(8 / statistics.median(demo))
             print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} img/s" for k, v in rates.items()), flush=True)
     print("\n| loop | train img/s (median) | of the bench's |\n|---|---:|---:|")
     for name, values in rates.items():
