@@ -134,7 +134,7 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width, corners: tuple
 
 #: Screen boxes of at most this many pixels are ray-cast together, one pass per shape: over so
 #: few pixels numpy's cost per call, not the arithmetic, sets the pace.
-_BATCH_PIXELS = 1024
+_BATCH_PIXELS = 2048
 
 
 def _small_batches(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -> tuple[list, dict]:
