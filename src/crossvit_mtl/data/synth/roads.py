@@ -9,6 +9,8 @@ import numpy as np
 #: stays off roads and sidewalks.
 FOOTPRINT = np.stack(np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5)), -1).reshape(-1, 2)
 _GRID = tuple((float(a), float(b)) for a, b in FOOTPRINT)
+#: The same points, the centre first: a footprint across a road most often has its centre on it.
+_CENTRE_FIRST = (_GRID[len(_GRID) // 2], *_GRID[:len(_GRID) // 2], *_GRID[len(_GRID) // 2 + 1:])
 #: Slack (metres) of the bounds that settle a footprint test without evaluating its points: far
 #: above the rounding of coordinates of a few hundred metres (1e-12), far below any size that matters.
 _SLACK = 1e-6
@@ -90,7 +92,7 @@ class _Straight(_Road):
             return True
         if reach < abs(lat) and along - reach_s > _SLACK and along + reach_s < length - _SLACK:
             return False if nearest < margin - _SLACK else None  # every point lies along the road
-        for a, b in _GRID:
+        for a, b in _CENTRE_FIRST:  # any point that is on the road settles it, whichever is found first
             if (_SLACK < along + a * s_x + b * s_z < length - _SLACK
                     and abs(lat + a * lat_x + b * lat_z) - hw < margin - _SLACK):
                 return False
