@@ -155,25 +155,34 @@ def _small_batches(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int
         prim = prims[i]
         if prim.batched and (r1 - r0) * (c1 - c0) <= _BATCH_PIXELS:
             groups.setdefault(type(prim), []).append((rank, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
+    if not groups:
+        return [], {}
     rays = d.reshape(3, -1)
+    # every box's pixels, the shapes' boxes one after another: their flat image indices, row after
+    # row (each row of a box is a run of consecutive indices from its first pixel)
+    items = [item for shape_items in groups.values() for item in shape_items]
+    rank, r0, h, c0, w, znear = (np.array(v) for v in itertools.islice(zip(*items), 6))
+    sizes = h * w
+    ends = np.cumsum(sizes)
+    row_first = np.repeat(r0 * width + c0 - (np.cumsum(h) - h) * width, h) + np.arange(h.sum()) * width
+    row_len = np.repeat(w, h)
+    flat = np.arange(ends[-1]) + np.repeat(row_first - (np.cumsum(row_len) - row_len), row_len)
+    near = np.repeat(znear.astype(F32), sizes)
     batches, cast = [], {}
-    for shape, items in groups.items():
-        rank, r0, h, c0, w, znear, q = (np.array(v) for v in zip(*items))
-        sizes = h * w
-        ends = np.cumsum(sizes)
-        # flat image index of every pixel of every box, row after row: each row of a box is a run
-        # of consecutive indices from its first pixel
-        row_first = np.repeat(r0 * width + c0 - (np.cumsum(h) - h) * width, h) + np.arange(h.sum()) * width
-        row_len = np.repeat(w, h)
-        flat = np.arange(ends[-1]) + np.repeat(row_first - (np.cumsum(row_len) - row_len), row_len)
-        numbers = np.repeat(q.astype(F32).T, sizes, axis=1)
-        t, hit = shape.hits(tuple(numbers), tuple(np.take(rays, flat, axis=1)))
-        starts = ends - sizes
+    first = 0
+    for shape, shape_items in groups.items():
+        last = first + len(shape_items)
+        box_sizes, begin, end = sizes[first:last], ends[first] - sizes[first], ends[last - 1]
+        numbers = np.repeat(np.array([item[6] for item in shape_items]).astype(F32).T, box_sizes, axis=1)
+        t, hit = shape.hits(tuple(numbers), tuple(np.take(rays, flat[begin:end], axis=1)))
+        starts = ends[first:last] - box_sizes - begin
         drawn = np.logical_or.reduceat(hit, starts)
-        nearer = np.logical_or.reduceat(hit & (t < np.repeat(znear.astype(F32), sizes)), starts)
-        cast.update(zip(rank.tolist(), zip(itertools.repeat(len(batches)), starts.tolist(), ends.tolist(),
-                                           drawn.tolist(), (~nearer).tolist())))
-        batches.append((flat, t, hit, rank, sizes))
+        nearer = np.logical_or.reduceat(hit & (t < near[begin:end]), starts)
+        cast.update(zip(rank[first:last].tolist(), zip(itertools.repeat(len(batches)), starts.tolist(),
+                                                       (starts + box_sizes).tolist(), drawn.tolist(),
+                                                       (~nearer).tolist())))
+        batches.append((flat[begin:end], t, hit, rank[first:last], box_sizes))
+        first = last
     return batches, cast
 
 
