@@ -94,13 +94,15 @@ def _straddling_rects(near: tuple, k, height: int, width: int) -> np.ndarray:
 def _box_corners(prims: list[_Prim], cam, rot) -> tuple:
     """What :func:`_screen_boxes` needs that does not depend on the image size: the bounding boxes'
     corners in camera coordinates, their nearest z, which lie in front of the camera plane and
-    which straddle it, with their :func:`_near_parts`. A scene's accepted draw is cast at two sizes."""
+    which straddle it, with their :func:`_near_parts`. A scene's accepted draw is cast at two sizes.
+    The corners come as (3, 8, n), a box a column: numpy reduces over 8 rows many times faster than
+    along 8 numbers of each of n rows (a minimum or a maximum is the same value either way)."""
     bounds = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), np.float64, 6 * len(prims))
-    pc = _camera_corners(bounds.astype(F32).reshape(-1, 6), cam, rot)
-    depth = pc[..., 2]
-    straddle = depth.min(1) <= 0.05
-    znear = np.maximum(depth.min(1), 0)
-    front = depth.max(1) > 0.05
+    pc = np.ascontiguousarray(_camera_corners(bounds.astype(F32).reshape(-1, 6), cam, rot).transpose(2, 1, 0))
+    nearest = pc[2].min(0)
+    straddle = nearest <= 0.05
+    znear = np.maximum(nearest, 0)
+    front = pc[2].max(0) > 0.05
     cut = np.flatnonzero(straddle & front)
     near = _near_parts(bounds.reshape(-1, 6)[cut], cam, rot) if len(cut) else None
     return pc, straddle, znear, front, cut, near
@@ -117,12 +119,11 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width, corners: tuple
     if not prims:
         return []
     pc, straddle, znear, front, cut, near = _box_corners(prims, cam, rot) if corners is None else corners
-    depth = pc[..., 2]
     fx, fy, px, py = k
     with np.errstate(divide="ignore", invalid="ignore"):
-        v, u = (fy * pc[..., 1] / depth + py, fx * pc[..., 0] / depth + px)
+        v, u = (fy * pc[1] / pc[2] + py, fx * pc[0] / pc[2] + px)
         # (r0, r1, c0, c1): the pixels whose centres the corners' picture spans, half a pixel wider
-        rect = np.stack((v.min(1) + 0.5, v.max(1) + 1.5, u.min(1) + 0.5, u.max(1) + 1.5), 1)
+        rect = np.stack((v.min(0) + 0.5, v.max(0) + 1.5, u.min(0) + 0.5, u.max(0) + 1.5), 1)
         rect = np.clip(np.floor(rect), 0, (height, height, width, width))
     rect = np.where(straddle[:, None], (0, height, 0, width), rect).astype(int)
     if near is not None:

@@ -80,8 +80,9 @@ class _Straight(_Road):
     def footprint_clear(self, x, z, c, s, half_x, half_z, margin):
         # (lateral offset, arc length) are linear in the footprint's local coordinates: per unit
         # local x and z, and their reach over the rectangle
-        lat, along = self.coords(x, z)
         ex, ez, hw, length = self.ex, self.ez, self.hw, self.length
+        vx, vz = x - self.x0, z - self.z0
+        lat, along = vx * ez - vz * ex, vx * ex + vz * ez  # coords, written out
         lat_x, lat_z = half_x * (c * ez + s * ex), half_z * (s * ez - c * ex)
         s_x, s_z = half_x * (c * ex - s * ez), half_z * (s * ex + c * ez)
         reach, reach_s = abs(lat_x) + abs(lat_z), abs(s_x) + abs(s_z)
