@@ -22,6 +22,7 @@ from crossvit_mtl.data.synth import (
     synth_split_seed,
 )
 from crossvit_mtl.data.synth.dataset import SYNTH_TASKS
+from crossvit_mtl.data.synth.render import sensor_bytes
 
 SKY = CATEGORY_NAMES.index("sky")
 FLAT = CATEGORY_NAMES.index("flat")
@@ -255,3 +256,9 @@ def test_dataset_returns_tensors():
     assert not torch.equal(SynthScenes("test", length=3, seed=2, height=32, width=64)[1]["image"], x["image"])
     with pytest.raises(ValueError, match="splits train, val, test, not 'extra'"):
         SynthScenes("extra")
+
+
+def test_sensor_noise_bytes_are_the_streams_bytes():
+    """The noise is read from the bit generator's raw words: the bytes ``Generator.bytes`` gives."""
+    for n in (1, 3, 4, 7, 8, 9, 12, 3 * 33 * 70, 3 * 128 * 256):
+        assert sensor_bytes(3, 5, n).tobytes() == np.random.default_rng([3, 5, 1]).bytes(n)

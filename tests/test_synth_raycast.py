@@ -2,6 +2,7 @@
 the whole image gives, bit for bit."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -12,7 +13,7 @@ from crossvit_mtl.data.synth import scene_for
 from crossvit_mtl.data.synth.base import F32, intrinsics
 from crossvit_mtl.data.synth.materials import _Material
 from crossvit_mtl.data.synth.primitives import _Box
-from crossvit_mtl.data.synth.raycast import _camera_rays, _screen_boxes, _small_hits, _z_pass
+from crossvit_mtl.data.synth.raycast import _camera_rays, _screen_boxes, _small_batches, _z_pass
 
 SCENES = [(0, i) for i in range(12)] + [(1000003, i) for i in range(4)]
 
@@ -62,17 +63,19 @@ def test_small_boxes_cast_together_equal_each_cast_alone():
         d, rot = _camera_rays(scene, height, width)
         boxes = _screen_boxes(scene.prims, np.array(scene.cam, F32), rot, intrinsics(height, width), height, width)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            small = _small_hits(scene.prims, boxes, scene.cam, d, width)
-        for r0, r1, c0, c1, znear, i in boxes:
-            if i not in small:
+            batches, cast = _small_batches(scene.prims, boxes, scene.cam, d, width)
+        for rank, (r0, r1, c0, c1, znear, i) in enumerate(boxes):
+            if rank not in cast:
                 continue
+            b, start, end, drawn, safe = cast[rank]
+            flat, t, hit, _, _ = batches[b]
+            assert np.array_equal(flat[start:end], np.arange(height * width).reshape(height, width)[r0:r1, c0:c1].ravel())
+            t, hit = t[start:end].reshape(r1 - r0, c1 - c0), hit[start:end].reshape(r1 - r0, c1 - c0)
             alone_t, alone_hit = (a[r0:r1, c0:c1] for a in whole_image_hits(scene.prims[i], scene.cam, d))
-            if small[i] is None:  # no ray of its box hits it
-                assert not alone_hit.any()
+            assert np.array_equal(hit, alone_hit) and drawn == alone_hit.any()
+            if not drawn:  # no ray of its box hits it
                 missed += 1
                 continue
-            t, hit, safe = small[i]
-            assert np.array_equal(hit, alone_hit)
             assert t.dtype == alone_t.dtype
             assert t[hit].tobytes() == alone_t[hit].tobytes()
             assert safe == (alone_t[alone_hit] >= znear).all()  # nowhere nearer than its box's nearest z
@@ -102,7 +105,7 @@ def sequential_z_pass(scene, height: int, width: int):
 
 def test_z_pass_equals_casting_one_primitive_at_a_time():
     """Including a primitive whose numbers are numpy float64 (numpy then computes in float64), which
-    is cast alone, as it always was."""
+    is cast alone, as it always was, and a copy of a primitive: at equal depths the first drawn stays."""
     scene, _ = scene_for(0, 6)
     counts = np.bincount(_z_pass(scene, 64, 128)[3].ravel(), minlength=len(scene.prims) + 2)[2:]  # pixels each
     box = max((i for i, p in enumerate(scene.prims) if isinstance(p, _Box)), key=lambda i: counts[i])
@@ -111,13 +114,16 @@ def test_z_pass_equals_casting_one_primitive_at_a_time():
     wide = _Box(np.float64(x), z, math.atan2(old.frame.s, old.frame.c), np.float64(old.half[0]), old.half[2],
                 y0, y1, old.label, _Material((0.5, 0.5, 0.5)))
     assert old.batched and not wide.batched
-    for prims in (scene.prims, [*scene.prims[:box], wide, *scene.prims[box + 1:]]):
+    twins = [i for i, p in enumerate(scene.prims) if counts[i] and p.batched and i != box]
+    for prims in (scene.prims, [*scene.prims[:box], wide, *scene.prims[box + 1:]],
+                  [*scene.prims, *(copy.copy(scene.prims[i]) for i in (box, *twins))]):
         trial = dataclasses.replace(scene, prims=prims)
         for height, width in ((64, 128), (48, 80)):
             _, _, zbuf, ids = _z_pass(trial, height, width)
             ref_zbuf, ref_ids = sequential_z_pass(trial, height, width)
             assert zbuf.tobytes() == ref_zbuf.tobytes() and np.array_equal(ids, ref_ids)
-    assert (ids == box + 2).any()  # the float64 box is in the picture
+    assert (ids == box + 2).any() and len(twins) > 5  # the box (a copy behind it) and copies of small ones
+    assert not (ids >= len(scene.prims) + 2).any()  # no copy shows
 
 
 def test_what_a_pass_keeps_for_the_next_follows_the_scene():

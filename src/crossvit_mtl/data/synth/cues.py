@@ -4,8 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from crossvit_mtl.data.synth.base import (
-    _GROUND_ID,
-    _SKY_ID,
     CROSSROADS,
     CURVE,
     SCENE_CLASSES,
@@ -37,19 +35,21 @@ ROAD_BEYOND = 40.0
 def layout_cues(scene: _Scene, height: int, width: int) -> dict[str, float]:
     """Share of the picture each of :data:`CUES` covers when ``scene`` is seen at ``height`` x ``width``."""
     d, _, zbuf, ids = _z_pass(scene, height, width)
-    hit = np.flatnonzero(ids != _SKY_ID)
-    t, kind = np.take(zbuf, hit), np.take(ids, hit)
-    x, z = scene.cam[0] + t * np.take(d[0], hit), scene.cam[2] + t * np.take(d[2], hit)
-    ground = kind == _GROUND_ID
-    building = np.take(np.array([False, False, *(q.texture == "facade" for q in scene.prims)]), kind)
+    # only the ground and the buildings' facades count: their pixels, and where their rays hit
+    what = np.take(np.array([0, 1, *(2 * (q.texture == "facade") for q in scene.prims)], np.int8), ids)
+    ground, building = np.flatnonzero(what == 1), np.flatnonzero(what == 2)
     main = scene.roads[0]
+    t = np.take(zbuf, ground)
+    x, z = scene.cam[0] + t * np.take(d[0], ground), scene.cam[2] + t * np.take(d[2], ground)
     lat, along = main.coords(x, z)
     others = [r.project(x, z)[0] <= r.hw for r in scene.roads[1:]]
-    side_roads = ground & np.logical_or.reduce(others) & (np.abs(lat) > main.hw + 0.5) if others \
-        else np.zeros_like(ground)
+    side_roads = np.logical_or.reduce(others) & (np.abs(lat) > main.hw + 0.5) if others \
+        else np.zeros(len(ground), bool)
+    tb = np.take(zbuf, building)
+    lat_b, _ = main.coords(scene.cam[0] + tb * np.take(d[0], building), scene.cam[2] + tb * np.take(d[2], building))
     counts = {"left": (side_roads & (lat < 0)).sum(), "right": (side_roads & (lat > 0)).sum(),
-              "beyond": (ground & (main.distance(lat, along) <= main.hw) & (t >= ROAD_BEYOND)).sum(),
-              "closing": (building & (np.abs(lat) <= main.hw + scene.sidewalk)).sum()}
+              "beyond": ((main.distance(lat, along) <= main.hw) & (t >= ROAD_BEYOND)).sum(),
+              "closing": (np.abs(lat_b) <= main.hw + scene.sidewalk).sum()}
     return {name: int(count) / (height * width) for name, count in counts.items()}
 
 

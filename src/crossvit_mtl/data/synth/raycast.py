@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import numpy as np
 
@@ -93,13 +94,15 @@ def _straddling_rects(near: tuple, k, height: int, width: int) -> np.ndarray:
 def _box_corners(prims: list[_Prim], cam, rot) -> tuple:
     """What :func:`_screen_boxes` needs that does not depend on the image size: the bounding boxes'
     corners in camera coordinates, their nearest z, which lie in front of the camera plane and
-    which straddle it, with their :func:`_near_parts`. A scene's accepted draw is cast at two sizes."""
+    which straddle it, with their :func:`_near_parts`. A scene's accepted draw is cast at two sizes.
+    The corners come as (3, 8, n), a box a column: numpy reduces over 8 rows many times faster than
+    along 8 numbers of each of n rows (a minimum or a maximum is the same value either way)."""
     bounds = np.fromiter(itertools.chain.from_iterable(p.bounds for p in prims), np.float64, 6 * len(prims))
-    pc = _camera_corners(bounds.astype(F32).reshape(-1, 6), cam, rot)
-    depth = pc[..., 2]
-    straddle = depth.min(1) <= 0.05
-    znear = np.maximum(depth.min(1), 0)
-    front = depth.max(1) > 0.05
+    pc = np.ascontiguousarray(_camera_corners(bounds.astype(F32).reshape(-1, 6), cam, rot).transpose(2, 1, 0))
+    nearest = pc[2].min(0)
+    straddle = nearest <= 0.05
+    znear = np.maximum(nearest, 0)
+    front = pc[2].max(0) > 0.05
     cut = np.flatnonzero(straddle & front)
     near = _near_parts(bounds.reshape(-1, 6)[cut], cam, rot) if len(cut) else None
     return pc, straddle, znear, front, cut, near
@@ -116,12 +119,11 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width, corners: tuple
     if not prims:
         return []
     pc, straddle, znear, front, cut, near = _box_corners(prims, cam, rot) if corners is None else corners
-    depth = pc[..., 2]
     fx, fy, px, py = k
     with np.errstate(divide="ignore", invalid="ignore"):
-        v, u = (fy * pc[..., 1] / depth + py, fx * pc[..., 0] / depth + px)
+        v, u = (fy * pc[1] / pc[2] + py, fx * pc[0] / pc[2] + px)
         # (r0, r1, c0, c1): the pixels whose centres the corners' picture spans, half a pixel wider
-        rect = np.stack((v.min(1) + 0.5, v.max(1) + 1.5, u.min(1) + 0.5, u.max(1) + 1.5), 1)
+        rect = np.stack((v.min(0) + 0.5, v.max(0) + 1.5, u.min(0) + 0.5, u.max(0) + 1.5), 1)
         rect = np.clip(np.floor(rect), 0, (height, height, width, width))
     rect = np.where(straddle[:, None], (0, height, 0, width), rect).astype(int)
     if near is not None:
@@ -133,12 +135,14 @@ def _screen_boxes(prims: list[_Prim], cam, rot, k, height, width, corners: tuple
 
 #: Screen boxes of at most this many pixels are ray-cast together, one pass per shape: over so
 #: few pixels numpy's cost per call, not the arithmetic, sets the pace.
-_BATCH_PIXELS = 1024
+_BATCH_PIXELS = 2048
 
 
-def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -> dict[int, tuple | None]:
-    """(t, hit, whether no hit is nearer than the box's nearest z) of the primitives with a small
-    screen box, each as its own crop, or None where no ray hits it, by primitive index.
+def _small_batches(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -> tuple[list, dict]:
+    """The primitives with a small screen box ray-cast together, one batch per shape: the batches,
+    each (flat image index, t, hit) of every pixel of its boxes, a box after another in the order
+    of ``boxes``, and for each of those boxes, by its position in ``boxes``, (batch, first and
+    end entry, whether a ray hits it, whether no hit is nearer than the box's nearest z).
 
     Each shape's small boxes are ray-cast in one ``hits`` call over all their pixels, with every
     number of a primitive repeated per pixel as float32: the value numpy makes of a Python float
@@ -147,31 +151,63 @@ def _small_hits(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int) -
     """
     groups: dict[type[_Prim], list] = {}
     if not all(type(v) is float for v in o):
-        return {}
-    for r0, r1, c0, c1, znear, i in boxes:
+        return [], {}
+    for rank, (r0, r1, c0, c1, znear, i) in enumerate(boxes):
         prim = prims[i]
         if prim.batched and (r1 - r0) * (c1 - c0) <= _BATCH_PIXELS:
-            groups.setdefault(type(prim), []).append((i, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
+            groups.setdefault(type(prim), []).append((rank, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
+    if not groups:
+        return [], {}
     rays = d.reshape(3, -1)
-    found: dict[int, tuple | None] = {}
-    for shape, items in groups.items():
-        index, r0, h, c0, w, znear, q = (np.array(v) for v in zip(*items))
-        sizes = h * w
-        ends = np.cumsum(sizes)
-        # flat image index of every pixel of every box, row after row: each row of a box is a run
-        # of consecutive indices from its first pixel
-        row_first = np.repeat(r0 * width + c0 - (np.cumsum(h) - h) * width, h) + np.arange(h.sum()) * width
-        row_len = np.repeat(w, h)
-        flat = np.arange(ends[-1]) + np.repeat(row_first - (np.cumsum(row_len) - row_len), row_len)
-        numbers = np.repeat(q.astype(F32).T, sizes, axis=1)
-        t, hit = shape.hits(tuple(numbers), tuple(np.take(rays, flat, axis=1)))
-        starts = ends - sizes
+    # every box's pixels, the shapes' boxes one after another: their flat image indices, row after
+    # row (each row of a box is a run of consecutive indices from its first pixel)
+    items = [item for shape_items in groups.values() for item in shape_items]
+    rank, r0, h, c0, w, znear = (np.array(v) for v in itertools.islice(zip(*items), 6))
+    sizes = h * w
+    ends = np.cumsum(sizes)
+    row_first = np.repeat(r0 * width + c0 - (np.cumsum(h) - h) * width, h) + np.arange(h.sum()) * width
+    row_len = np.repeat(w, h)
+    flat = np.arange(ends[-1]) + np.repeat(row_first - (np.cumsum(row_len) - row_len), row_len)
+    near = np.repeat(znear.astype(F32), sizes)
+    batches, cast = [], {}
+    first = 0
+    for shape, shape_items in groups.items():
+        last = first + len(shape_items)
+        box_sizes, begin, end = sizes[first:last], ends[first] - sizes[first], ends[last - 1]
+        numbers = np.repeat(np.array([item[6] for item in shape_items]).astype(F32).T, box_sizes, axis=1)
+        t, hit = shape.hits(tuple(numbers), tuple(np.take(rays, flat[begin:end], axis=1)))
+        starts = ends[first:last] - box_sizes - begin
         drawn = np.logical_or.reduceat(hit, starts)
-        nearer = np.logical_or.reduceat(hit & (t < np.repeat(znear.astype(F32), sizes)), starts)
-        for i, start, end, hk, wk, any_hit, safe in zip(index.tolist(), starts.tolist(), ends.tolist(), h.tolist(),
-                                                        w.tolist(), drawn.tolist(), (~nearer).tolist()):
-            found[i] = (t[start:end].reshape(hk, wk), hit[start:end].reshape(hk, wk), safe) if any_hit else None
-    return found
+        nearer = np.logical_or.reduceat(hit & (t < near[begin:end]), starts)
+        cast.update(zip(rank[first:last].tolist(), zip(itertools.repeat(len(batches)), starts.tolist(),
+                                                       (starts + box_sizes).tolist(), drawn.tolist(),
+                                                       (~nearer).tolist())))
+        batches.append((flat[begin:end], t, hit, rank[first:last], box_sizes))
+        first = last
+    return batches, cast
+
+
+#: The z-buffer of a pass holds int64 words: the float32 bits of the depth in the high half, the
+#: code of the surface in the low half (sky 0, ground 1, the k-th of the pass's screen boxes, near
+#: to far, k + 2). For depths >= 0 they order as (depth, code) do, so "a surface nearer than what
+#: is drawn replaces it", taken near to far, the first of equal depths staying, is their minimum,
+#: in whatever order it is taken; a surface not hit, given an infinite depth, replaces nothing.
+_HIGH, _LOW = (1, 0) if sys.byteorder == "little" else (0, 1)
+
+
+def _keys(t: np.ndarray, codes) -> np.ndarray:
+    """z-buffer words of float32 depths ``t`` (>= 0) and surface codes."""
+    key = np.empty(t.shape, np.int64)
+    halves = key.view(np.int32).reshape(*t.shape, 2)
+    halves[..., _HIGH] = t.view(np.int32)
+    halves[..., _LOW] = codes
+    return key
+
+
+def _halves(zbuf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The depths (float32) and the codes (int32) of z-buffer words, as views."""
+    halves = zbuf.view(np.int32).reshape(*zbuf.shape, 2)
+    return halves[..., _HIGH].view(F32), halves[..., _LOW]
 
 
 def _ground(scene: _Scene, x: np.ndarray, z: np.ndarray):
@@ -246,33 +282,50 @@ def _z_pass(scene: _Scene, height: int, width: int):
     d, rot = _camera_rays(scene, height, width, rot)
     dx, dy, dz = d
     # Without roll each row has one ground depth, so the ground is a block of rows.
-    zbuf = np.full((height, width), np.inf, F32)
-    ids = np.full((height, width), _SKY_ID, np.int16)
-    t_row = np.where(dy[:, 0] < 0, -o[1] / np.minimum(dy[:, 0], -1e-9), np.inf)
-    ground_rows = t_row < Z_FAR
-    zbuf[ground_rows] = t_row[ground_rows, None]
-    ids[ground_rows] = _GROUND_ID
+    t_row = np.where(dy[:, 0] < 0, -o[1] / np.minimum(dy[:, 0], -1e-9), np.inf).astype(F32)
+    zbuf = np.empty((height, width), np.int64)  # depth and surface code (_keys)
+    zbuf[:] = _keys(np.where(t_row < Z_FAR, t_row, F32(np.inf)), np.where(t_row < Z_FAR, 1, 0))[:, None]
+    flat_zbuf = zbuf.reshape(-1)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         boxes = _screen_boxes(scene.prims, cam, rot, intrinsics(height, width), height, width, corners)
-        small = _small_hits(scene.prims, boxes, o, d, width)
-        for r0, r1, c0, c1, znear, i in boxes:
-            zb = zbuf[r0:r1, c0:c1]
-            if i in small:
-                # Cast already. One that no ray hits draws nothing; one hit nowhere nearer than its
-                # box's nearest z draws nothing where that is hidden, so it needs no test for it.
-                cast = small[i]
-                if cast is None:
+        batches, cast = _small_batches(scene.prims, boxes, o, d, width)
+        keys = [_keys(np.where(hit, t, F32(np.inf)), np.repeat(rank + 2, sizes)) for _, t, hit, rank, sizes in batches]
+        # A small box with no hit nearer than its nearest z changes nothing where that is hidden, so
+        # it needs no test for it: a run of them between others is composited at once (the
+        # minimum), from ``done`` up to ``seen``, each batch's entries of the boxes passed.
+        done, seen = [0] * len(batches), [0] * len(batches)
+        for code, (r0, r1, c0, c1, znear, i) in enumerate(boxes, 2):
+            info = cast.get(code - 2)
+            if info is not None:
+                b, start, end, drawn, safe = info
+                seen[b] = end
+                if safe or not drawn:
                     continue
-                t, hit, safe = cast
-                if not safe and znear >= zb.max():
-                    continue
-                closer = hit & (t < zb)
+                _composite(flat_zbuf, batches, keys, done, seen, b, start)
             else:
-                if znear >= zb.max():
-                    continue  # hidden behind what is already drawn
-                t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), zb)
-            np.copyto(zb, t, where=closer)
-            np.copyto(ids[r0:r1, c0:c1], i + _FIRST_PRIM_ID, where=closer)
-    return d, rot, zbuf, ids
+                _composite(flat_zbuf, batches, keys, done, seen)
+            zb = zbuf[r0:r1, c0:c1]
+            depth, code_of = _halves(zb)
+            if znear >= depth.max():
+                continue  # hidden behind what is already drawn
+            if info is not None:
+                np.minimum(zb, keys[info[0]][info[1]:info[2]].reshape(r1 - r0, c1 - c0), out=zb)
+                continue
+            # as cast alone: the depths and codes written where it is nearer
+            t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), depth)
+            np.copyto(depth, t, where=closer)
+            np.copyto(code_of, code, where=closer)
+        _composite(flat_zbuf, batches, keys, done, seen)
+    codes = np.array([_SKY_ID, _GROUND_ID, *(box[5] + _FIRST_PRIM_ID for box in boxes)], np.int16)
+    depth, code = _halves(zbuf)
+    return d, rot, depth.copy(), np.take(codes, code)
 
 
+def _composite(flat_zbuf: np.ndarray, batches: list, keys: list, done: list, seen: list, batch: int = -1,
+               start: int = 0) -> None:
+    """Composite each batch's entries from ``done`` to ``seen`` (of ``batch``, to ``start``)."""
+    for b, (flat, *_) in enumerate(batches):
+        end = start if b == batch else seen[b]
+        if end > done[b]:
+            np.minimum.at(flat_zbuf, flat[done[b]:end], keys[b][done[b]:end])
+        done[b] = seen[b]

@@ -79,7 +79,7 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
     rgb += albedo
     rgb[:, :n_sky] = sky
     rgb *= 255
-    noise = np.frombuffer(np.random.default_rng([seed, index, 1]).bytes(3 * n_pix), np.uint8).reshape(3, n_pix)
+    noise = sensor_bytes(seed, index, 3 * n_pix).reshape(3, n_pix)
     grain = np.subtract(noise, F32(127.5), out=albedo)
     grain *= F32(scene.noise * math.sqrt(12) / 256)
     rgb += grain
@@ -91,6 +91,14 @@ def render_sample(seed: int, index: int, height: int = 128, width: int = 256) ->
             "depth": np.where(ids == _SKY_ID, F32(0), zbuf),
             "normal": _channels_last(np.take(rot.T @ normal, unsort, axis=1), height, width),  # world -> camera
             "edge": semantic_boundaries(segmentation), "classification": cls}
+
+
+def sensor_bytes(seed: int, index: int, n: int) -> np.ndarray:
+    """The first ``n`` bytes of sample ``index``'s sensor-noise stream, ``default_rng([seed, index,
+    1]).bytes(n)`` as uint8: the bit generator's raw 64-bit words, little-endian, are those bytes
+    (``bytes`` draws 32-bit words, the low half of each 64-bit one first), without its three copies."""
+    words = np.random.default_rng([seed, index, 1]).bit_generator.random_raw(-(-n // 8))
+    return words.astype("<u8", copy=False).view(np.uint8)[:n]
 
 
 def _channels_last(planes: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -9,6 +9,8 @@ import numpy as np
 #: stays off roads and sidewalks.
 FOOTPRINT = np.stack(np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5)), -1).reshape(-1, 2)
 _GRID = tuple((float(a), float(b)) for a, b in FOOTPRINT)
+#: The same points, the centre first: a footprint across a road most often has its centre on it.
+_CENTRE_FIRST = (_GRID[len(_GRID) // 2], *_GRID[:len(_GRID) // 2], *_GRID[len(_GRID) // 2 + 1:])
 #: Slack (metres) of the bounds that settle a footprint test without evaluating its points: far
 #: above the rounding of coordinates of a few hundred metres (1e-12), far below any size that matters.
 _SLACK = 1e-6
@@ -54,6 +56,12 @@ class _Road:
         """
         return None
 
+    def holds_centre(self, x: float, z: float, margin: float) -> bool:
+        """Whether the point (x, z) lies within ``margin`` of this road's edge beyond rounding, as
+        :meth:`footprint_clear` tests a footprint's points: then it returns False for a footprint
+        centred there. Where this cannot be worked out cheaply, False."""
+        return False
+
 
 class _Straight(_Road):
     """Straight road segment from ``start`` along ``heading`` (radians from +z towards +x)."""
@@ -75,11 +83,19 @@ class _Straight(_Road):
     def end(self):
         return self.frame(self.length, 0.0)
 
+    def holds_centre(self, x, z, margin):
+        # the test footprint_clear makes of its centre point, which it reaches (none of its
+        # earlier outcomes can hold then) unless it has answered False before
+        vx, vz = x - self.x0, z - self.z0
+        along = vx * self.ex + vz * self.ez
+        return _SLACK < along < self.length - _SLACK and abs(vx * self.ez - vz * self.ex) - self.hw < margin - _SLACK
+
     def footprint_clear(self, x, z, c, s, half_x, half_z, margin):
         # (lateral offset, arc length) are linear in the footprint's local coordinates: per unit
         # local x and z, and their reach over the rectangle
-        lat, along = self.coords(x, z)
         ex, ez, hw, length = self.ex, self.ez, self.hw, self.length
+        vx, vz = x - self.x0, z - self.z0
+        lat, along = vx * ez - vz * ex, vx * ex + vz * ez  # coords, written out
         lat_x, lat_z = half_x * (c * ez + s * ex), half_z * (s * ez - c * ex)
         s_x, s_z = half_x * (c * ex - s * ez), half_z * (s * ex + c * ez)
         reach, reach_s = abs(lat_x) + abs(lat_z), abs(s_x) + abs(s_z)
@@ -90,7 +106,7 @@ class _Straight(_Road):
             return True
         if reach < abs(lat) and along - reach_s > _SLACK and along + reach_s < length - _SLACK:
             return False if nearest < margin - _SLACK else None  # every point lies along the road
-        for a, b in _GRID:
+        for a, b in _CENTRE_FIRST:  # any point that is on the road settles it, whichever is found first
             if (_SLACK < along + a * s_x + b * s_z < length - _SLACK
                     and abs(lat + a * lat_x + b * lat_z) - hw < margin - _SLACK):
                 return False
