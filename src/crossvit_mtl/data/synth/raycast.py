@@ -152,10 +152,10 @@ def _small_batches(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int
     groups: dict[type[_Prim], list] = {}
     if not all(type(v) is float for v in o):
         return [], {}
-    for rank, (r0, r1, c0, c1, znear, i) in enumerate(boxes):
+    for position, (r0, r1, c0, c1, znear, i) in enumerate(boxes):
         prim = prims[i]
         if prim.batched and (r1 - r0) * (c1 - c0) <= _BATCH_PIXELS:
-            groups.setdefault(type(prim), []).append((rank, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
+            groups.setdefault(type(prim), []).append((position, r0, r1 - r0, c0, c1 - c0, znear, prim.ray_numbers(o)))
     if not groups:
         return [], {}
     rays = d.reshape(3, -1)
@@ -169,7 +169,8 @@ def _small_batches(prims: list[_Prim], boxes: list, o, d: np.ndarray, width: int
     row_len = np.repeat(w, h)
     flat = np.arange(ends[-1]) + np.repeat(row_first - (np.cumsum(row_len) - row_len), row_len)
     near = np.repeat(znear.astype(F32), sizes)
-    batches, cast = [], {}
+    batches: list[tuple] = []
+    cast: dict[int, tuple] = {}
     first = 0
     for shape, shape_items in groups.items():
         last = first + len(shape_items)
@@ -294,8 +295,8 @@ def _z_pass(scene: _Scene, height: int, width: int):
         # it needs no test for it: a run of them between others is composited at once (the
         # minimum), from ``done`` up to ``seen``, each batch's entries of the boxes passed.
         done, seen = [0] * len(batches), [0] * len(batches)
-        for code, (r0, r1, c0, c1, znear, i) in enumerate(boxes, 2):
-            info = cast.get(code - 2)
+        for surface, (r0, r1, c0, c1, znear, i) in enumerate(boxes, 2):
+            info = cast.get(surface - 2)
             if info is not None:
                 b, start, end, drawn, safe = info
                 seen[b] = end
@@ -314,7 +315,7 @@ def _z_pass(scene: _Scene, height: int, width: int):
             # as cast alone: the depths and codes written where it is nearer
             t, closer = scene.prims[i].depth(o, (dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1]), depth)
             np.copyto(depth, t, where=closer)
-            np.copyto(code_of, code, where=closer)
+            np.copyto(code_of, surface, where=closer)
         _composite(flat_zbuf, batches, keys, done, seen)
     codes = np.array([_SKY_ID, _GROUND_ID, *(box[5] + _FIRST_PRIM_ID for box in boxes)], np.int16)
     depth, code = _halves(zbuf)
