@@ -54,26 +54,3 @@ def test_a_footprint_on_its_margin_is_left_to_the_points():
     assert road.footprint_clear(x, z, fr.c, fr.s, 2.0, 3.0, 1.5) is None
     assert road.footprint_clear(x, z, fr.c, fr.s, 2.0, 3.0, 1.0) is True
     assert road.footprint_clear(x, z, fr.c, fr.s, 2.0, 3.0, 2.0) is False
-
-
-@pytest.mark.parametrize("name", ["straight", "cross street", "oblique"])
-def test_a_footprint_whose_centre_the_road_holds_is_not_clear(name):
-    """``holds_centre`` answers for a footprint centred on the road (a row of lots crossing it)
-    what ``footprint_clear`` answers, whatever the footprint's size and heading."""
-    road = ROADS[name]
-    rng = np.random.default_rng(11)
-    held = 0
-    for _ in range(4000):
-        s = rng.uniform(-2, road.length + 2)
-        x, z, heading = road.frame(s, rng.uniform(-1, 1) * (road.hw + 3))
-        heading += rng.uniform(-math.pi, math.pi)
-        margin, half_x, half_z = rng.uniform(0, 3), rng.uniform(0.05, 8), rng.uniform(0.05, 8)
-        if road.holds_centre(x, z, margin):
-            held += 1
-            fr = _YawFrame(x, z, heading)
-            assert road.footprint_clear(x, z, fr.c, fr.s, half_x, half_z, margin) is False
-            assert not points_clear(road, x, z, half_x, half_z, heading, margin)
-    assert held > 1000
-    x, z, _ = road.frame(road.length / 2, road.hw + 1.0)  # 1 m beyond the edge
-    assert road.holds_centre(x, z, 1.5) and not road.holds_centre(x, z, 0.5)
-    assert not ROADS["arc right"].holds_centre(*ROADS["arc right"].frame(5.0, 0.0)[:2], 1.0)  # left to the test

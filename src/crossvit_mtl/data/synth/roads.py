@@ -56,12 +56,6 @@ class _Road:
         """
         return None
 
-    def holds_centre(self, x: float, z: float, margin: float) -> bool:
-        """Whether the point (x, z) lies within ``margin`` of this road's edge beyond rounding, as
-        :meth:`footprint_clear` tests a footprint's points: then it returns False for a footprint
-        centred there. Where this cannot be worked out cheaply, False."""
-        return False
-
 
 class _Straight(_Road):
     """Straight road segment from ``start`` along ``heading`` (radians from +z towards +x)."""
@@ -83,19 +77,11 @@ class _Straight(_Road):
     def end(self):
         return self.frame(self.length, 0.0)
 
-    def holds_centre(self, x, z, margin):
-        # the test footprint_clear makes of its centre point, which it reaches (none of its
-        # earlier outcomes can hold then) unless it has answered False before
-        vx, vz = x - self.x0, z - self.z0
-        along = vx * self.ex + vz * self.ez
-        return _SLACK < along < self.length - _SLACK and abs(vx * self.ez - vz * self.ex) - self.hw < margin - _SLACK
-
     def footprint_clear(self, x, z, c, s, half_x, half_z, margin):
         # (lateral offset, arc length) are linear in the footprint's local coordinates: per unit
         # local x and z, and their reach over the rectangle
+        lat, along = self.coords(x, z)
         ex, ez, hw, length = self.ex, self.ez, self.hw, self.length
-        vx, vz = x - self.x0, z - self.z0
-        lat, along = vx * ez - vz * ex, vx * ex + vz * ez  # coords, written out
         lat_x, lat_z = half_x * (c * ez + s * ex), half_z * (s * ez - c * ex)
         s_x, s_z = half_x * (c * ex - s * ez), half_z * (s * ex + c * ez)
         reach, reach_s = abs(lat_x) + abs(lat_z), abs(s_x) + abs(s_z)

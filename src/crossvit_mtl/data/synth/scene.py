@@ -94,8 +94,6 @@ class _Builder:
     def off_road(self, x, z, half_x, half_z, heading, margin) -> bool:
         """Whether a rectangular footprint (its :data:`FOOTPRINT` points) keeps ``margin`` from every
         road edge: settled by bounds where they can, else by the points' exact coordinates."""
-        if self.blocking[0].holds_centre(x, z, margin):  # a row crossing a road: its lots, quickly
-            return False
         c, s = math.cos(heading), math.sin(heading)  # _YawFrame's
         unsettled = []
         for road in self.blocking:
